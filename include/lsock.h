@@ -1,0 +1,359 @@
+/*
+ * lsock: local inter-process communication with the model of Qt's QLocalSocket and
+ * QLocalServer, in C. Unix domain sockets on Unix (named pipes on Windows to come).
+ *
+ * Two ways to use it:
+ *  - event-driven: create an lsock_loop, give sockets and servers that loop, set callbacks,
+ *    and run the loop with lsock_loop_run();
+ *  - blocking: pass NULL as the loop and use the lsock_*_wait_for_*() calls, which block the
+ *    calling thread on one object and fire its callbacks synchronously, as Qt's waitFor*() do.
+ *    The wait calls also work on objects that have a loop.
+ *
+ * Threads: one loop per thread. An object is used only from the thread that runs its loop (an
+ * object without a loop from one thread at a time). lsock_loop_wakeup() is the one call that is
+ * safe from any thread.
+ *
+ * Errors: calls that fail return false, -1 or NULL; the object's error()/error_string() then
+ * say why, and the string names the call that failed ("lsock_socket_connect: Connection
+ * refused"). A NULL object argument makes a call fail without touching anything.
+ *
+ * Ownership: every object is created by its _new() call and released by its _free() call.
+ * Strings returned by the library belong to the object and live until the next call that
+ * changes them or the object is freed; buffers returned by lsock_socket_read_all() belong to
+ * the caller (free()).
+ */
+#ifndef LSOCK_H
+#define LSOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(LSOCK_SHARED)
+#ifdef LSOCK_BUILDING
+#define LSOCK_API __declspec(dllexport)
+#else
+#define LSOCK_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define LSOCK_API __attribute__((visibility("default")))
+#else
+#define LSOCK_API
+#endif
+
+#define LSOCK_VERSION_MAJOR 0
+#define LSOCK_VERSION_MINOR 1
+#define LSOCK_VERSION_PATCH 0
+
+typedef struct lsock_loop lsock_loop;
+typedef struct lsock_socket lsock_socket;
+typedef struct lsock_server lsock_server;
+typedef struct lsock_timer lsock_timer;
+
+/* QLocalSocket::LocalSocketState. */
+typedef enum lsock_state {
+    LSOCK_UNCONNECTED = 0, /* not connected */
+    LSOCK_CONNECTING = 1,  /* connection being established (e.g. server backlog full) */
+    LSOCK_CONNECTED = 2,   /* connection established */
+    LSOCK_CLOSING = 3      /* about to close; data may still be waiting to be written */
+} lsock_state;
+
+/* QLocalSocket::LocalSocketError, plus OPERATION (not allowed in this state), ADDRESS_IN_USE
+ * (server) and INVALID_ARGUMENT (a negative size, a NULL buffer, unknown flags). */
+#define LSOCK_ERROR_MAP(X)                                                                         \
+    X(NONE, "No error")                                                                            \
+    X(CONNECTION_REFUSED, "Connection refused")                                                    \
+    X(PEER_CLOSED, "Remote closed")                                                                \
+    X(SERVER_NOT_FOUND, "Server not found")                                                        \
+    X(SOCKET_ACCESS, "Permission denied")                                                          \
+    X(SOCKET_RESOURCE, "Out of resources")                                                         \
+    X(SOCKET_TIMEOUT, "Socket operation timed out")                                                \
+    X(DATAGRAM_TOO_LARGE, "Datagram too large")                                                    \
+    X(CONNECTION, "Connection error")                                                              \
+    X(UNSUPPORTED_OPERATION, "Operation not supported")                                            \
+    X(UNKNOWN, "Unknown error")                                                                    \
+    X(OPERATION, "Operation not allowed in this state")                                            \
+    X(ADDRESS_IN_USE, "Address in use")                                                            \
+    X(INVALID_ARGUMENT, "Invalid argument")
+
+typedef enum lsock_error {
+#define LSOCK_ERROR_ENUM_(name, text) LSOCK_ERR_##name,
+    LSOCK_ERROR_MAP(LSOCK_ERROR_ENUM_)
+#undef LSOCK_ERROR_ENUM_
+        LSOCK_ERR_COUNT_
+} lsock_error;
+
+/* The enumerator's name without prefix ("PEER_CLOSED"); "INVALID" for an unknown value. */
+LSOCK_API const char *lsock_error_name(lsock_error err);
+/* A short human-readable message ("Connection refused"); "Invalid error code" if unknown. */
+LSOCK_API const char *lsock_strerror(lsock_error err);
+
+/* Open modes (QIODevice::OpenMode subset). */
+enum {
+    LSOCK_READ_ONLY = 1,
+    LSOCK_WRITE_ONLY = 2,
+    LSOCK_READ_WRITE = LSOCK_READ_ONLY | LSOCK_WRITE_ONLY
+};
+
+/* lsock_loop_run() modes, as libuv's. */
+typedef enum lsock_run_mode {
+    LSOCK_RUN_DEFAULT = 0, /* run until no work remains or lsock_loop_stop() */
+    LSOCK_RUN_ONCE = 1,    /* wait for events once (blocking), dispatch them, return */
+    LSOCK_RUN_NOWAIT = 2   /* dispatch what is ready now, never block */
+} lsock_run_mode;
+
+/* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE). */
+enum {
+    LSOCK_USER_ACCESS = 1,        /* socket file mode 0700 */
+    LSOCK_GROUP_ACCESS = 2,       /* 0070 */
+    LSOCK_OTHER_ACCESS = 4,       /* 0007 */
+    LSOCK_WORLD_ACCESS = 7,       /* 0777 */
+    LSOCK_ABSTRACT_NAMESPACE = 8, /* Linux abstract namespace: no file is made */
+    LSOCK_RECLAIM_STALE = 16      /* listen() removes a stale socket file nobody listens on */
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Version                                                                                    */
+
+/* The library version as "MAJOR.MINOR.PATCH"; static storage. */
+LSOCK_API const char *lsock_version(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Loop                                                                                       */
+
+/* A new event loop (epoll or poll backend, chosen at build time); NULL when out of resources. */
+LSOCK_API lsock_loop *lsock_loop_new(void);
+/* Frees the loop. Returns false and frees nothing while sockets, servers or timers still use
+ * it (free them first); true on success or when loop is NULL. */
+LSOCK_API bool lsock_loop_free(lsock_loop *loop);
+/* Runs the loop in the given mode. Returns non-zero while work remains (active sockets,
+ * listening servers, started timers), 0 when none remains; -1 on a bad argument. */
+LSOCK_API int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode);
+/* Makes the running lsock_loop_run() return after the current iteration. Loop thread only. */
+LSOCK_API void lsock_loop_stop(lsock_loop *loop);
+/* Wakes the loop from its wait; the one call safe from any thread. The loop returns from
+ * LSOCK_RUN_ONCE, or goes round once more in LSOCK_RUN_DEFAULT. */
+LSOCK_API void lsock_loop_wakeup(lsock_loop *loop);
+/* A descriptor that becomes readable when the loop has work, to embed the loop in a foreign
+ * one (GLib, Qt, libuv): when it is readable, call lsock_loop_run(loop, LSOCK_RUN_NOWAIT).
+ * -1 where the backend cannot offer one (poll backend). */
+LSOCK_API int lsock_loop_backend_fd(lsock_loop *loop);
+/* Milliseconds until the loop next needs to run (next timer): 0 if now, -1 if no timer. */
+LSOCK_API int lsock_loop_backend_timeout(lsock_loop *loop);
+/* "epoll" or "poll"; static storage. */
+LSOCK_API const char *lsock_loop_backend_name(lsock_loop *loop);
+
+/* A timer on loop, calling cb(timer, userdata) when it fires; NULL on bad argument/no memory. */
+LSOCK_API lsock_timer *lsock_timer_new(lsock_loop *loop, void (*cb)(lsock_timer *, void *),
+                                       void *userdata);
+/* Starts (or restarts) the timer: first fires after timeout_ms, then every repeat_ms if
+ * repeat_ms is non-zero. Returns false on a NULL timer. */
+LSOCK_API bool lsock_timer_start(lsock_timer *timer, uint64_t timeout_ms, uint64_t repeat_ms);
+/* Stops the timer; it will not fire until started again. */
+LSOCK_API void lsock_timer_stop(lsock_timer *timer);
+/* True while the timer is started. */
+LSOCK_API bool lsock_timer_is_active(const lsock_timer *timer);
+/* Stops and frees the timer; safe inside its own callback. */
+LSOCK_API void lsock_timer_free(lsock_timer *timer);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Socket (QLocalSocket)                                                                      */
+
+/* Callbacks, Qt's signals; any may be NULL. Every one may free the socket. */
+typedef struct lsock_socket_callbacks {
+    void (*connected)(lsock_socket *s, void *userdata);
+    void (*disconnected)(lsock_socket *s, void *userdata);
+    void (*error_occurred)(lsock_socket *s, lsock_error err, void *userdata);
+    void (*state_changed)(lsock_socket *s, lsock_state state, void *userdata);
+    void (*ready_read)(lsock_socket *s, void *userdata);
+    void (*bytes_written)(lsock_socket *s, int64_t bytes, void *userdata);
+    void (*about_to_close)(lsock_socket *s, void *userdata);
+    void (*read_channel_finished)(lsock_socket *s, void *userdata);
+} lsock_socket_callbacks;
+
+/* Peer process credentials. */
+typedef struct lsock_credentials {
+    int64_t pid; /* -1 when the platform cannot tell */
+    int64_t uid;
+    int64_t gid;
+} lsock_credentials;
+
+/* A new unconnected socket on loop; loop may be NULL for blocking use only. NULL on no memory. */
+LSOCK_API lsock_socket *lsock_socket_new(lsock_loop *loop);
+/* Aborts the connection if any (no callbacks fire) and frees the socket. Safe inside the
+ * socket's own callbacks (the memory is released when the callback returns). */
+LSOCK_API void lsock_socket_free(lsock_socket *s);
+/* Copies the callback table (cb may be NULL: none) and sets the userdata passed to them. */
+LSOCK_API void lsock_socket_set_callbacks(lsock_socket *s, const lsock_socket_callbacks *cb,
+                                          void *userdata);
+/* The userdata given to lsock_socket_set_callbacks(). */
+LSOCK_API void *lsock_socket_userdata(const lsock_socket *s);
+/* The loop the socket runs on, or NULL. */
+LSOCK_API lsock_loop *lsock_socket_loop(const lsock_socket *s);
+
+/* Sets the name connect() uses when given NULL. Fails (LSOCK_ERR_OPERATION) unless
+ * unconnected, or on no memory. */
+LSOCK_API bool lsock_socket_set_server_name(lsock_socket *s, const char *name);
+/* The name as given to set_server_name()/connect(); "" if none. Owned by the socket. */
+LSOCK_API const char *lsock_socket_server_name(const lsock_socket *s);
+/* The resolved path ("/tmp/name") of the current connection; "" if none. As in Qt, both
+ * names are cleared when the connection ends or fails. */
+LSOCK_API const char *lsock_socket_full_server_name(const lsock_socket *s);
+/* Sets options for the next connect (LSOCK_ABSTRACT_NAMESPACE). False unless unconnected
+ * (LSOCK_ERR_OPERATION), or on other flags (LSOCK_ERR_INVALID_ARGUMENT). */
+LSOCK_API bool lsock_socket_set_options(lsock_socket *s, unsigned options);
+LSOCK_API unsigned lsock_socket_options(const lsock_socket *s);
+/* Time connect() keeps retrying while the server's backlog is full; default 30000 ms. */
+LSOCK_API bool lsock_socket_set_connect_timeout(lsock_socket *s, int msecs);
+LSOCK_API int lsock_socket_connect_timeout(const lsock_socket *s);
+
+/* Connects to name (NULL: the name set by set_server_name()) in open_mode. Callbacks fire
+ * synchronously: state_changed(CONNECTING), then on success state_changed(CONNECTED) and
+ * connected; on failure error_occurred(err) and state_changed(UNCONNECTED). If the server's
+ * backlog is full the socket stays CONNECTING and retries (on its loop, or inside
+ * wait_for_connected()) until the connect timeout. Returns true when CONNECTED or CONNECTING. */
+LSOCK_API bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode);
+/* Graceful close: CLOSING until all written data is delivered, then UNCONNECTED. Unread
+ * received data stays readable. */
+LSOCK_API void lsock_socket_disconnect(lsock_socket *s);
+/* Immediate close: drops unwritten and unread data, UNCONNECTED on return. */
+LSOCK_API void lsock_socket_abort(lsock_socket *s);
+/* QIODevice::close(): about_to_close (data still readable), then unread data is dropped and
+ * the socket disconnects gracefully. */
+LSOCK_API void lsock_socket_close(lsock_socket *s);
+
+LSOCK_API lsock_state lsock_socket_state(const lsock_socket *s);
+/* The last error, LSOCK_ERR_NONE if none. */
+LSOCK_API lsock_error lsock_socket_error(const lsock_socket *s);
+/* The last error as text naming the call, e.g. "lsock_socket_connect: Connection refused";
+ * "" when no error. Owned by the socket. */
+LSOCK_API const char *lsock_socket_error_string(const lsock_socket *s);
+/* True when connected or closing (the descriptor is usable). */
+LSOCK_API bool lsock_socket_is_valid(const lsock_socket *s);
+/* The open mode of the current connection; 0 when not open. */
+LSOCK_API unsigned lsock_socket_open_mode(const lsock_socket *s);
+
+/* Reads up to max bytes into buf. Returns bytes read (0 if none available), -1 on error
+ * (not open for reading, bad argument). */
+LSOCK_API int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max);
+/* Reads a line (up to and including '\n', at most max - 1 bytes) into buf and NUL-terminates
+ * it. Like QIODevice::readLine, reads what is there when no '\n' is buffered. Returns bytes
+ * read (0 if none available), -1 on error (max < 2, not readable). */
+LSOCK_API int64_t lsock_socket_read_line(lsock_socket *s, char *buf, int64_t max);
+/* All buffered data in a malloc'd, NUL-terminated buffer the caller frees; *len gets its
+ * length (may be 0). NULL on error. */
+LSOCK_API void *lsock_socket_read_all(lsock_socket *s, size_t *len);
+/* Copies up to max buffered bytes without consuming them. Returns the count, -1 on error. */
+LSOCK_API int64_t lsock_socket_peek(lsock_socket *s, void *buf, int64_t max);
+/* Discards up to max buffered bytes. Returns the count, -1 on error. */
+LSOCK_API int64_t lsock_socket_skip(lsock_socket *s, int64_t max);
+/* Queues len bytes for writing (written to the kernel at once when possible; never blocks).
+ * Returns len, or -1 on error (not connected for writing, bad argument, no memory). */
+LSOCK_API int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len);
+/* True if a whole line ('\n') is buffered. */
+LSOCK_API bool lsock_socket_can_read_line(const lsock_socket *s);
+/* Bytes buffered for reading. */
+LSOCK_API int64_t lsock_socket_bytes_available(const lsock_socket *s);
+/* Bytes queued but not yet handed to the kernel. */
+LSOCK_API int64_t lsock_socket_bytes_to_write(const lsock_socket *s);
+/* True when no data is buffered for reading. */
+LSOCK_API bool lsock_socket_at_end(const lsock_socket *s);
+/* Writes as much queued data as the kernel takes now. True if anything was written. */
+LSOCK_API bool lsock_socket_flush(lsock_socket *s);
+
+/* Limit of the read buffer in bytes; 0 (default) is unlimited. A limit stops reading from
+ * the kernel while the buffer is full (backpressure on the peer; nothing is lost). */
+LSOCK_API int64_t lsock_socket_read_buffer_size(const lsock_socket *s);
+LSOCK_API bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size);
+
+/* Blocking waits (msecs -1: no timeout). They block on this socket only and fire its
+ * callbacks synchronously. Each returns true when the event happened, false on timeout
+ * (error LSOCK_ERR_SOCKET_TIMEOUT) or failure (the error says why). */
+LSOCK_API bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs);
+LSOCK_API bool lsock_socket_wait_for_disconnected(lsock_socket *s, int msecs);
+LSOCK_API bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs);
+LSOCK_API bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs);
+
+/* Adopts a connected stream socket descriptor (the socket owns it from then on); state must
+ * be LSOCK_CONNECTED. Fires state_changed(CONNECTED). False with
+ * LSOCK_ERR_UNSUPPORTED_OPERATION for a descriptor that is not an open, connected stream
+ * socket (-1 included), LSOCK_ERR_INVALID_ARGUMENT for another state or a bad open_mode,
+ * LSOCK_ERR_OPERATION unless the socket is unconnected. */
+LSOCK_API bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state,
+                                           unsigned open_mode);
+/* The descriptor, -1 when unconnected. Still owned by the socket. */
+LSOCK_API intptr_t lsock_socket_descriptor(const lsock_socket *s);
+
+/* The connected peer's pid, uid and gid. False when not connected or not supported. */
+LSOCK_API bool lsock_socket_peer_credentials(lsock_socket *s, lsock_credentials *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Server (QLocalServer)                                                                      */
+
+/* A new server on loop; loop may be NULL for blocking use (wait_for_new_connection()). */
+LSOCK_API lsock_server *lsock_server_new(lsock_loop *loop);
+/* Closes (see lsock_server_close()) and frees the server and its pending connections. Safe
+ * inside its own callback. */
+LSOCK_API void lsock_server_free(lsock_server *srv);
+/* cb(srv, userdata) fires once per accepted connection, which then waits in the pending
+ * queue (lsock_server_next_pending_connection()). */
+LSOCK_API void lsock_server_set_new_connection_callback(lsock_server *srv,
+                                                        void (*cb)(lsock_server *, void *),
+                                                        void *userdata);
+LSOCK_API void *lsock_server_userdata(const lsock_server *srv);
+
+/* Options used by the next listen(): the LSOCK_*_ACCESS file modes, ABSTRACT_NAMESPACE,
+ * RECLAIM_STALE. False on unknown flags (LSOCK_ERR_INVALID_ARGUMENT). */
+LSOCK_API bool lsock_server_set_socket_options(lsock_server *srv, unsigned options);
+LSOCK_API unsigned lsock_server_socket_options(const lsock_server *srv);
+/* listen(2) backlog for the next listen(); default 50. False if size < 1
+ * (LSOCK_ERR_INVALID_ARGUMENT). */
+LSOCK_API bool lsock_server_set_listen_backlog_size(lsock_server *srv, int size);
+LSOCK_API int lsock_server_listen_backlog_size(const lsock_server *srv);
+/* Accepting pauses while this many connections wait in the queue; default 30. False if < 1
+ * (LSOCK_ERR_INVALID_ARGUMENT). */
+LSOCK_API bool lsock_server_set_max_pending_connections(lsock_server *srv, int n);
+LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
+
+/* Listens on name (resolved as for sockets). False with LSOCK_ERR_ADDRESS_IN_USE if a live
+ * server holds the name (or a stale file remains without LSOCK_RECLAIM_STALE),
+ * LSOCK_ERR_SERVER_NOT_FOUND for an empty or too long name, LSOCK_ERR_OPERATION if already
+ * listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not writable. */
+LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
+/* Listens on an already bound and listening socket descriptor, which the server then owns. */
+LSOCK_API bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd);
+LSOCK_API bool lsock_server_is_listening(const lsock_server *srv);
+/* Stops listening and frees the connections still pending (as Qt); removes the socket file
+ * only if it is still the one this server made. Connections already taken are unaffected. */
+LSOCK_API void lsock_server_close(lsock_server *srv);
+
+LSOCK_API bool lsock_server_has_pending_connections(const lsock_server *srv);
+/* The next accepted connection, now owned by the caller (lsock_socket_free()), connected and
+ * running on the server's loop; NULL if none. */
+LSOCK_API lsock_socket *lsock_server_next_pending_connection(lsock_server *srv);
+/* Blocks up to msecs (-1: forever) for a connection; fires the new-connection callback.
+ * True if a connection is pending; *timed_out (may be NULL) says whether it timed out. */
+LSOCK_API bool lsock_server_wait_for_new_connection(lsock_server *srv, int msecs, bool *timed_out);
+
+/* The name given to listen(), "" if not listening. Owned by the server. */
+LSOCK_API const char *lsock_server_name(const lsock_server *srv);
+/* The resolved path listened on, "" if not listening. Owned by the server. */
+LSOCK_API const char *lsock_server_full_server_name(const lsock_server *srv);
+/* The listening descriptor, -1 if not listening. */
+LSOCK_API intptr_t lsock_server_descriptor(const lsock_server *srv);
+LSOCK_API lsock_error lsock_server_error(const lsock_server *srv);
+/* "lsock_server_listen: Address in use" and the like; "" when no error. */
+LSOCK_API const char *lsock_server_error_string(const lsock_server *srv);
+
+/* Removes the socket file of name (QLocalServer::removeServer). True if it is gone. */
+LSOCK_API bool lsock_remove_server(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LSOCK_H */

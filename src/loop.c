@@ -1,0 +1,412 @@
+/*
+ * The event loop: descriptor watchers dispatched by a backend chosen at build time
+ * (src/unix/epoll.c or src/unix/poll.c), timers in a binary min-heap, a queue of deferred
+ * work, and a wakeup channel that other threads may signal.
+ *
+ * Re-entrancy: a callback may stop or free the very watcher, timer or object being
+ * dispatched. Watchers are looked up by descriptor for every reported event, so a watcher
+ * stopped earlier in the same iteration is skipped; timers are taken off the heap before
+ * their callback runs and freed afterwards if the callback asked for it.
+ */
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCRATCH_SIZE 65536
+
+struct lsock_timer {
+    lsock_loop *loop;
+    void (*cb)(lsock_timer *, void *);
+    void *userdata;
+    uint64_t due;
+    uint64_t repeat;
+    uint64_t seq;
+    size_t heap_index; /* SIZE_MAX when not started */
+    int in_cb;
+    int dead;
+};
+
+struct lsock_loop {
+    lsock__backend *backend;
+    lsock__io **watchers; /* indexed by descriptor */
+    int nwatchers;
+    int active_ios; /* watchers with events, the wakeup one excluded */
+    lsock_timer **heap;
+    size_t nheap, capheap;
+    uint64_t timer_seq;
+    lsock__pending *pending_head, *pending_tail;
+    int objects;
+    int stop_flag;
+    int wake_rfd, wake_wfd;
+    lsock__io wake_io;
+    atomic_int wake_pending;
+    char *scratch;
+};
+
+/* ---- heap of timers ------------------------------------------------------------------ */
+
+static int timer_less(const lsock_timer *a, const lsock_timer *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_swap(lsock_loop *loop, size_t i, size_t j)
+{
+    lsock_timer *t = loop->heap[i];
+    loop->heap[i] = loop->heap[j];
+    loop->heap[j] = t;
+    loop->heap[i]->heap_index = i;
+    loop->heap[j]->heap_index = j;
+}
+
+static void heap_up(lsock_loop *loop, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_less(loop->heap[i], loop->heap[parent])) break;
+        heap_swap(loop, i, parent);
+        i = parent;
+    }
+}
+
+static void heap_down(lsock_loop *loop, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < loop->nheap && timer_less(loop->heap[l], loop->heap[m])) m = l;
+        if (r < loop->nheap && timer_less(loop->heap[r], loop->heap[m])) m = r;
+        if (m == i) break;
+        heap_swap(loop, i, m);
+        i = m;
+    }
+}
+
+static int heap_insert(lsock_loop *loop, lsock_timer *t)
+{
+    if (loop->nheap == loop->capheap) {
+        size_t cap = loop->capheap ? loop->capheap * 2 : 16;
+        lsock_timer **h = realloc(loop->heap, cap * sizeof *h);
+        if (!h) return -1;
+        loop->heap = h;
+        loop->capheap = cap;
+    }
+    t->heap_index = loop->nheap;
+    loop->heap[loop->nheap++] = t;
+    heap_up(loop, t->heap_index);
+    return 0;
+}
+
+static void heap_remove(lsock_loop *loop, lsock_timer *t)
+{
+    size_t i = t->heap_index;
+    if (i == SIZE_MAX) return;
+    loop->nheap--;
+    if (i != loop->nheap) {
+        heap_swap(loop, i, loop->nheap);
+        heap_down(loop, i);
+        heap_up(loop, i);
+    }
+    t->heap_index = SIZE_MAX;
+}
+
+/* ---- watchers ------------------------------------------------------------------------ */
+
+void lsock__io_init(lsock__io *io, int fd, lsock__io_cb cb, void *data)
+{
+    io->fd = fd;
+    io->events = 0;
+    io->installed = 0;
+    io->cb = cb;
+    io->data = data;
+}
+
+static int grow_watchers(lsock_loop *loop, int fd)
+{
+    if (fd < loop->nwatchers) return 0;
+    int n = loop->nwatchers ? loop->nwatchers : 64;
+    while (n <= fd)
+        n *= 2;
+    lsock__io **w = realloc(loop->watchers, (size_t)n * sizeof *w);
+    if (!w) return -1;
+    memset(w + loop->nwatchers, 0, (size_t)(n - loop->nwatchers) * sizeof *w);
+    loop->watchers = w;
+    loop->nwatchers = n;
+    return 0;
+}
+
+int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
+{
+    unsigned want = io->events | events;
+    if (want == io->installed) {
+        io->events = want;
+        return 0;
+    }
+    if (grow_watchers(loop, io->fd) < 0) return -1;
+    if (lsock__backend_set(loop->backend, io->fd, io->installed, want) < 0) return -1;
+    if (io->installed == 0 && io != &loop->wake_io) loop->active_ios++;
+    io->events = io->installed = want;
+    loop->watchers[io->fd] = io;
+    return 0;
+}
+
+void lsock__io_stop(lsock_loop *loop, lsock__io *io, unsigned events)
+{
+    unsigned want = io->events & ~events;
+    io->events = want;
+    if (want == io->installed) return;
+    lsock__backend_set(loop->backend, io->fd, io->installed, want);
+    if (want == 0) {
+        if (io != &loop->wake_io) loop->active_ios--;
+        if (io->fd < loop->nwatchers && loop->watchers[io->fd] == io) loop->watchers[io->fd] = NULL;
+    }
+    io->installed = want;
+}
+
+/* ---- deferred work ------------------------------------------------------------------- */
+
+void lsock__pending_queue(lsock_loop *loop, lsock__pending *p)
+{
+    if (p->queued) return;
+    p->queued = 1;
+    p->next = NULL;
+    if (loop->pending_tail)
+        loop->pending_tail->next = p;
+    else
+        loop->pending_head = p;
+    loop->pending_tail = p;
+}
+
+void lsock__pending_cancel(lsock_loop *loop, lsock__pending *p)
+{
+    if (!p->queued) return;
+    lsock__pending **pp = &loop->pending_head, *prev = NULL;
+    while (*pp && *pp != p) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = p->next;
+        if (loop->pending_tail == p) loop->pending_tail = prev;
+    }
+    p->queued = 0;
+    p->next = NULL;
+}
+
+/* Runs the work queued so far; work queued by these callbacks waits for the next round. */
+static void run_pending(lsock_loop *loop)
+{
+    lsock__pending *last = loop->pending_tail;
+    while (loop->pending_head) {
+        lsock__pending *p = loop->pending_head;
+        loop->pending_head = p->next;
+        if (!loop->pending_head) loop->pending_tail = NULL;
+        p->queued = 0;
+        p->next = NULL;
+        int was_last = (p == last);
+        p->cb(p); /* may free p */
+        if (was_last) break;
+    }
+}
+
+/* ---- loop ---------------------------------------------------------------------------- */
+
+static void wake_cb(lsock__io *io, unsigned revents)
+{
+    lsock_loop *loop = io->data;
+    lsock__plat_wakeup_drain(loop->wake_rfd);
+    atomic_store(&loop->wake_pending, 0);
+}
+
+lsock_loop *lsock_loop_new(void)
+{
+    lsock_loop *loop = calloc(1, sizeof *loop);
+    if (!loop) return NULL;
+    loop->backend = lsock__backend_new();
+    if (!loop->backend) {
+        free(loop);
+        return NULL;
+    }
+    if (lsock__plat_wakeup_open(&loop->wake_rfd, &loop->wake_wfd) < 0) {
+        lsock__backend_free(loop->backend);
+        free(loop);
+        return NULL;
+    }
+    atomic_init(&loop->wake_pending, 0);
+    lsock__io_init(&loop->wake_io, loop->wake_rfd, wake_cb, loop);
+    if (lsock__io_start(loop, &loop->wake_io, LSOCK__READABLE) < 0) {
+        lsock__plat_close(loop->wake_rfd);
+        if (loop->wake_wfd != loop->wake_rfd) lsock__plat_close(loop->wake_wfd);
+        lsock__backend_free(loop->backend);
+        free(loop->watchers);
+        free(loop);
+        return NULL;
+    }
+    return loop;
+}
+
+bool lsock_loop_free(lsock_loop *loop)
+{
+    if (!loop) return true;
+    if (loop->objects > 0) return false;
+    lsock__io_stop(loop, &loop->wake_io, LSOCK__READABLE | LSOCK__WRITABLE);
+    lsock__plat_close(loop->wake_rfd);
+    if (loop->wake_wfd != loop->wake_rfd) lsock__plat_close(loop->wake_wfd);
+    lsock__backend_free(loop->backend);
+    free(loop->watchers);
+    free(loop->heap);
+    free(loop->scratch);
+    free(loop);
+    return true;
+}
+
+void lsock__loop_ref_objects(lsock_loop *loop, int delta)
+{
+    loop->objects += delta;
+}
+
+char *lsock__loop_scratch(lsock_loop *loop, size_t *size)
+{
+    if (!loop->scratch) loop->scratch = malloc(SCRATCH_SIZE);
+    *size = loop->scratch ? SCRATCH_SIZE : 0;
+    return loop->scratch;
+}
+
+static int loop_alive(const lsock_loop *loop)
+{
+    return loop->active_ios > 0 || loop->nheap > 0 || loop->pending_head != NULL;
+}
+
+static void run_timers(lsock_loop *loop)
+{
+    uint64_t now = lsock__now_ms();
+    while (loop->nheap > 0 && loop->heap[0]->due <= now) {
+        lsock_timer *t = loop->heap[0];
+        heap_remove(loop, t);
+        if (t->repeat) {
+            t->due = now + t->repeat;
+            t->seq = loop->timer_seq++;
+            heap_insert(loop, t); /* cannot fail: the slot was just freed */
+        }
+        t->in_cb++;
+        t->cb(t, t->userdata);
+        t->in_cb--;
+        if (t->dead && t->in_cb == 0) free(t);
+    }
+}
+
+static int next_timeout(const lsock_loop *loop)
+{
+    if (loop->pending_head) return 0;
+    if (loop->nheap == 0) return -1;
+    uint64_t now = lsock__now_ms(), due = loop->heap[0]->due;
+    if (due <= now) return 0;
+    uint64_t d = due - now;
+    return d > 0x7fffffff ? 0x7fffffff : (int)d;
+}
+
+/* Called by the backend per ready descriptor. */
+static void report(lsock_loop *loop, int fd, unsigned revents)
+{
+    if (fd < 0 || fd >= loop->nwatchers) return;
+    lsock__io *io = loop->watchers[fd];
+    if (!io) return;
+    unsigned ev = revents & io->events;
+    if (ev) io->cb(io, ev);
+}
+
+int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
+{
+    if (!loop) return -1;
+    if (mode != LSOCK_RUN_DEFAULT && mode != LSOCK_RUN_ONCE && mode != LSOCK_RUN_NOWAIT) return -1;
+    loop->stop_flag = 0;
+    int alive = loop_alive(loop);
+    while (alive && !loop->stop_flag) {
+        run_timers(loop);
+        run_pending(loop);
+        if (!loop_alive(loop)) { /* the callbacks just run may have ended all work */
+            alive = 0;
+            break;
+        }
+        int timeout = 0;
+        if (mode != LSOCK_RUN_NOWAIT && !loop->stop_flag) timeout = next_timeout(loop);
+        lsock__backend_poll(loop->backend, timeout, report, loop);
+        run_timers(loop);
+        alive = loop_alive(loop);
+        if (mode != LSOCK_RUN_DEFAULT) break;
+    }
+    loop->stop_flag = 0;
+    return alive;
+}
+
+void lsock_loop_stop(lsock_loop *loop)
+{
+    if (loop) loop->stop_flag = 1;
+}
+
+void lsock_loop_wakeup(lsock_loop *loop)
+{
+    if (!loop) return;
+    if (atomic_exchange(&loop->wake_pending, 1) == 0) lsock__plat_wakeup_signal(loop->wake_wfd);
+}
+
+int lsock_loop_backend_fd(lsock_loop *loop)
+{
+    return loop ? lsock__backend_fd(loop->backend) : -1;
+}
+
+int lsock_loop_backend_timeout(lsock_loop *loop)
+{
+    return loop ? next_timeout(loop) : -1;
+}
+
+const char *lsock_loop_backend_name(lsock_loop *loop)
+{
+    return lsock__backend_name();
+}
+
+/* ---- timers -------------------------------------------------------------------------- */
+
+lsock_timer *lsock_timer_new(lsock_loop *loop, void (*cb)(lsock_timer *, void *), void *userdata)
+{
+    if (!loop || !cb) return NULL;
+    lsock_timer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->loop = loop;
+    t->cb = cb;
+    t->userdata = userdata;
+    t->heap_index = SIZE_MAX;
+    loop->objects++;
+    return t;
+}
+
+bool lsock_timer_start(lsock_timer *t, uint64_t timeout_ms, uint64_t repeat_ms)
+{
+    if (!t || t->dead) return false;
+    heap_remove(t->loop, t);
+    uint64_t now = lsock__now_ms();
+    t->due = timeout_ms > UINT64_MAX - now ? UINT64_MAX : now + timeout_ms;
+    t->repeat = repeat_ms;
+    t->seq = t->loop->timer_seq++;
+    return heap_insert(t->loop, t) == 0;
+}
+
+void lsock_timer_stop(lsock_timer *t)
+{
+    if (t) heap_remove(t->loop, t);
+}
+
+bool lsock_timer_is_active(const lsock_timer *t)
+{
+    return t && t->heap_index != SIZE_MAX;
+}
+
+void lsock_timer_free(lsock_timer *t)
+{
+    if (!t || t->dead) return;
+    heap_remove(t->loop, t);
+    t->loop->objects--;
+    t->dead = 1;
+    if (t->in_cb == 0) free(t);
+}

@@ -1,0 +1,25 @@
+/*
+ * Server names, resolved as Qt resolves them so that lsock and Qt programs meet: a name that
+ * starts with '/' is a path used as is; any other name lives in the temporary directory,
+ * $TMPDIR (or /tmp when TMPDIR is unset or empty), like QDir::tempPath().
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+char *lsock__name_resolve(const char *name)
+{
+    if (name[0] == '/') return strdup(name);
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    size_t dl = strlen(dir), nl = strlen(name);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    char *out = malloc(dl + 1 + nl + 1);
+    if (!out) return NULL;
+    memcpy(out, dir, dl);
+    if (dir[dl - 1] != '/') out[dl++] = '/';
+    memcpy(out + dl, name, nl + 1);
+    return out;
+}

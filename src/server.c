@@ -1,0 +1,481 @@
+/*
+ * The server: QLocalServer. Listens on a name, accepts connections into a pending queue that
+ * the application drains with lsock_server_next_pending_connection(), and pauses accepting
+ * while max_pending_connections wait (the kernel's backlog then holds further clients).
+ *
+ * Stale socket files: a file at the name is probed with a connect; a live server means
+ * ADDRESS_IN_USE; a dead one is removed only with LSOCK_RECLAIM_STALE (else the caller uses
+ * lsock_remove_server(), as with Qt). On close the file is removed only if it is still the
+ * one this server made (same device and inode).
+ *
+ * Out of descriptors (EMFILE/ENFILE): accepting pauses and a timer retries later, so the
+ * loop never spins on a listening socket it cannot accept from.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_BACKLOG     50
+#define DEFAULT_MAX_PENDING 30
+#define RESOURCE_RETRY_MS   100
+#define KNOWN_OPTIONS       (LSOCK_WORLD_ACCESS | LSOCK_ABSTRACT_NAMESPACE | LSOCK_RECLAIM_STALE)
+
+struct lsock_server {
+    lsock_loop *loop;
+    void (*cb)(lsock_server *, void *);
+    void *ud;
+    unsigned options;
+    int backlog;
+    int max_pending;
+    int fd;
+    lsock__io io;
+    int watching;
+    char *name, *full;
+    int owns_file;
+    uint64_t dev, ino;
+    lsock_socket **queue;
+    size_t nqueue, capqueue;
+    lsock_timer *retry;
+    lsock__errinfo err;
+    int depth, dead;
+};
+
+static const char *const empty = "";
+
+static void destroy(lsock_server *srv)
+{
+    free(srv->queue);
+    free(srv->name);
+    free(srv->full);
+    free(srv);
+}
+
+static void hold(lsock_server *srv)
+{
+    srv->depth++;
+}
+
+static void release(lsock_server *srv)
+{
+    if (--srv->depth == 0 && srv->dead) destroy(srv);
+}
+
+static bool fail(lsock_server *srv, lsock_error code, const char *call, const char *detail)
+{
+    lsock__err_set(&srv->err, code, call, detail);
+    return false;
+}
+
+lsock_server *lsock_server_new(lsock_loop *loop)
+{
+    lsock_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return NULL;
+    srv->loop = loop;
+    srv->fd = -1;
+    srv->backlog = DEFAULT_BACKLOG;
+    srv->max_pending = DEFAULT_MAX_PENDING;
+    if (loop) lsock__loop_ref_objects(loop, 1);
+    return srv;
+}
+
+void lsock_server_free(lsock_server *srv)
+{
+    if (!srv || srv->dead) return;
+    lsock_server_close(srv);
+    if (srv->loop) lsock__loop_ref_objects(srv->loop, -1);
+    srv->dead = 1;
+    if (srv->depth == 0) destroy(srv);
+}
+
+void lsock_server_set_new_connection_callback(lsock_server *srv, void (*cb)(lsock_server *, void *),
+                                              void *userdata)
+{
+    if (!srv) return;
+    srv->cb = cb;
+    srv->ud = userdata;
+}
+
+void *lsock_server_userdata(const lsock_server *srv)
+{
+    return srv ? srv->ud : NULL;
+}
+
+/* ---- options ------------------------------------------------------------------------- */
+
+bool lsock_server_set_socket_options(lsock_server *srv, unsigned options)
+{
+    if (!srv) return false;
+    if (options & ~(unsigned)KNOWN_OPTIONS)
+        return fail(srv, LSOCK_ERR_INVALID_ARGUMENT, "lsock_server_set_socket_options",
+                    "unknown flags");
+    srv->options = options;
+    return true;
+}
+
+unsigned lsock_server_socket_options(const lsock_server *srv)
+{
+    return srv ? srv->options : 0;
+}
+
+bool lsock_server_set_listen_backlog_size(lsock_server *srv, int size)
+{
+    if (!srv) return false;
+    if (size < 1)
+        return fail(srv, LSOCK_ERR_INVALID_ARGUMENT, "lsock_server_set_listen_backlog_size",
+                    "size must be at least 1");
+    srv->backlog = size;
+    return true;
+}
+
+int lsock_server_listen_backlog_size(const lsock_server *srv)
+{
+    return srv ? srv->backlog : 0;
+}
+
+bool lsock_server_set_max_pending_connections(lsock_server *srv, int n)
+{
+    if (!srv) return false;
+    if (n < 1)
+        return fail(srv, LSOCK_ERR_INVALID_ARGUMENT, "lsock_server_set_max_pending_connections",
+                    "must be at least 1");
+    srv->max_pending = n;
+    return true;
+}
+
+int lsock_server_max_pending_connections(const lsock_server *srv)
+{
+    return srv ? srv->max_pending : 0;
+}
+
+/* ---- accepting ----------------------------------------------------------------------- */
+
+static void set_watching(lsock_server *srv, int on)
+{
+    if (!srv->loop || srv->fd < 0 || srv->watching == on) return;
+    srv->watching = on;
+    if (on)
+        lsock__io_start(srv->loop, &srv->io, LSOCK__READABLE);
+    else
+        lsock__io_stop(srv->loop, &srv->io, LSOCK__READABLE);
+}
+
+static void retry_cb(lsock_timer *t, void *ud)
+{
+    lsock_server *srv = ud;
+    if (srv->fd >= 0 && srv->nqueue < (size_t)srv->max_pending) set_watching(srv, 1);
+}
+
+/* Out of descriptors or memory: stop watching and look again a little later. */
+static void pause_for_resources(lsock_server *srv, int err)
+{
+    lsock__err_set(&srv->err, LSOCK_ERR_SOCKET_RESOURCE, "lsock_server_accept",
+                   lsock__plat_strerror(err));
+    set_watching(srv, 0);
+    if (!srv->loop) return;
+    if (!srv->retry) srv->retry = lsock_timer_new(srv->loop, retry_cb, srv);
+    if (srv->retry) lsock_timer_start(srv->retry, RESOURCE_RETRY_MS, 0);
+}
+
+static int push(lsock_server *srv, lsock_socket *s)
+{
+    if (srv->nqueue == srv->capqueue) {
+        size_t cap = srv->capqueue ? srv->capqueue * 2 : 8;
+        lsock_socket **q = realloc(srv->queue, cap * sizeof *q);
+        if (!q) return -1;
+        srv->queue = q;
+        srv->capqueue = cap;
+    }
+    srv->queue[srv->nqueue++] = s;
+    return 0;
+}
+
+/* Accepts while the queue has room; fires the callback once per connection. Returns the
+ * number accepted. */
+static int accept_some(lsock_server *srv)
+{
+    int n = 0;
+    while (!srv->dead && srv->fd >= 0 && srv->nqueue < (size_t)srv->max_pending) {
+        int fd = lsock__plat_accept(srv->fd);
+        if (fd == -EAGAIN) break;
+        if (fd < 0) {
+            if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM)
+                pause_for_resources(srv, -fd);
+            else
+                lsock__err_set(&srv->err, LSOCK_ERR_UNKNOWN, "lsock_server_accept",
+                               lsock__plat_strerror(fd));
+            break;
+        }
+        lsock_socket *s = lsock__socket_from_accepted(srv->loop, fd, srv->name, srv->full);
+        if (!s || push(srv, s) < 0) {
+            if (s)
+                lsock_socket_free(s);
+            else
+                lsock__plat_close(fd);
+            pause_for_resources(srv, ENOMEM);
+            break;
+        }
+        n++;
+        if (srv->cb) srv->cb(srv, srv->ud);
+    }
+    if (!srv->dead && srv->fd >= 0 && srv->nqueue >= (size_t)srv->max_pending) set_watching(srv, 0);
+    return n;
+}
+
+static void on_io(lsock__io *io, unsigned revents)
+{
+    lsock_server *srv = io->data;
+    hold(srv);
+    accept_some(srv);
+    release(srv);
+}
+
+/* ---- listening ----------------------------------------------------------------------- */
+
+static lsock_error listen_error(int err)
+{
+    switch (-err) {
+    case EADDRINUSE:
+    case EEXIST:
+        return LSOCK_ERR_ADDRESS_IN_USE;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return LSOCK_ERR_SOCKET_ACCESS;
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG:
+        return LSOCK_ERR_SERVER_NOT_FOUND;
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+    case ENOBUFS:
+        return LSOCK_ERR_SOCKET_RESOURCE;
+    case EAFNOSUPPORT:
+        return LSOCK_ERR_UNSUPPORTED_OPERATION;
+    default:
+        return LSOCK_ERR_UNKNOWN;
+    }
+}
+
+/* A socket file already at path: in use, stale (reclaimed if allowed), or not ours to touch. */
+static bool check_existing(lsock_server *srv, const char *path)
+{
+    static const char call[] = "lsock_server_listen";
+    if (!lsock__plat_file_exists(path)) return true;
+    if (!lsock__plat_is_socket(path))
+        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, "a file that is not a socket exists");
+    int live = lsock__plat_probe(path);
+    if (live == 1) return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, "a server is listening");
+    if (live < 0 && live != -ECONNREFUSED)
+        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, lsock__plat_strerror(live));
+    if (!(srv->options & LSOCK_RECLAIM_STALE))
+        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call,
+                    "stale socket file; lsock_remove_server() or LSOCK_RECLAIM_STALE");
+    int rc = lsock__plat_remove(path);
+    if (rc < 0) return fail(srv, listen_error(rc), call, lsock__plat_strerror(rc));
+    return true;
+}
+
+static bool start_listening(lsock_server *srv, int fd, char *name, char *full, int owns)
+{
+    srv->fd = fd;
+    srv->name = name;
+    srv->full = full;
+    srv->owns_file = owns;
+    lsock__err_clear(&srv->err);
+    if (srv->loop) {
+        lsock__io_init(&srv->io, fd, on_io, srv);
+        set_watching(srv, 1);
+    }
+    return true;
+}
+
+bool lsock_server_listen(lsock_server *srv, const char *name)
+{
+    static const char call[] = "lsock_server_listen";
+    if (!srv || srv->dead) return false;
+    if (srv->fd >= 0) return fail(srv, LSOCK_ERR_OPERATION, call, "already listening");
+    if (!name || !*name) return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
+    int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) != 0;
+    char *full = lsock__name_resolve(name);
+    char *copy = strdup(name);
+    if (!full || !copy) {
+        free(full);
+        free(copy);
+        return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    }
+    if (strlen(full) > lsock__plat_name_max()) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "full name is %zu bytes, the limit is %zu", strlen(full),
+                 lsock__plat_name_max());
+        free(full);
+        free(copy);
+        return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, detail);
+    }
+    if (!abstract && !check_existing(srv, full)) {
+        free(full);
+        free(copy);
+        return false;
+    }
+    int fd = lsock__plat_listen(full, abstract, srv->options & LSOCK_WORLD_ACCESS, srv->backlog,
+                                &srv->dev, &srv->ino);
+    if (fd < 0) {
+        free(full);
+        free(copy);
+        return fail(srv, listen_error(fd), call, lsock__plat_strerror(fd));
+    }
+    return start_listening(srv, fd, copy, full, !abstract);
+}
+
+bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
+{
+    static const char call[] = "lsock_server_listen_descriptor";
+    if (!srv || srv->dead) return false;
+    if (srv->fd >= 0) return fail(srv, LSOCK_ERR_OPERATION, call, "already listening");
+    if (fd < 0 || fd > 0x7fffffff)
+        return fail(srv, LSOCK_ERR_UNSUPPORTED_OPERATION, call, "invalid descriptor");
+    int rc = lsock__plat_adopt((int)fd, 1);
+    if (rc < 0)
+        return fail(srv, LSOCK_ERR_UNSUPPORTED_OPERATION, call,
+                    rc == -EINVAL ? "not a listening socket" : lsock__plat_strerror(rc));
+    char *full = NULL;
+    int abstract = 0;
+    if (lsock__plat_local_name(fd, &full, &abstract) < 0)
+        return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    const char *base = strrchr(full, '/');
+    char *name = strdup(base && !abstract ? base + 1 : full);
+    if (!name) {
+        free(full);
+        return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    }
+    if (abstract) srv->options |= LSOCK_ABSTRACT_NAMESPACE;
+    return start_listening(srv, (int)fd, name, full, 0);
+}
+
+bool lsock_server_is_listening(const lsock_server *srv)
+{
+    return srv && srv->fd >= 0;
+}
+
+void lsock_server_close(lsock_server *srv)
+{
+    if (!srv) return;
+    for (size_t i = 0; i < srv->nqueue; i++)
+        lsock_socket_free(srv->queue[i]);
+    srv->nqueue = 0;
+    if (srv->retry) {
+        lsock_timer_free(srv->retry);
+        srv->retry = NULL;
+    }
+    if (srv->fd < 0) return;
+    set_watching(srv, 0);
+    lsock__plat_close(srv->fd);
+    srv->fd = -1;
+    if (srv->owns_file) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);
+    srv->owns_file = 0;
+    free(srv->name);
+    free(srv->full);
+    srv->name = srv->full = NULL;
+}
+
+/* ---- pending connections ------------------------------------------------------------- */
+
+bool lsock_server_has_pending_connections(const lsock_server *srv)
+{
+    return srv && srv->nqueue > 0;
+}
+
+lsock_socket *lsock_server_next_pending_connection(lsock_server *srv)
+{
+    if (!srv || srv->nqueue == 0) return NULL;
+    lsock_socket *s = srv->queue[0];
+    srv->nqueue--;
+    memmove(srv->queue, srv->queue + 1, srv->nqueue * sizeof *srv->queue);
+    lsock__socket_activate(s);
+    if (srv->fd >= 0 && srv->nqueue < (size_t)srv->max_pending &&
+        !(srv->retry && lsock_timer_is_active(srv->retry)))
+        set_watching(srv, 1);
+    return s;
+}
+
+bool lsock_server_wait_for_new_connection(lsock_server *srv, int msecs, bool *timed_out)
+{
+    static const char call[] = "lsock_server_wait_for_new_connection";
+    if (timed_out) *timed_out = false;
+    if (!srv || srv->dead) return false;
+    if (srv->nqueue > 0) return true;
+    if (srv->fd < 0) return fail(srv, LSOCK_ERR_OPERATION, call, "not listening");
+    hold(srv);
+    uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
+    bool ok = false;
+    for (;;) {
+        int left = -1;
+        if (msecs >= 0) {
+            uint64_t now = lsock__now_ms();
+            left = now >= deadline ? 0 : (int)(deadline - now);
+        }
+        int rc = lsock__plat_wait(srv->fd, LSOCK__READABLE, left);
+        if (rc == 0) {
+            if (timed_out) *timed_out = true;
+            fail(srv, LSOCK_ERR_SOCKET_TIMEOUT, call, NULL);
+            break;
+        }
+        if (rc < 0) {
+            fail(srv, LSOCK_ERR_UNKNOWN, call, lsock__plat_strerror(rc));
+            break;
+        }
+        accept_some(srv);
+        if (srv->dead || srv->fd < 0) break;
+        if (srv->nqueue > 0) {
+            ok = true;
+            break;
+        }
+        if (srv->err.code == LSOCK_ERR_SOCKET_RESOURCE) {
+            /* Out of descriptors: do not spin on a readable listener we cannot accept. */
+            int pause = left < 0 || left > RESOURCE_RETRY_MS ? RESOURCE_RETRY_MS : left;
+            lsock__plat_sleep_ms(pause);
+        }
+    }
+    release(srv);
+    return ok;
+}
+
+/* ---- names and errors ---------------------------------------------------------------- */
+
+const char *lsock_server_name(const lsock_server *srv)
+{
+    return srv && srv->name ? srv->name : empty;
+}
+
+const char *lsock_server_full_server_name(const lsock_server *srv)
+{
+    return srv && srv->full ? srv->full : empty;
+}
+
+intptr_t lsock_server_descriptor(const lsock_server *srv)
+{
+    return srv ? srv->fd : -1;
+}
+
+lsock_error lsock_server_error(const lsock_server *srv)
+{
+    return srv ? srv->err.code : LSOCK_ERR_NONE;
+}
+
+const char *lsock_server_error_string(const lsock_server *srv)
+{
+    return srv ? srv->err.text : empty;
+}
+
+bool lsock_remove_server(const char *name)
+{
+    if (!name || !*name) return false;
+    char *path = lsock__name_resolve(name);
+    if (!path) return false;
+    int rc = lsock__plat_remove(path);
+    free(path);
+    return rc == 0;
+}

@@ -1,0 +1,1150 @@
+/*
+ * The socket: QLocalSocket's state machine, buffered I/O, callbacks and blocking waits, over
+ * the platform layer. The whole state machine lives here:
+ *
+ *   UNCONNECTED --connect--> CONNECTING --(accepted)--> CONNECTED --disconnect--> CLOSING
+ *        ^                        |                         |                        |
+ *        +------ failure ---------+------ abort / peer close / error ----------------+
+ *
+ * Callbacks fire in Qt's order (see connected_ok, connection_lost, finish_close). Any of
+ * them may free the socket: every entry point holds the socket while it runs (hold/release),
+ * checks s->dead after each callback, and the memory goes only when the outermost entry
+ * point releases it.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CONNECT_TIMEOUT 30000
+#define RETRY_MIN_MS            1
+#define RETRY_MAX_MS            100
+#define READ_DIRECT_MIN         16384
+#define READ_ROUNDS             16
+
+struct lsock_socket {
+    lsock_loop *loop;
+    lsock_socket_callbacks cb;
+    void *ud;
+    lsock_state state;
+    unsigned open_mode;
+    unsigned options;
+    int fd;
+    lsock__io io;
+    lsock__buf rbuf, wbuf;
+    int64_t rbuf_limit;
+    int throttled; /* reading paused: read buffer at its limit */
+    int connect_timeout;
+    char *name, *full;
+    char *connecting_path; /* resolved name while CONNECTING */
+    unsigned connecting_mode;
+    uint64_t connect_deadline;
+    int retry_delay;
+    lsock_timer *retry;
+    lsock__errinfo err;
+    int64_t written_unreported; /* handed to the kernel, not yet told via bytes_written */
+    int broken;                 /* a write failed with this errno; handled asynchronously */
+    lsock__pending pend;
+    int depth;
+    int dead;
+    int in_ready_read, in_bytes_written;
+    int was_connected;
+};
+
+static const char *const empty = "";
+
+/* ---- lifetime ------------------------------------------------------------------------ */
+
+static void hold(lsock_socket *s)
+{
+    s->depth++;
+}
+
+static void destroy(lsock_socket *s)
+{
+    lsock__buf_free(&s->rbuf);
+    lsock__buf_free(&s->wbuf);
+    free(s->name);
+    free(s->full);
+    free(s->connecting_path);
+    free(s);
+}
+
+static void release(lsock_socket *s)
+{
+    if (--s->depth == 0 && s->dead) destroy(s);
+}
+
+static void pending_cb(lsock__pending *p);
+
+static lsock_socket *alloc_socket(lsock_loop *loop)
+{
+    lsock_socket *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->loop = loop;
+    s->fd = -1;
+    s->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+    s->pend.cb = pending_cb;
+    lsock__io_init(&s->io, -1, NULL, s);
+    if (loop) lsock__loop_ref_objects(loop, 1);
+    return s;
+}
+
+lsock_socket *lsock_socket_new(lsock_loop *loop)
+{
+    return alloc_socket(loop);
+}
+
+/* Closes the descriptor and stops all watching, firing nothing. */
+static void drop_descriptor(lsock_socket *s)
+{
+    if (s->loop) {
+        if (s->fd >= 0) lsock__io_stop(s->loop, &s->io, LSOCK__READABLE | LSOCK__WRITABLE);
+        lsock__pending_cancel(s->loop, &s->pend);
+    }
+    if (s->retry) {
+        lsock_timer_free(s->retry);
+        s->retry = NULL;
+    }
+    lsock__plat_close(s->fd);
+    s->fd = -1;
+    s->throttled = 0;
+    s->broken = 0;
+    s->written_unreported = 0;
+    free(s->connecting_path);
+    s->connecting_path = NULL;
+}
+
+void lsock_socket_free(lsock_socket *s)
+{
+    if (!s || s->dead) return;
+    drop_descriptor(s);
+    s->state = LSOCK_UNCONNECTED;
+    if (s->loop) lsock__loop_ref_objects(s->loop, -1);
+    s->dead = 1;
+    if (s->depth == 0) destroy(s);
+}
+
+void lsock_socket_set_callbacks(lsock_socket *s, const lsock_socket_callbacks *cb, void *ud)
+{
+    if (!s) return;
+    if (cb)
+        s->cb = *cb;
+    else
+        memset(&s->cb, 0, sizeof s->cb);
+    s->ud = ud;
+}
+
+void *lsock_socket_userdata(const lsock_socket *s)
+{
+    return s ? s->ud : NULL;
+}
+
+lsock_loop *lsock_socket_loop(const lsock_socket *s)
+{
+    return s ? s->loop : NULL;
+}
+
+/* ---- errors and callbacks ------------------------------------------------------------ */
+
+static bool fail(lsock_socket *s, lsock_error code, const char *call, const char *detail)
+{
+    lsock__err_set(&s->err, code, call, detail);
+    return false;
+}
+
+static void emit_state(lsock_socket *s, lsock_state st)
+{
+    if (!s->dead && s->cb.state_changed) s->cb.state_changed(s, st, s->ud);
+}
+
+static void emit_error(lsock_socket *s)
+{
+    if (!s->dead && s->cb.error_occurred) s->cb.error_occurred(s, s->err.code, s->ud);
+}
+
+/* readyRead is not emitted recursively (as Qt): data that arrives while the application is
+ * inside ready_read waits in the buffer. */
+static void emit_ready_read(lsock_socket *s)
+{
+    if (s->dead || !s->cb.ready_read || s->in_ready_read) return;
+    s->in_ready_read = 1;
+    s->cb.ready_read(s, s->ud);
+    s->in_ready_read = 0;
+}
+
+static void emit_bytes_written(lsock_socket *s)
+{
+    if (s->written_unreported == 0 || s->dead) return;
+    if (!s->cb.bytes_written) {
+        s->written_unreported = 0;
+        return;
+    }
+    if (s->in_bytes_written) return;
+    int64_t n = s->written_unreported;
+    s->written_unreported = 0;
+    s->in_bytes_written = 1;
+    s->cb.bytes_written(s, n, s->ud);
+    s->in_bytes_written = 0;
+}
+
+/* ---- closing ------------------------------------------------------------------------- */
+
+static void clear_names(lsock_socket *s)
+{
+    free(s->name);
+    free(s->full);
+    s->name = s->full = NULL;
+}
+
+/*
+ * The end of a connection, in Qt's order: the state is UNCONNECTED before anything fires,
+ * then read_channel_finished, state_changed(UNCONNECTED), disconnected. Unread data stays.
+ */
+static void finish_close(lsock_socket *s)
+{
+    int was_connected = s->state == LSOCK_CONNECTED || s->state == LSOCK_CLOSING;
+    int was_unconnected = s->state == LSOCK_UNCONNECTED;
+    drop_descriptor(s);
+    lsock__buf_clear(&s->wbuf);
+    s->state = LSOCK_UNCONNECTED;
+    clear_names(s);
+    if (was_unconnected) return;
+    if (was_connected && !s->dead && s->cb.read_channel_finished)
+        s->cb.read_channel_finished(s, s->ud);
+    emit_state(s, LSOCK_UNCONNECTED);
+    if (was_connected && !s->dead && s->cb.disconnected) s->cb.disconnected(s, s->ud);
+}
+
+/* Qt's setErrorAndEmit: record, error_occurred, then the connection (if any) ends. */
+static void error_and_close(lsock_socket *s, lsock_error code, const char *call, const char *detail)
+{
+    lsock__err_set(&s->err, code, call, detail);
+    emit_error(s);
+    if (s->dead) return;
+    finish_close(s);
+}
+
+static lsock_error io_error(int err)
+{
+    return (err == EPIPE || err == ECONNRESET) ? LSOCK_ERR_PEER_CLOSED : LSOCK_ERR_CONNECTION;
+}
+
+static void connection_lost(lsock_socket *s, int err, const char *call)
+{
+    error_and_close(s, err ? io_error(err) : LSOCK_ERR_PEER_CLOSED, call,
+                    err && io_error(err) != LSOCK_ERR_PEER_CLOSED ? lsock__plat_strerror(err)
+                                                                  : NULL);
+}
+
+/* ---- reading and writing ------------------------------------------------------------- */
+
+static void set_throttle(lsock_socket *s, int on)
+{
+    if (s->throttled == on) return;
+    s->throttled = on;
+    if (!s->loop || s->fd < 0) return;
+    if (on)
+        lsock__io_stop(s->loop, &s->io, LSOCK__READABLE);
+    else
+        lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+}
+
+/* Resumes reading once the application has made room below the limit. */
+static void after_consume(lsock_socket *s)
+{
+    if (s->throttled && (s->rbuf_limit == 0 || (int64_t)lsock__buf_len(&s->rbuf) < s->rbuf_limit))
+        set_throttle(s, 0);
+}
+
+/*
+ * Reads what the kernel has, up to the read buffer limit (ignored when ignore_limit).
+ * Returns bytes added (> 0), 0 at end of stream, -EAGAIN when nothing (or no room), -errno.
+ */
+static int64_t read_some(lsock_socket *s, int ignore_limit)
+{
+    int64_t total = 0;
+    for (int round = 0; round < READ_ROUNDS; round++) {
+        size_t want = 65536;
+        if (s->rbuf_limit > 0 && !ignore_limit) {
+            int64_t room = s->rbuf_limit - (int64_t)lsock__buf_len(&s->rbuf);
+            if (room <= 0) {
+                set_throttle(s, 1);
+                break;
+            }
+            if ((uint64_t)room < want) want = (size_t)room;
+        }
+        int64_t r;
+        size_t asked;
+        int discard = !(s->open_mode & LSOCK_READ_ONLY);
+        size_t scratch_size = 0;
+        char *scratch = s->loop ? lsock__loop_scratch(s->loop, &scratch_size) : NULL;
+        if (!discard && (lsock__buf_space(&s->rbuf) >= READ_DIRECT_MIN || !scratch)) {
+            size_t space = lsock__buf_space(&s->rbuf);
+            if (space < want && space < READ_DIRECT_MIN) space = want;
+            if (space > want) space = want;
+            char *p = lsock__buf_reserve(&s->rbuf, space);
+            if (!p) return total > 0 ? total : -ENOMEM;
+            asked = space;
+            r = lsock__plat_read(s->fd, p, space);
+            if (r > 0) lsock__buf_commit(&s->rbuf, (size_t)r);
+        } else {
+            if (want > scratch_size) want = scratch_size;
+            char local[4096];
+            if (!scratch) {
+                scratch = local;
+                if (want > sizeof local) want = sizeof local;
+            }
+            asked = want;
+            r = lsock__plat_read(s->fd, scratch, want);
+            if (r > 0 && !discard && lsock__buf_append(&s->rbuf, scratch, (size_t)r) < 0)
+                return -ENOMEM; /* the bytes are lost only when memory is */
+        }
+        if (r > 0) {
+            if (!discard) total += r;
+            if ((size_t)r < asked) break;
+            continue;
+        }
+        if (r == 0) return total > 0 ? total : 0;
+        if (r == -EAGAIN) break;
+        return total > 0 ? total : r;
+    }
+    return total > 0 ? total : -EAGAIN;
+}
+
+/*
+ * Handles readability: reads, fires ready_read, and ends the connection on end of stream or
+ * error. Returns 1 if data arrived, 0 if nothing, -1 if the connection ended.
+ */
+static int on_readable(lsock_socket *s, int ignore_limit)
+{
+    int64_t r = read_some(s, ignore_limit);
+    if (r > 0) {
+        emit_ready_read(s);
+        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
+        /* End of stream behind the data is seen on the next readiness report. */
+        return 1;
+    }
+    if (r == -EAGAIN) return 0;
+    if (r == -ENOMEM) {
+        error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_read", "out of memory");
+        return -1;
+    }
+    connection_lost(s, r == 0 ? 0 : (int)-r, "lsock_socket_read");
+    return -1;
+}
+
+/* Writes queued data until the kernel is full. Returns bytes written or -errno. */
+static int64_t flush_some(lsock_socket *s)
+{
+    int64_t total = 0;
+    while (lsock__buf_len(&s->wbuf) > 0) {
+        int64_t r = lsock__plat_write(s->fd, lsock__buf_begin(&s->wbuf), lsock__buf_len(&s->wbuf));
+        if (r > 0) {
+            lsock__buf_consume(&s->wbuf, (size_t)r);
+            total += r;
+            continue;
+        }
+        if (r == -EAGAIN || r == 0) break;
+        return total > 0 ? total : r;
+    }
+    s->written_unreported += total;
+    return total;
+}
+
+/* The writer side after a flush: watch for room, or finish a graceful close. */
+static void after_flush(lsock_socket *s)
+{
+    if (s->loop && s->fd >= 0) {
+        if (lsock__buf_len(&s->wbuf) > 0)
+            lsock__io_start(s->loop, &s->io, LSOCK__WRITABLE);
+        else
+            lsock__io_stop(s->loop, &s->io, LSOCK__WRITABLE);
+    }
+}
+
+/* A write failed earlier: report it now (from the loop or a wait call). */
+static void handle_broken(lsock_socket *s)
+{
+    int err = s->broken;
+    s->broken = 0;
+    connection_lost(s, err, "lsock_socket_write");
+}
+
+/* Writable: flush, report, complete CLOSING. Returns -1 if the connection ended. */
+static int on_writable(lsock_socket *s)
+{
+    int64_t r = flush_some(s);
+    if (r < 0) {
+        connection_lost(s, (int)-r, "lsock_socket_write");
+        return -1;
+    }
+    after_flush(s);
+    emit_bytes_written(s);
+    if (s->dead) return -1;
+    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0) {
+        finish_close(s);
+        return -1;
+    }
+    return s->state == LSOCK_UNCONNECTED ? -1 : 0;
+}
+
+static void on_io(lsock__io *io, unsigned revents)
+{
+    lsock_socket *s = io->data;
+    hold(s);
+    if (s->broken) {
+        handle_broken(s);
+    } else {
+        if (revents & LSOCK__WRITABLE) on_writable(s);
+        if (!s->dead && s->fd >= 0 && (revents & LSOCK__READABLE) && !s->throttled)
+            on_readable(s, 0);
+    }
+    release(s);
+}
+
+/* Deferred work from the loop: a broken write to report, or bytes_written after writes
+ * that went straight to the kernel. */
+static void pending_cb(lsock__pending *p)
+{
+    lsock_socket *s = (lsock_socket *)((char *)p - offsetof(lsock_socket, pend));
+    hold(s);
+    if (s->broken)
+        handle_broken(s);
+    else
+        emit_bytes_written(s);
+    release(s);
+}
+
+/* Starts watching a connected descriptor on the loop. */
+static void watch(lsock_socket *s)
+{
+    if (!s->loop) return;
+    lsock__io_init(&s->io, s->fd, on_io, s);
+    lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+}
+
+/* ---- connecting ---------------------------------------------------------------------- */
+
+static void connected_ok(lsock_socket *s)
+{
+    if (s->retry) {
+        lsock_timer_free(s->retry);
+        s->retry = NULL;
+    }
+    free(s->full);
+    s->full = s->connecting_path;
+    s->connecting_path = NULL;
+    s->open_mode = s->connecting_mode;
+    s->state = LSOCK_CONNECTED;
+    watch(s);
+    emit_state(s, LSOCK_CONNECTED);
+    if (!s->dead && s->state == LSOCK_CONNECTED && s->cb.connected) s->cb.connected(s, s->ud);
+}
+
+static void connect_failed(lsock_socket *s, int err)
+{
+    lsock__plat_close(s->fd);
+    s->fd = -1;
+    error_and_close(s, lsock__plat_connect_error(err), "lsock_socket_connect",
+                    lsock__plat_strerror(err));
+}
+
+/* One more attempt while the server's backlog is full. Returns 1 connected, 0 still
+ * connecting, -1 failed (callbacks fired). */
+static int retry_connect(lsock_socket *s)
+{
+    int rc = lsock__plat_reconnect(s->fd, s->connecting_path,
+                                   (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0);
+    if (rc == 0) {
+        connected_ok(s);
+        return 1;
+    }
+    if (rc != -EAGAIN) {
+        connect_failed(s, -rc);
+        return -1;
+    }
+    if (lsock__now_ms() >= s->connect_deadline) {
+        lsock__plat_close(s->fd);
+        s->fd = -1;
+        error_and_close(s, LSOCK_ERR_SOCKET_TIMEOUT, "lsock_socket_connect",
+                        "the server's backlog stayed full");
+        return -1;
+    }
+    if (s->retry_delay < RETRY_MAX_MS) s->retry_delay *= 2;
+    if (s->retry_delay > RETRY_MAX_MS) s->retry_delay = RETRY_MAX_MS;
+    return 0;
+}
+
+static void retry_timer_cb(lsock_timer *t, void *ud)
+{
+    lsock_socket *s = ud;
+    hold(s);
+    if (retry_connect(s) == 0 && !s->dead && s->retry)
+        lsock_timer_start(s->retry, (uint64_t)s->retry_delay, 0);
+    release(s);
+}
+
+static bool valid_mode(unsigned mode)
+{
+    return mode != 0 && (mode & ~(unsigned)LSOCK_READ_WRITE) == 0;
+}
+
+static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
+{
+    static const char call[] = "lsock_socket_connect";
+    if (s->state != LSOCK_UNCONNECTED)
+        return fail(s, LSOCK_ERR_OPERATION, call, "the socket is not unconnected");
+    if (!valid_mode(open_mode)) return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "open mode");
+    if (name) {
+        char *copy = strdup(name);
+        if (!copy) return fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+        free(s->name);
+        s->name = copy;
+    }
+    lsock__err_clear(&s->err);
+    lsock__buf_clear(&s->rbuf);
+    lsock__buf_clear(&s->wbuf);
+    s->state = LSOCK_CONNECTING;
+    s->connecting_mode = open_mode;
+    emit_state(s, LSOCK_CONNECTING);
+    if (s->dead || s->state != LSOCK_CONNECTING) return false;
+    if (!s->name || !*s->name) {
+        error_and_close(s, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
+        return false;
+    }
+    char *path = lsock__name_resolve(s->name);
+    if (!path) {
+        error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+        return false;
+    }
+    if (strlen(path) > lsock__plat_name_max()) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "full name is %zu bytes, the limit is %zu", strlen(path),
+                 lsock__plat_name_max());
+        free(path);
+        error_and_close(s, LSOCK_ERR_SERVER_NOT_FOUND, call, detail);
+        return false;
+    }
+    s->connecting_path = path;
+    int fd = -1;
+    int rc = lsock__plat_connect(path, (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0, &fd);
+    s->fd = fd;
+    if (rc >= 0) {
+        connected_ok(s);
+        return !s->dead && s->state != LSOCK_UNCONNECTED;
+    }
+    if (rc != -EAGAIN) {
+        connect_failed(s, -rc);
+        return false;
+    }
+    /* The backlog is full: stay CONNECTING and retry with growing pauses, never spinning. */
+    s->connect_deadline = lsock__now_ms() + (uint64_t)s->connect_timeout;
+    s->retry_delay = RETRY_MIN_MS;
+    if (s->loop) {
+        s->retry = lsock_timer_new(s->loop, retry_timer_cb, s);
+        if (!s->retry || !lsock_timer_start(s->retry, (uint64_t)s->retry_delay, 0)) {
+            connect_failed(s, ENOMEM);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode)
+{
+    if (!s || s->dead) return false;
+    hold(s);
+    bool ok = do_connect(s, name, open_mode);
+    release(s);
+    return ok;
+}
+
+/* ---- closing: the three ways --------------------------------------------------------- */
+
+static void do_disconnect(lsock_socket *s)
+{
+    if (s->state == LSOCK_UNCONNECTED || s->state == LSOCK_CLOSING) return;
+    if (s->state == LSOCK_CONNECTING) {
+        finish_close(s);
+        return;
+    }
+    s->state = LSOCK_CLOSING;
+    emit_state(s, LSOCK_CLOSING);
+    if (s->dead || s->state != LSOCK_CLOSING) return;
+    if (s->broken) {
+        handle_broken(s);
+        return;
+    }
+    if (lsock__buf_len(&s->wbuf) > 0) {
+        int64_t r = flush_some(s);
+        if (r < 0) {
+            connection_lost(s, (int)-r, "lsock_socket_disconnect");
+            return;
+        }
+        after_flush(s);
+        if (lsock__buf_len(&s->wbuf) > 0) return; /* CLOSING until the rest is written */
+    }
+    finish_close(s);
+}
+
+void lsock_socket_disconnect(lsock_socket *s)
+{
+    if (!s || s->dead) return;
+    hold(s);
+    do_disconnect(s);
+    release(s);
+}
+
+void lsock_socket_abort(lsock_socket *s)
+{
+    if (!s || s->dead) return;
+    hold(s);
+    lsock__buf_clear(&s->wbuf);
+    lsock__buf_clear(&s->rbuf);
+    finish_close(s);
+    if (!s->dead) s->open_mode = 0;
+    release(s);
+}
+
+void lsock_socket_close(lsock_socket *s)
+{
+    if (!s || s->dead) return;
+    hold(s);
+    if (s->open_mode != 0 || s->state != LSOCK_UNCONNECTED) {
+        if (s->cb.about_to_close) s->cb.about_to_close(s, s->ud);
+        if (!s->dead) {
+            lsock__buf_clear(&s->rbuf);
+            after_consume(s);
+            s->open_mode = 0;
+            do_disconnect(s);
+        }
+    }
+    release(s);
+}
+
+/* ---- accessors ----------------------------------------------------------------------- */
+
+bool lsock_socket_set_server_name(lsock_socket *s, const char *name)
+{
+    if (!s) return false;
+    if (s->state != LSOCK_UNCONNECTED)
+        return fail(s, LSOCK_ERR_OPERATION, "lsock_socket_set_server_name",
+                    "the socket is not unconnected");
+    char *copy = NULL;
+    if (name && !(copy = strdup(name)))
+        return fail(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_set_server_name", "out of memory");
+    free(s->name);
+    s->name = copy;
+    return true;
+}
+
+const char *lsock_socket_server_name(const lsock_socket *s)
+{
+    return s && s->name ? s->name : empty;
+}
+
+const char *lsock_socket_full_server_name(const lsock_socket *s)
+{
+    return s && s->full ? s->full : empty;
+}
+
+bool lsock_socket_set_options(lsock_socket *s, unsigned options)
+{
+    if (!s) return false;
+    if (options & ~(unsigned)LSOCK_ABSTRACT_NAMESPACE)
+        return fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_options", "unknown flags");
+    if (s->state != LSOCK_UNCONNECTED)
+        return fail(s, LSOCK_ERR_OPERATION, "lsock_socket_set_options",
+                    "the socket is not unconnected");
+    s->options = options;
+    return true;
+}
+
+unsigned lsock_socket_options(const lsock_socket *s)
+{
+    return s ? s->options : 0;
+}
+
+bool lsock_socket_set_connect_timeout(lsock_socket *s, int msecs)
+{
+    if (!s) return false;
+    if (msecs < 0)
+        return fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_connect_timeout",
+                    "negative timeout");
+    s->connect_timeout = msecs;
+    return true;
+}
+
+int lsock_socket_connect_timeout(const lsock_socket *s)
+{
+    return s ? s->connect_timeout : -1;
+}
+
+lsock_state lsock_socket_state(const lsock_socket *s)
+{
+    return s ? s->state : LSOCK_UNCONNECTED;
+}
+
+lsock_error lsock_socket_error(const lsock_socket *s)
+{
+    return s ? s->err.code : LSOCK_ERR_NONE;
+}
+
+const char *lsock_socket_error_string(const lsock_socket *s)
+{
+    return s ? s->err.text : empty;
+}
+
+bool lsock_socket_is_valid(const lsock_socket *s)
+{
+    return s && (s->state == LSOCK_CONNECTED || s->state == LSOCK_CLOSING);
+}
+
+unsigned lsock_socket_open_mode(const lsock_socket *s)
+{
+    return s ? s->open_mode : 0;
+}
+
+/* ---- I/O calls ----------------------------------------------------------------------- */
+
+static bool can_read(lsock_socket *s, const void *buf, int64_t max, const char *call)
+{
+    if (!s) return false;
+    if (max < 0 || (!buf && max > 0))
+        return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, max < 0 ? "negative size" : "NULL buffer");
+    if (!(s->open_mode & LSOCK_READ_ONLY))
+        return fail(s, LSOCK_ERR_OPERATION, call, "not open for reading");
+    return true;
+}
+
+int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max)
+{
+    if (!can_read(s, buf, max, "lsock_socket_read")) return -1;
+    size_t n = lsock__buf_peek(&s->rbuf, buf, (size_t)max);
+    lsock__buf_consume(&s->rbuf, n);
+    after_consume(s);
+    return (int64_t)n;
+}
+
+int64_t lsock_socket_read_line(lsock_socket *s, char *buf, int64_t max)
+{
+    if (!can_read(s, buf, max, "lsock_socket_read_line")) return -1;
+    if (max < 2) {
+        fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_read_line", "max must be at least 2");
+        return -1;
+    }
+    size_t limit = (size_t)(max - 1);
+    size_t nl = lsock__buf_find(&s->rbuf, 0, '\n');
+    size_t n = nl == (size_t)-1 ? lsock__buf_len(&s->rbuf) : nl + 1;
+    if (n > limit) n = limit;
+    lsock__buf_peek(&s->rbuf, buf, n);
+    buf[n] = '\0';
+    lsock__buf_consume(&s->rbuf, n);
+    after_consume(s);
+    return (int64_t)n;
+}
+
+void *lsock_socket_read_all(lsock_socket *s, size_t *len)
+{
+    if (len) *len = 0;
+    if (!can_read(s, NULL, 0, "lsock_socket_read_all")) return NULL;
+    size_t n = lsock__buf_len(&s->rbuf);
+    char *out = malloc(n + 1);
+    if (!out) {
+        fail(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_read_all", "out of memory");
+        return NULL;
+    }
+    lsock__buf_peek(&s->rbuf, out, n);
+    out[n] = '\0';
+    lsock__buf_consume(&s->rbuf, n);
+    after_consume(s);
+    if (len) *len = n;
+    return out;
+}
+
+int64_t lsock_socket_peek(lsock_socket *s, void *buf, int64_t max)
+{
+    if (!can_read(s, buf, max, "lsock_socket_peek")) return -1;
+    return (int64_t)lsock__buf_peek(&s->rbuf, buf, (size_t)max);
+}
+
+int64_t lsock_socket_skip(lsock_socket *s, int64_t max)
+{
+    if (!can_read(s, NULL, max < 0 ? max : 0, "lsock_socket_skip")) return -1;
+    size_t n = lsock__buf_consume(&s->rbuf, (size_t)max);
+    after_consume(s);
+    return (int64_t)n;
+}
+
+bool lsock_socket_can_read_line(const lsock_socket *s)
+{
+    return s && (s->open_mode & LSOCK_READ_ONLY) &&
+           lsock__buf_find(&s->rbuf, 0, '\n') != (size_t)-1;
+}
+
+int64_t lsock_socket_bytes_available(const lsock_socket *s)
+{
+    return s ? (int64_t)lsock__buf_len(&s->rbuf) : 0;
+}
+
+int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
+{
+    return s ? (int64_t)lsock__buf_len(&s->wbuf) : 0;
+}
+
+bool lsock_socket_at_end(const lsock_socket *s)
+{
+    return !s || lsock__buf_len(&s->rbuf) == 0;
+}
+
+/* Schedules bytes_written (or a broken-write report) for the next loop iteration. */
+static void defer_report(lsock_socket *s)
+{
+    if (s->loop && (s->broken || (s->written_unreported && s->cb.bytes_written)))
+        lsock__pending_queue(s->loop, &s->pend);
+    else if (!s->cb.bytes_written)
+        s->written_unreported = 0;
+}
+
+int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
+{
+    static const char call[] = "lsock_socket_write";
+    if (!s) return -1;
+    if (len < 0 || (!buf && len > 0)) {
+        fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, len < 0 ? "negative size" : "NULL buffer");
+        return -1;
+    }
+    if (s->state != LSOCK_CONNECTED || !(s->open_mode & LSOCK_WRITE_ONLY)) {
+        fail(s, LSOCK_ERR_OPERATION, call,
+             s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
+        return -1;
+    }
+    if (s->broken) {
+        lsock__err_set(&s->err, io_error(s->broken), call, NULL);
+        return -1;
+    }
+    if (len == 0) return 0;
+    size_t done = 0;
+    if (lsock__buf_len(&s->wbuf) == 0) {
+        /* Fast path: straight to the kernel; only the remainder is queued. */
+        int64_t r = lsock__plat_write(s->fd, buf, (size_t)len);
+        if (r > 0) {
+            done = (size_t)r;
+            s->written_unreported += r;
+        } else if (r < 0 && r != -EAGAIN) {
+            s->broken = (int)-r;
+            lsock__err_set(&s->err, io_error(s->broken), call,
+                           io_error(s->broken) == LSOCK_ERR_PEER_CLOSED
+                               ? NULL
+                               : lsock__plat_strerror(s->broken));
+            defer_report(s);
+            return -1;
+        }
+    }
+    if (done < (size_t)len) {
+        if (lsock__buf_append(&s->wbuf, (const char *)buf + done, (size_t)len - done) < 0) {
+            fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+            defer_report(s);
+            return done ? (int64_t)done : -1;
+        }
+        after_flush(s);
+    }
+    defer_report(s);
+    return len;
+}
+
+bool lsock_socket_flush(lsock_socket *s)
+{
+    if (!s || s->fd < 0 || lsock__buf_len(&s->wbuf) == 0 || s->broken) return false;
+    int64_t r = flush_some(s);
+    if (r < 0) {
+        s->broken = (int)-r;
+        lsock__err_set(&s->err, io_error(s->broken), "lsock_socket_flush", NULL);
+        defer_report(s);
+        return false;
+    }
+    after_flush(s);
+    defer_report(s);
+    if (r > 0 && s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && s->loop)
+        lsock__io_start(s->loop, &s->io, LSOCK__WRITABLE); /* the loop completes the close */
+    return r > 0;
+}
+
+int64_t lsock_socket_read_buffer_size(const lsock_socket *s)
+{
+    return s ? s->rbuf_limit : 0;
+}
+
+bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size)
+{
+    if (!s) return false;
+    if (size < 0)
+        return fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_read_buffer_size",
+                    "negative size");
+    s->rbuf_limit = size;
+    after_consume(s);
+    return true;
+}
+
+/* ---- blocking waits ------------------------------------------------------------------ */
+
+/* Milliseconds left until deadline (msecs -1: forever). */
+static int remaining(uint64_t deadline, int msecs)
+{
+    if (msecs < 0) return -1;
+    uint64_t now = lsock__now_ms();
+    return now >= deadline ? 0 : (int)(deadline - now);
+}
+
+static bool timed_out(lsock_socket *s, const char *call)
+{
+    return fail(s, LSOCK_ERR_SOCKET_TIMEOUT, call, NULL);
+}
+
+static bool wait_connected(lsock_socket *s, int msecs)
+{
+    static const char call[] = "lsock_socket_wait_for_connected";
+    if (s->state == LSOCK_CONNECTED || s->state == LSOCK_CLOSING) return true;
+    if (s->state != LSOCK_CONNECTING) return false;
+    uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
+    for (;;) {
+        int rc = retry_connect(s);
+        if (rc > 0) return !s->dead && s->state == LSOCK_CONNECTED;
+        if (rc < 0 || s->dead) return false;
+        int left = remaining(deadline, msecs);
+        if (left == 0) return timed_out(s, call);
+        int pause = s->retry_delay;
+        if (left > 0 && pause > left) pause = left;
+        uint64_t cd = s->connect_deadline, now = lsock__now_ms();
+        if (cd > now && (uint64_t)pause > cd - now) pause = (int)(cd - now);
+        lsock__plat_sleep_ms(pause);
+    }
+}
+
+/* The wait engine: polls this socket's descriptor only, doing its reads and writes, until
+ * done(s) holds, the connection ends, or the time is up. Returns 1 done, 0 timeout, -1 the
+ * connection ended. */
+static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int, int),
+                     int ignore_limit)
+{
+    uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
+    for (;;) {
+        if (s->broken) {
+            handle_broken(s);
+            return -1;
+        }
+        unsigned ev = 0;
+        if (!s->throttled || ignore_limit) ev |= LSOCK__READABLE;
+        if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
+        int left = remaining(deadline, msecs);
+        int rc = ev ? lsock__plat_wait(s->fd, ev, left) : 0;
+        if (rc == 0 && !ev && left != 0) {
+            /* Nothing can happen (read buffer full, nothing to write): wait out the time. */
+            if (left < 0) return 0;
+            lsock__plat_sleep_ms(left);
+            return 0;
+        }
+        if (rc == 0) return 0;
+        if (rc < 0) {
+            connection_lost(s, -rc, "lsock_socket_wait");
+            return -1;
+        }
+        int wrote = 0, got = 0;
+        if (rc & LSOCK__WRITABLE) {
+            size_t before = lsock__buf_len(&s->wbuf);
+            if (on_writable(s) < 0) return -1;
+            wrote = lsock__buf_len(&s->wbuf) < before;
+        }
+        if (rc & LSOCK__READABLE) {
+            if (ignore_limit && s->throttled) s->throttled = 0;
+            int r = on_readable(s, ignore_limit);
+            if (r < 0) return -1;
+            got = r;
+        }
+        if (s->dead) return -1;
+        if (done(s, got, wrote)) return 1;
+    }
+}
+
+static int done_read(lsock_socket *s, int got, int wrote)
+{
+    return got;
+}
+
+static int done_written(lsock_socket *s, int got, int wrote)
+{
+    return wrote;
+}
+
+static int done_never(lsock_socket *s, int got, int wrote)
+{
+    return 0;
+}
+
+bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs)
+{
+    if (!s || s->dead) return false;
+    hold(s);
+    bool ok = wait_connected(s, msecs);
+    release(s);
+    return ok;
+}
+
+static bool wait_ready_read(lsock_socket *s, int msecs)
+{
+    static const char call[] = "lsock_socket_wait_for_ready_read";
+    uint64_t start = lsock__now_ms();
+    if (s->state == LSOCK_CONNECTING) {
+        if (!wait_connected(s, msecs)) return false;
+        if (msecs >= 0) {
+            uint64_t used = lsock__now_ms() - start;
+            msecs = used >= (uint64_t)msecs ? 0 : msecs - (int)used;
+        }
+    }
+    if (s->broken) {
+        handle_broken(s);
+        return false;
+    }
+    if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
+        return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    int rc = wait_loop(s, msecs, done_read, 0);
+    if (rc == 0) return timed_out(s, call);
+    return rc > 0 && !s->dead;
+}
+
+bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs)
+{
+    if (!s || s->dead) return false;
+    hold(s);
+    bool ok = wait_ready_read(s, msecs);
+    release(s);
+    return ok;
+}
+
+static bool wait_bytes_written(lsock_socket *s, int msecs)
+{
+    static const char call[] = "lsock_socket_wait_for_bytes_written";
+    if (s->state == LSOCK_CONNECTING && !wait_connected(s, msecs)) return false;
+    if (s->broken) {
+        handle_broken(s);
+        return false;
+    }
+    if (s->written_unreported > 0) {
+        /* Data already went straight to the kernel: that is the write being waited for. */
+        if (s->loop) lsock__pending_cancel(s->loop, &s->pend);
+        emit_bytes_written(s);
+        return !s->dead;
+    }
+    if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0) return false;
+    int rc = wait_loop(s, msecs, done_written, 0);
+    if (rc == 0) return timed_out(s, call);
+    return rc > 0 && !s->dead;
+}
+
+bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
+{
+    if (!s || s->dead) return false;
+    hold(s);
+    bool ok = wait_bytes_written(s, msecs);
+    release(s);
+    return ok;
+}
+
+static bool wait_disconnected(lsock_socket *s, int msecs)
+{
+    static const char call[] = "lsock_socket_wait_for_disconnected";
+    if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    if (s->state == LSOCK_CONNECTING) {
+        if (!wait_connected(s, msecs)) return false;
+    }
+    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && !s->broken) {
+        finish_close(s);
+        return !s->dead;
+    }
+    int rc = wait_loop(s, msecs, done_never, 1);
+    if (rc == 0) return timed_out(s, call);
+    return !s->dead && s->state == LSOCK_UNCONNECTED;
+}
+
+bool lsock_socket_wait_for_disconnected(lsock_socket *s, int msecs)
+{
+    if (!s || s->dead) return false;
+    hold(s);
+    bool ok = wait_disconnected(s, msecs);
+    release(s);
+    return ok;
+}
+
+/* ---- descriptors and credentials ----------------------------------------------------- */
+
+bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state,
+                                 unsigned open_mode)
+{
+    static const char call[] = "lsock_socket_set_descriptor";
+    if (!s || s->dead) return false;
+    if (s->state != LSOCK_UNCONNECTED)
+        return fail(s, LSOCK_ERR_OPERATION, call, "the socket is not unconnected");
+    if (state != LSOCK_CONNECTED)
+        return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "state must be LSOCK_CONNECTED");
+    if (!valid_mode(open_mode)) return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "open mode");
+    if (fd < 0 || fd > 0x7fffffff)
+        return fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call, "invalid descriptor");
+    int rc = lsock__plat_adopt((int)fd, 0);
+    if (rc < 0) return fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call, lsock__plat_strerror(rc));
+    hold(s);
+    lsock__err_clear(&s->err);
+    lsock__buf_clear(&s->rbuf);
+    lsock__buf_clear(&s->wbuf);
+    s->fd = (int)fd;
+    s->open_mode = open_mode;
+    s->state = LSOCK_CONNECTED;
+    watch(s);
+    emit_state(s, LSOCK_CONNECTED);
+    release(s);
+    return true;
+}
+
+intptr_t lsock_socket_descriptor(const lsock_socket *s)
+{
+    return s && s->state != LSOCK_UNCONNECTED && s->state != LSOCK_CONNECTING ? s->fd : -1;
+}
+
+bool lsock_socket_peer_credentials(lsock_socket *s, lsock_credentials *out)
+{
+    static const char call[] = "lsock_socket_peer_credentials";
+    if (!s) return false;
+    if (!out) return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "NULL output");
+    if (s->fd < 0 || s->state == LSOCK_CONNECTING)
+        return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    int rc = lsock__plat_peer_credentials(s->fd, out);
+    if (rc < 0) return fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call, lsock__plat_strerror(rc));
+    return true;
+}
+
+/* ---- accepted connections (server.c) ------------------------------------------------- */
+
+lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, const char *name,
+                                          const char *full)
+{
+    lsock_socket *s = alloc_socket(loop);
+    if (!s) return NULL;
+    s->name = strdup(name);
+    s->full = strdup(full);
+    if (!s->name || !s->full) {
+        s->fd = -1;
+        lsock_socket_free(s);
+        return NULL;
+    }
+    s->fd = fd;
+    s->state = LSOCK_CONNECTED;
+    s->open_mode = LSOCK_READ_WRITE;
+    return s;
+}
+
+void lsock__socket_activate(lsock_socket *s)
+{
+    watch(s);
+}

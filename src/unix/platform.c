@@ -1,0 +1,500 @@
+/*
+ * The Unix platform layer: AF_UNIX stream sockets for lsock's core. Every descriptor is
+ * non-blocking and close-on-exec from birth, writes never raise SIGPIPE (MSG_NOSIGNAL, or
+ * SO_NOSIGPIPE where that is the way), EINTR is retried, and errors travel back as -errno.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+uint64_t lsock__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+size_t lsock__plat_name_max(void)
+{
+    struct sockaddr_un sa;
+    return sizeof sa.sun_path - 1;
+}
+
+const char *lsock__plat_strerror(int err)
+{
+    return strerror(err < 0 ? -err : err);
+}
+
+/* Qt's mapping of connect(2) errors (QLocalSocketPrivate::_q_connectToSocket). */
+lsock_error lsock__plat_connect_error(int err)
+{
+    switch (err < 0 ? -err : err) {
+    case ECONNREFUSED:
+    case EINVAL:
+    case ENOTSOCK:
+    case EPROTOTYPE:
+        return LSOCK_ERR_CONNECTION_REFUSED;
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG:
+        return LSOCK_ERR_SERVER_NOT_FOUND;
+    case EACCES:
+    case EPERM:
+        return LSOCK_ERR_SOCKET_ACCESS;
+    case ETIMEDOUT:
+        return LSOCK_ERR_SOCKET_TIMEOUT;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+        return LSOCK_ERR_SOCKET_RESOURCE;
+    case EADDRINUSE:
+        return LSOCK_ERR_ADDRESS_IN_USE;
+    default:
+        return LSOCK_ERR_UNKNOWN;
+    }
+}
+
+static int set_flags(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -errno;
+    return 0;
+}
+
+static int new_socket(void)
+{
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+#else
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return -errno;
+    int rc = set_flags(fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+#endif
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    return fd;
+}
+
+/* Fills sa for path; returns the address length or -ENAMETOOLONG. */
+static int make_addr(struct sockaddr_un *sa, const char *path, int abstract)
+{
+    size_t n = strlen(path);
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (abstract) {
+#ifdef __linux__
+        if (n > sizeof sa->sun_path - 1) return -ENAMETOOLONG;
+        memcpy(sa->sun_path + 1, path, n);
+        return (int)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+#else
+        return -EAFNOSUPPORT;
+#endif
+    }
+    if (n > sizeof sa->sun_path - 1) return -ENAMETOOLONG;
+    memcpy(sa->sun_path, path, n + 1);
+    return (int)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+}
+
+static int do_connect(int fd, const char *path, int abstract)
+{
+    struct sockaddr_un sa;
+    int len = make_addr(&sa, path, abstract);
+    if (len < 0) return len;
+    for (;;) {
+        if (connect(fd, (struct sockaddr *)&sa, (socklen_t)len) == 0) return 0;
+        if (errno == EINTR) continue;
+        /* A non-blocking AF_UNIX connect is immediate; EINPROGRESS only on exotic systems. */
+        if (errno == EINPROGRESS || errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
+int lsock__plat_connect(const char *path, int abstract, int *fd_out)
+{
+    *fd_out = -1;
+    int fd = new_socket();
+    if (fd < 0) return fd;
+    int rc = do_connect(fd, path, abstract);
+    if (rc == 0) {
+        *fd_out = fd;
+        return fd;
+    }
+    if (rc == -EAGAIN) {
+        *fd_out = fd;
+        return rc;
+    }
+    close(fd);
+    return rc;
+}
+
+int lsock__plat_reconnect(int fd, const char *path, int abstract)
+{
+    int rc = do_connect(fd, path, abstract);
+    if (rc == -EISCONN) return 0;
+    return rc;
+}
+
+int lsock__plat_probe(const char *path)
+{
+    int fd = -1;
+    int rc = lsock__plat_connect(path, 0, &fd);
+    if (fd >= 0) close(fd);
+    if (rc >= 0 || rc == -EAGAIN) return 1;
+    if (rc == -ECONNREFUSED) return 0;
+    return rc;
+}
+
+static int bind_listen(int fd, const char *path, int abstract, int backlog)
+{
+    struct sockaddr_un sa;
+    int len = make_addr(&sa, path, abstract);
+    if (len < 0) return len;
+    if (bind(fd, (struct sockaddr *)&sa, (socklen_t)len) < 0) return -errno;
+    if (listen(fd, backlog) < 0) return -errno;
+    return 0;
+}
+
+static void file_id(const char *path, uint64_t *dev, uint64_t *ino)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        *dev = (uint64_t)st.st_dev;
+        *ino = (uint64_t)st.st_ino;
+    }
+}
+
+/* Qt's file modes for the access options: user 0700, group 0070, other 0007. */
+static mode_t access_mode(unsigned access)
+{
+    mode_t m = 0;
+    if (access & LSOCK_USER_ACCESS) m |= S_IRWXU;
+    if (access & LSOCK_GROUP_ACCESS) m |= S_IRWXG;
+    if (access & LSOCK_OTHER_ACCESS) m |= S_IRWXO;
+    return m;
+}
+
+/*
+ * With access options, the socket is bound inside a fresh private directory (mkdtemp: a new
+ * name, mode 0700, never an existing path, so nothing planted in a shared /tmp is used),
+ * chmod'ed there, then hard-linked to its public name. link() never replaces an existing
+ * file, so a live server's socket is never clobbered, and no client can reach the socket
+ * before it has its final mode.
+ */
+static int listen_private(int fd, const char *path, unsigned access, int backlog, uint64_t *dev,
+                          uint64_t *ino)
+{
+    size_t n = strlen(path);
+    char *dir = malloc(n + 16);
+    if (!dir) return -ENOMEM;
+    memcpy(dir, path, n);
+    memcpy(dir + n, ".XXXXXX", 8);
+    if (!mkdtemp(dir)) {
+        int e = -errno;
+        free(dir);
+        return e;
+    }
+    size_t dl = strlen(dir);
+    char *tmp = malloc(dl + 3);
+    if (!tmp) {
+        rmdir(dir);
+        free(dir);
+        return -ENOMEM;
+    }
+    memcpy(tmp, dir, dl);
+    memcpy(tmp + dl, "/s", 3);
+    int rc = bind_listen(fd, tmp, 0, backlog);
+    if (rc == 0 && chmod(tmp, access_mode(access)) < 0) rc = -errno;
+    if (rc == 0 && link(tmp, path) < 0) rc = -errno;
+    unlink(tmp);
+    rmdir(dir);
+    free(tmp);
+    free(dir);
+    if (rc == 0) file_id(path, dev, ino);
+    return rc;
+}
+
+int lsock__plat_listen(const char *path, int abstract, unsigned access, int backlog, uint64_t *dev,
+                       uint64_t *ino)
+{
+    *dev = *ino = 0;
+    if (!abstract && strlen(path) > lsock__plat_name_max()) return -ENAMETOOLONG;
+    int fd = new_socket();
+    if (fd < 0) return fd;
+    int rc;
+    if (access && !abstract) {
+        if (strlen(path) + 9 > lsock__plat_name_max()) {
+            rc = -ENAMETOOLONG;
+        } else {
+            rc = listen_private(fd, path, access, backlog, dev, ino);
+        }
+    } else {
+        rc = bind_listen(fd, path, abstract, backlog);
+        if (rc == 0 && !abstract) file_id(path, dev, ino);
+    }
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int lsock__plat_accept(int lfd)
+{
+    for (;;) {
+#ifdef __linux__
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+#else
+        int fd = accept(lfd, NULL, NULL);
+#endif
+        if (fd >= 0) {
+#ifndef __linux__
+            int rc = set_flags(fd);
+            if (rc < 0) {
+                close(fd);
+                return rc;
+            }
+#endif
+#ifdef SO_NOSIGPIPE
+            int one = 1;
+            setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+            return fd;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
+int64_t lsock__plat_read(int fd, void *buf, size_t n)
+{
+    for (;;) {
+        ssize_t r = read(fd, buf, n);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
+int64_t lsock__plat_write(int fd, const void *buf, size_t n)
+{
+    for (;;) {
+        ssize_t r = send(fd, buf, n, MSG_NOSIGNAL);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
+void lsock__plat_close(int fd)
+{
+    if (fd >= 0) close(fd); /* never retried on EINTR: the descriptor is gone either way */
+}
+
+int lsock__plat_wait(int fd, unsigned events, int timeout)
+{
+    struct pollfd p;
+    p.fd = fd;
+    p.events = (short)(((events & LSOCK__READABLE) ? POLLIN : 0) |
+                       ((events & LSOCK__WRITABLE) ? POLLOUT : 0));
+    p.revents = 0;
+    uint64_t deadline = timeout >= 0 ? lsock__now_ms() + (uint64_t)timeout : 0;
+    for (;;) {
+        int rc = poll(&p, 1, timeout);
+        if (rc > 0) {
+            unsigned out = 0;
+            if (p.revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) out |= LSOCK__READABLE;
+            if (p.revents & (POLLOUT | POLLHUP | POLLERR | POLLNVAL)) out |= LSOCK__WRITABLE;
+            return (int)(out & events) ? (int)(out & events) : (int)out;
+        }
+        if (rc == 0) return 0;
+        if (errno != EINTR) return -errno;
+        if (timeout >= 0) {
+            uint64_t now = lsock__now_ms();
+            timeout = now >= deadline ? 0 : (int)(deadline - now);
+        }
+    }
+}
+
+void lsock__plat_sleep_ms(int ms)
+{
+    poll(NULL, 0, ms);
+}
+
+int lsock__plat_adopt(int fd, int listening)
+{
+    struct stat st;
+    if (fd < 0) return -EBADF;
+    if (fstat(fd, &st) < 0) return -errno;
+    if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return -errno;
+    if (type != SOCK_STREAM) return -EPROTOTYPE;
+#ifdef SO_ACCEPTCONN
+    int acc = 0;
+    len = sizeof acc;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0 && (acc != 0) != listening)
+        return -EINVAL;
+#endif
+    int rc = set_flags(fd);
+    if (rc < 0) return rc;
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    return 0;
+}
+
+int lsock__plat_peer_credentials(int fd, lsock_credentials *out)
+{
+#if defined(SO_PEERCRED) && defined(__linux__)
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) return -errno;
+    out->pid = cr.pid;
+    out->uid = cr.uid;
+    out->gid = cr.gid;
+    return 0;
+#else
+    uid_t uid;
+    gid_t gid;
+    if (getpeereid(fd, &uid, &gid) < 0) return -errno;
+    out->pid = -1;
+    out->uid = uid;
+    out->gid = gid;
+#ifdef LOCAL_PEERPID
+    pid_t pid;
+    socklen_t len = sizeof pid;
+    if (getsockopt(fd, SOL_LOCAL, LOCAL_PEERPID, &pid, &len) == 0) out->pid = pid;
+#endif
+    return 0;
+#endif
+}
+
+void lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) return;
+    if ((uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino) unlink(path);
+}
+
+int lsock__plat_remove(const char *path)
+{
+    if (unlink(path) == 0 || errno == ENOENT) return 0;
+    return -errno;
+}
+
+int lsock__plat_file_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+int lsock__plat_is_socket(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+int lsock__plat_local_name(int fd, char **out, int *abstract)
+{
+    struct sockaddr_un sa;
+    socklen_t len = sizeof sa;
+    memset(&sa, 0, sizeof sa);
+    *out = NULL;
+    *abstract = 0;
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) len = 0;
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+    size_t n = len > off ? len - off : 0;
+    const char *p = sa.sun_path;
+    if (n > 0 && p[0] == '\0') {
+        *abstract = 1;
+        p++;
+        n--;
+    } else {
+        n = strnlen(p, n);
+    }
+    char *copy = malloc(n + 1);
+    if (!copy) return -ENOMEM;
+    memcpy(copy, p, n);
+    copy[n] = '\0';
+    *out = copy;
+    return 0;
+}
+
+int lsock__plat_wakeup_open(int *rfd, int *wfd)
+{
+#ifdef __linux__
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) return -errno;
+    *rfd = *wfd = fd;
+    return 0;
+#else
+    int p[2];
+    if (pipe(p) < 0) return -errno;
+    if (set_flags(p[0]) < 0 || set_flags(p[1]) < 0) {
+        close(p[0]);
+        close(p[1]);
+        return -EIO;
+    }
+    *rfd = p[0];
+    *wfd = p[1];
+    return 0;
+#endif
+}
+
+void lsock__plat_wakeup_signal(int wfd)
+{
+#ifdef __linux__
+    uint64_t one = 1;
+    while (write(wfd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+#else
+    char c = 1;
+    while (write(wfd, &c, 1) < 0 && errno == EINTR) {
+    }
+#endif
+}
+
+void lsock__plat_wakeup_drain(int rfd)
+{
+    char buf[64];
+    for (;;) {
+        ssize_t r = read(rfd, buf, sizeof buf);
+        if (r > 0 && (size_t)r == sizeof buf) continue;
+        if (r < 0 && errno == EINTR) continue;
+        break;
+    }
+}

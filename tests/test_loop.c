@@ -1,0 +1,263 @@
+/* The loop: run modes, timers, stop, wakeup from another thread, embedding hooks. */
+#include "test.h"
+#include "lsock.h"
+
+#include <poll.h>
+#include <pthread.h>
+
+TEST(loop_run_without_work_returns_zero)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop);
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_DEFAULT), 0);
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_ONCE), 0);
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_NOWAIT), 0);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_run_rejects_bad_mode)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT_EQ(lsock_loop_run(loop, (lsock_run_mode)42), -1);
+    ASSERT_EQ(lsock_loop_run(NULL, LSOCK_RUN_DEFAULT), -1);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_backend_name_is_build_backend)
+{
+    lsock_loop *loop = lsock_loop_new();
+    const char *name = lsock_loop_backend_name(loop);
+    ASSERT(strcmp(name, "epoll") == 0 || strcmp(name, "poll") == 0);
+    if (strcmp(name, "epoll") == 0)
+        ASSERT(lsock_loop_backend_fd(loop) >= 0);
+    else
+        ASSERT_EQ(lsock_loop_backend_fd(loop), -1);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_free_refuses_while_objects_remain)
+{
+    lsock_loop *loop = lsock_loop_new();
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(!lsock_loop_free(loop));
+    lsock_socket_free(s);
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(!lsock_loop_free(loop));
+    lsock_server_free(srv);
+    ASSERT(lsock_loop_free(loop));
+    ASSERT(lsock_loop_free(NULL));
+}
+
+static void count_cb(lsock_timer *t, void *ud)
+{
+    (*(int *)ud)++;
+}
+
+TEST(timer_fires_once_after_timeout)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int n = 0;
+    lsock_timer *t = lsock_timer_new(loop, count_cb, &n);
+    uint64_t start = test_now_ms();
+    ASSERT(lsock_timer_start(t, 20, 0));
+    ASSERT(lsock_timer_is_active(t));
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_DEFAULT), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT(test_now_ms() - start >= 19);
+    ASSERT(!lsock_timer_is_active(t));
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+static void stop_after_three(lsock_timer *t, void *ud)
+{
+    int *n = ud;
+    if (++*n == 3) lsock_timer_stop(t);
+}
+
+TEST(timer_repeats_until_stopped)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int n = 0;
+    lsock_timer *t = lsock_timer_new(loop, stop_after_three, &n);
+    lsock_timer_start(t, 1, 1);
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_DEFAULT), 0);
+    ASSERT_EQ(n, 3);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+static void free_self(lsock_timer *t, void *ud)
+{
+    (*(int *)ud)++;
+    lsock_timer_free(t);
+}
+
+TEST(timer_free_inside_own_callback)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int n = 0;
+    lsock_timer *t = lsock_timer_new(loop, free_self, &n);
+    lsock_timer_start(t, 0, 5); /* repeating: the free must stop it */
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_DEFAULT), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT(lsock_loop_free(loop));
+}
+
+static int order_log[8], order_n;
+static void order_cb(lsock_timer *t, void *ud)
+{
+    order_log[order_n++] = (int)(intptr_t)ud;
+}
+
+TEST(timers_fire_in_due_order)
+{
+    lsock_loop *loop = lsock_loop_new();
+    lsock_timer *a = lsock_timer_new(loop, order_cb, (void *)1);
+    lsock_timer *b = lsock_timer_new(loop, order_cb, (void *)2);
+    lsock_timer *c = lsock_timer_new(loop, order_cb, (void *)3);
+    lsock_timer_start(a, 30, 0);
+    lsock_timer_start(b, 10, 0);
+    lsock_timer_start(c, 20, 0);
+    lsock_loop_run(loop, LSOCK_RUN_DEFAULT);
+    ASSERT_EQ(order_n, 3);
+    ASSERT_EQ(order_log[0], 2);
+    ASSERT_EQ(order_log[1], 3);
+    ASSERT_EQ(order_log[2], 1);
+    lsock_timer_free(a);
+    lsock_timer_free(b);
+    lsock_timer_free(c);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(timer_stop_before_due_never_fires)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int n = 0;
+    lsock_timer *t = lsock_timer_new(loop, count_cb, &n);
+    lsock_timer_start(t, 10, 0);
+    lsock_timer_stop(t);
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_DEFAULT), 0);
+    ASSERT_EQ(n, 0);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(timer_rejects_bad_arguments)
+{
+    ASSERT(lsock_timer_new(NULL, count_cb, NULL) == NULL);
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(lsock_timer_new(loop, NULL, NULL) == NULL);
+    ASSERT(!lsock_timer_start(NULL, 1, 1));
+    lsock_timer_stop(NULL);
+    lsock_timer_free(NULL);
+    ASSERT(!lsock_timer_is_active(NULL));
+    ASSERT(lsock_loop_free(loop));
+}
+
+static void stop_loop_cb(lsock_timer *t, void *ud)
+{
+    lsock_loop_stop(ud);
+}
+
+TEST(loop_stop_returns_with_work_remaining)
+{
+    lsock_loop *loop = lsock_loop_new();
+    lsock_timer *t = lsock_timer_new(loop, stop_loop_cb, loop);
+    lsock_timer_start(t, 1, 1);
+    ASSERT(lsock_loop_run(loop, LSOCK_RUN_DEFAULT) != 0);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_nowait_does_not_block)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int n = 0;
+    lsock_timer *t = lsock_timer_new(loop, count_cb, &n);
+    lsock_timer_start(t, 60000, 0);
+    uint64_t start = test_now_ms();
+    ASSERT(lsock_loop_run(loop, LSOCK_RUN_NOWAIT) != 0);
+    ASSERT(test_now_ms() - start < 1000);
+    ASSERT_EQ(n, 0);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_backend_timeout_reports_next_timer)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT_EQ(lsock_loop_backend_timeout(loop), -1);
+    int n = 0;
+    lsock_timer *t = lsock_timer_new(loop, count_cb, &n);
+    lsock_timer_start(t, 5000, 0);
+    int to = lsock_loop_backend_timeout(loop);
+    ASSERT(to > 4000 && to <= 5000);
+    lsock_timer_start(t, 0, 0);
+    ASSERT_EQ(lsock_loop_backend_timeout(loop), 0);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_backend_fd_becomes_readable_when_work_is_ready)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int fd = lsock_loop_backend_fd(loop);
+    if (fd < 0) {
+        lsock_loop_free(loop);
+        SKIP("the %s backend has no descriptor to embed", lsock_loop_backend_name(loop));
+    }
+    const char *name = test_name("embed");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    struct pollfd p = {fd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 0), 0);
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(poll(&p, 1, 5000), 1); /* the foreign loop sees work */
+    lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    ASSERT(lsock_server_has_pending_connections(srv));
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT(lsock_loop_free(loop));
+}
+
+struct waker {
+    lsock_loop *loop;
+    int go;
+};
+
+static void *wake_thread(void *arg)
+{
+    struct waker *w = arg;
+    while (!__atomic_load_n(&w->go, __ATOMIC_ACQUIRE)) {
+    }
+    lsock_loop_wakeup(w->loop);
+    return NULL;
+}
+
+TEST(loop_wakeup_from_other_thread_returns_run_once)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int n = 0;
+    lsock_timer *t = lsock_timer_new(loop, count_cb, &n);
+    lsock_timer_start(t, 60000, 0); /* keeps the loop blocked */
+    struct waker w = {loop, 0};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, wake_thread, &w), 0);
+    __atomic_store_n(&w.go, 1, __ATOMIC_RELEASE);
+    uint64_t start = test_now_ms();
+    ASSERT(lsock_loop_run(loop, LSOCK_RUN_ONCE) != 0);
+    ASSERT(test_now_ms() - start < 10000);
+    ASSERT_EQ(n, 0);
+    pthread_join(th, NULL);
+    /* A second wakeup works too: the coalescing flag was reset. */
+    lsock_loop_wakeup(loop);
+    start = test_now_ms();
+    lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    ASSERT(test_now_ms() - start < 10000);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST_MAIN()

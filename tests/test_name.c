@@ -1,0 +1,68 @@
+/* Name resolution, as Qt resolves names: absolute paths as is, others under TMPDIR. */
+#include "test.h"
+#include "internal.h"
+
+#include <stdlib.h>
+
+static void check(const char *tmpdir, const char *name, const char *want)
+{
+    if (tmpdir)
+        setenv("TMPDIR", tmpdir, 1);
+    else
+        unsetenv("TMPDIR");
+    char *got = lsock__name_resolve(name);
+    ASSERT_STR_EQ(got, want);
+    free(got);
+}
+
+TEST(name_absolute_path_is_used_as_is)
+{
+    check("/var/tmp", "/run/user/1000/app.sock", "/run/user/1000/app.sock");
+}
+
+TEST(name_bare_goes_to_tmpdir)
+{
+    check("/var/tmp", "app", "/var/tmp/app");
+}
+
+TEST(name_bare_goes_to_tmp_without_tmpdir)
+{
+    check(NULL, "app", "/tmp/app");
+    check("", "app", "/tmp/app");
+}
+
+TEST(name_tmpdir_trailing_slash_not_doubled)
+{
+    check("/var/tmp/", "app", "/var/tmp/app");
+    check("/var/tmp//", "app", "/var/tmp/app");
+    check("/", "app", "/app");
+}
+
+TEST(name_relative_with_directories_stays_under_tmpdir)
+{
+    check("/tmp", "sub/app", "/tmp/sub/app");
+}
+
+TEST(name_full_server_name_of_socket_and_server_agree)
+{
+    const char *name = test_name("fullname");
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, name));
+    char *want = lsock__name_resolve(name);
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), want);
+    ASSERT_STR_EQ(lsock_server_name(srv), name);
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), want);
+    ASSERT_STR_EQ(lsock_socket_server_name(s), name);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    free(want);
+}
+
+TEST(name_max_is_sun_path_minus_nul)
+{
+    ASSERT_EQ(lsock__plat_name_max(), 107);
+}
+
+TEST_MAIN()

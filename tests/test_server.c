@@ -1,0 +1,1360 @@
+/*
+ * Server behaviour (QLocalServer): defaults, listen and its errors, stale files and
+ * lsock_remove_server(), access modes, the abstract namespace, the pending queue and
+ * max_pending, listen_descriptor, freeing inside the callback, many client processes.
+ */
+/* test.h defines _GNU_SOURCE itself; the build also passes -D_GNU_SOURCE. */
+#undef _GNU_SOURCE
+#include "test.h"
+#include "lsock.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define UNUSED __attribute__((unused))
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+/* The path the library resolves a name to. */
+static UNUSED const char *path_of(const char *name)
+{
+    static char bufs[8][512];
+    static unsigned slot;
+    char *out = bufs[slot++ % 8];
+    if (name[0] == '/') {
+        snprintf(out, 512, "%s", name);
+        return out;
+    }
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    size_t n = strlen(dir);
+    snprintf(out, 512, "%s%s%s", dir, dir[n - 1] == '/' ? "" : "/", name);
+    return out;
+}
+
+static UNUSED bool starts_with(const char *s, const char *prefix)
+{
+    return s && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* A timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a test's deadline. */
+static lsock_timer *g_tick;
+static UNUSED void tick_cb(lsock_timer *t, void *u)
+{
+    (void)t;
+    (void)u;
+}
+
+static UNUSED lsock_loop *loop_new(void)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop != NULL);
+    g_tick = lsock_timer_new(loop, tick_cb, NULL);
+    ASSERT(g_tick != NULL);
+    ASSERT(lsock_timer_start(g_tick, 10, 10));
+    return loop;
+}
+
+static UNUSED void loop_free(lsock_loop *loop)
+{
+    lsock_timer_free(g_tick);
+    g_tick = NULL;
+    ASSERT(lsock_loop_free(loop));
+}
+
+/* Runs the loop until cond holds; fails the test after ms milliseconds. */
+#define RUN_UNTIL(loop, cond, ms)                                                                  \
+    do {                                                                                           \
+        uint64_t dl_ = test_now_ms() + (ms);                                                       \
+        while (!(cond)) {                                                                          \
+            if (test_now_ms() > dl_) FAIL_("timed out waiting for %s", #cond);                     \
+            lsock_loop_run((loop), LSOCK_RUN_ONCE);                                                \
+        }                                                                                          \
+    } while (0)
+
+/* Runs the loop for about ms milliseconds (to show that something does NOT happen). */
+static UNUSED void run_for(lsock_loop *loop, int ms)
+{
+    uint64_t end = test_now_ms() + (uint64_t)ms;
+    while (test_now_ms() < end)
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+}
+
+/* Records every callback of a socket into a log ("state:CONNECTING connected ..."). */
+typedef struct rec {
+    char log[4096];
+    int connected, disconnected, errors, ready_read, about_to_close, rcf, state_changes;
+    int bytes_written_calls;
+    lsock_error last_error;
+    lsock_state state_in_rcf, state_in_disconnected;
+    int64_t avail_in_about_to_close;
+    int64_t written;
+    int64_t max_available;
+    int in_write, bw_inside_write;
+    int depth, max_depth;
+    bool log_io; /* also log ready_read and bytes_written */
+    const char *free_in;
+    bool freed;
+    void (*on_ready_read)(lsock_socket *s, struct rec *r);
+    void *user;
+} rec;
+
+static UNUSED void rec_init(rec *r)
+{
+    memset(r, 0, sizeof *r);
+    r->state_in_rcf = (lsock_state)-1;
+    r->state_in_disconnected = (lsock_state)-1;
+    r->avail_in_about_to_close = -1;
+}
+
+static UNUSED void rec_add(rec *r, const char *ev)
+{
+    size_t n = strlen(r->log);
+    snprintf(r->log + n, sizeof r->log - n, "%s%s", n ? " " : "", ev);
+}
+
+static UNUSED void maybe_free(lsock_socket *s, rec *r, const char *cb)
+{
+    if (r->free_in && strcmp(r->free_in, cb) == 0 && !r->freed) {
+        r->freed = true;
+        lsock_socket_free(s);
+    }
+}
+
+static UNUSED const char *state_name(lsock_state st)
+{
+    switch (st) {
+    case LSOCK_UNCONNECTED:
+        return "UNCONNECTED";
+    case LSOCK_CONNECTING:
+        return "CONNECTING";
+    case LSOCK_CONNECTED:
+        return "CONNECTED";
+    case LSOCK_CLOSING:
+        return "CLOSING";
+    }
+    return "?";
+}
+
+static UNUSED void on_connected(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->connected++;
+    rec_add(r, "connected");
+    maybe_free(s, r, "connected");
+}
+
+static UNUSED void on_disconnected(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->disconnected++;
+    r->state_in_disconnected = lsock_socket_state(s);
+    rec_add(r, "disconnected");
+    maybe_free(s, r, "disconnected");
+}
+
+static UNUSED void on_error(lsock_socket *s, lsock_error err, void *u)
+{
+    rec *r = u;
+    char buf[64];
+    r->errors++;
+    r->last_error = err;
+    snprintf(buf, sizeof buf, "error:%s", lsock_error_name(err));
+    rec_add(r, buf);
+    maybe_free(s, r, "error_occurred");
+}
+
+static UNUSED void on_state(lsock_socket *s, lsock_state st, void *u)
+{
+    rec *r = u;
+    char buf[64];
+    r->state_changes++;
+    snprintf(buf, sizeof buf, "state:%s", state_name(st));
+    rec_add(r, buf);
+    maybe_free(s, r, "state_changed");
+}
+
+static UNUSED void on_ready_read(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->ready_read++;
+    r->depth++;
+    if (r->depth > r->max_depth) r->max_depth = r->depth;
+    int64_t avail = lsock_socket_bytes_available(s);
+    if (avail > r->max_available) r->max_available = avail;
+    if (r->log_io) rec_add(r, "ready_read");
+    if (r->on_ready_read) r->on_ready_read(s, r);
+    r->depth--;
+    maybe_free(s, r, "ready_read");
+}
+
+static UNUSED void on_bytes_written(lsock_socket *s, int64_t n, void *u)
+{
+    rec *r = u;
+    r->bytes_written_calls++;
+    r->written += n;
+    if (r->in_write) r->bw_inside_write++;
+    if (r->log_io) rec_add(r, "bytes_written");
+    maybe_free(s, r, "bytes_written");
+}
+
+static UNUSED void on_about_to_close(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->about_to_close++;
+    r->avail_in_about_to_close = lsock_socket_bytes_available(s);
+    rec_add(r, "about_to_close");
+    maybe_free(s, r, "about_to_close");
+}
+
+static UNUSED void on_rcf(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->rcf++;
+    r->state_in_rcf = lsock_socket_state(s);
+    rec_add(r, "read_channel_finished");
+    maybe_free(s, r, "read_channel_finished");
+}
+
+static UNUSED const lsock_socket_callbacks rec_cbs = {
+    on_connected, on_disconnected,   on_error, on_state, on_ready_read,
+    on_bytes_written, on_about_to_close, on_rcf,
+};
+
+/* A server, a client connected to it and the server's end of that connection. */
+typedef struct pair {
+    lsock_server *srv;
+    lsock_socket *client;
+    lsock_socket *peer;
+    char name[128];
+} pair;
+
+static UNUSED void pair_open(pair *p, lsock_loop *loop)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", test_name("pair"));
+    p->srv = lsock_server_new(loop);
+    ASSERT(p->srv != NULL);
+    ASSERT(lsock_server_listen(p->srv, p->name));
+    p->client = lsock_socket_new(loop);
+    ASSERT(p->client != NULL);
+    ASSERT(lsock_socket_connect(p->client, p->name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(p->client), LSOCK_CONNECTED);
+    if (loop)
+        RUN_UNTIL(loop, lsock_server_has_pending_connections(p->srv), 5000);
+    else
+        ASSERT(lsock_server_wait_for_new_connection(p->srv, 5000, NULL));
+    p->peer = lsock_server_next_pending_connection(p->srv);
+    ASSERT(p->peer != NULL);
+}
+
+static UNUSED void pair_close(pair *p)
+{
+    if (p->client) lsock_socket_free(p->client);
+    if (p->peer) lsock_socket_free(p->peer);
+    if (p->srv) lsock_server_free(p->srv);
+    p->client = p->peer = NULL;
+    p->srv = NULL;
+}
+
+/* A raw listening socket on path. */
+static UNUSED int raw_listener(const char *path, int backlog)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    ASSERT(strlen(path) < sizeof a.sun_path);
+    strcpy(a.sun_path, path);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(fd, backlog), 0);
+    return fd;
+}
+
+/* Leaves a socket file on path that nobody listens on. */
+static UNUSED void make_stale(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strcpy(a.sun_path, path);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd);
+}
+
+static UNUSED int raw_accept(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT(fd >= 0);
+    return fd;
+}
+
+static UNUSED void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    ASSERT(fl >= 0);
+    ASSERT_EQ(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+}
+
+/* Fills the backlog of a raw listener; returns the number of raw clients in *fds. */
+static UNUSED int fill_backlog(const char *path, int *fds, int max)
+{
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strcpy(a.sun_path, path);
+    int n = 0;
+    for (;;) {
+        ASSERT(n < max);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ASSERT(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+            fds[n++] = fd;
+            continue;
+        }
+        ASSERT(errno == EAGAIN || errno == EWOULDBLOCK);
+        close(fd);
+        return n;
+    }
+}
+
+static UNUSED unsigned char pattern_byte(size_t i)
+{
+    return (unsigned char)((i * 7u) % 251u);
+}
+
+static UNUSED unsigned char *pattern_new(size_t n)
+{
+    unsigned char *b = malloc(n);
+    ASSERT(b != NULL);
+    for (size_t i = 0; i < n; i++)
+        b[i] = pattern_byte(i);
+    return b;
+}
+
+/* Reads what the raw fd has now (non-blocking); checks the pattern. Returns -1 at EOF. */
+static UNUSED int drain_raw(int fd, size_t *total)
+{
+    unsigned char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n == 0) return -1;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            if (errno == ECONNRESET) return -1;
+            FAIL_("read: %s", strerror(errno));
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(*total + (size_t)i)) FAIL_("byte %zu differs", *total + i);
+        *total += (size_t)n;
+    }
+}
+
+/* A client socket connected to a raw listener, and the raw accepted end (non-blocking). */
+typedef struct rawpair {
+    char name[128];
+    int lfd, pfd;
+    lsock_socket *s;
+} rawpair;
+
+static UNUSED void rawpair_open(rawpair *p, lsock_loop *loop)
+{
+    snprintf(p->name, sizeof p->name, "%s", test_name("raw"));
+    p->lfd = raw_listener(path_of(p->name), 8);
+    p->s = lsock_socket_new(loop);
+    ASSERT(p->s != NULL);
+    ASSERT(lsock_socket_connect(p->s, p->name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(p->s), LSOCK_CONNECTED);
+    p->pfd = raw_accept(p->lfd);
+    set_nonblock(p->pfd);
+}
+
+static UNUSED void rawpair_close(rawpair *p)
+{
+    if (p->s) lsock_socket_free(p->s);
+    p->s = NULL;
+    if (p->pfd >= 0) close(p->pfd);
+    if (p->lfd >= 0) close(p->lfd);
+    p->pfd = p->lfd = -1;
+    unlink(path_of(p->name));
+}
+
+static UNUSED void write_all_raw(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+            continue;
+        }
+        ASSERT(w > 0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static UNUSED bool file_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* A fresh directory for TMPDIR; returns its path (static storage). */
+static UNUSED const char *make_tmpdir(void)
+{
+    static char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/lsock-test-dir-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    return dir;
+}
+
+/* Runs fn as an unprivileged user: directly unless root; as root in a child that drops to
+ * nobody (skips when that is impossible). */
+static UNUSED void run_unprivileged(void (*fn)(void))
+{
+    if (geteuid() != 0) {
+        fn();
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(77);
+        fn();
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) SKIP("runs as root and cannot drop it");
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* ---- server helpers -------------------------------------------------------------------- */
+
+typedef struct srvrec {
+    int new_connections;
+    bool free_in_callback;
+    bool freed;
+    bool take_in_callback;
+    lsock_socket *taken[64];
+    int ntaken;
+} srvrec;
+
+static void on_new_connection(lsock_server *srv, void *u)
+{
+    srvrec *r = u;
+    r->new_connections++;
+    if (r->take_in_callback) {
+        lsock_socket *s = lsock_server_next_pending_connection(srv);
+        ASSERT(s != NULL);
+        ASSERT(r->ntaken < 64);
+        r->taken[r->ntaken++] = s;
+    }
+    if (r->free_in_callback && !r->freed) {
+        r->freed = true;
+        lsock_server_free(srv);
+    }
+}
+
+static void srvrec_free_taken(srvrec *r)
+{
+    for (int i = 0; i < r->ntaken; i++)
+        lsock_socket_free(r->taken[i]);
+    r->ntaken = 0;
+}
+
+static mode_t file_mode(const char *path)
+{
+    struct stat st;
+    ASSERT_EQ(lstat(path, &st), 0);
+    ASSERT(S_ISSOCK(st.st_mode));
+    return st.st_mode & 0777;
+}
+
+/* Entries of a directory other than . and .. */
+static int dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ASSERT(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+/* A client on loop connects to name; returns it connected. */
+static lsock_socket *connect_client(lsock_loop *loop, const char *name)
+{
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(s != NULL);
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    return s;
+}
+
+/* ---- defaults, listen and names -------------------------------------------------------- */
+
+TEST(new_server_has_documented_defaults)
+{
+    lsock_loop *loop = loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(srv != NULL);
+    ASSERT_EQ(lsock_server_max_pending_connections(srv), 30);
+    ASSERT_EQ(lsock_server_listen_backlog_size(srv), 50);
+    ASSERT(!lsock_server_is_listening(srv));
+    ASSERT_EQ(lsock_server_descriptor(srv), -1);
+    ASSERT_STR_EQ(lsock_server_name(srv), "");
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), "");
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_NONE);
+    ASSERT_STR_EQ(lsock_server_error_string(srv), "");
+    ASSERT_EQ(lsock_server_socket_options(srv), 0);
+    ASSERT(!lsock_server_has_pending_connections(srv));
+    ASSERT(lsock_server_next_pending_connection(srv) == NULL);
+    ASSERT(lsock_server_userdata(srv) == NULL);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(server_settings_are_kept)
+{
+    lsock_server *srv = lsock_server_new(NULL);
+    int x;
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &x);
+    ASSERT(lsock_server_userdata(srv) == &x);
+    ASSERT(lsock_server_set_max_pending_connections(srv, 7));
+    ASSERT_EQ(lsock_server_max_pending_connections(srv), 7);
+    ASSERT(lsock_server_set_listen_backlog_size(srv, 3));
+    ASSERT_EQ(lsock_server_listen_backlog_size(srv), 3);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_USER_ACCESS | LSOCK_RECLAIM_STALE));
+    ASSERT_EQ(lsock_server_socket_options(srv), LSOCK_USER_ACCESS | LSOCK_RECLAIM_STALE);
+    lsock_server_free(srv);
+}
+
+TEST(listen_creates_a_socket_file_and_sets_names)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("listen");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(lsock_server_is_listening(srv));
+    ASSERT_STR_EQ(lsock_server_name(srv), name);
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), path_of(name));
+    ASSERT(lsock_server_descriptor(srv) >= 0);
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_NONE);
+    struct stat st;
+    ASSERT_EQ(lstat(path_of(name), &st), 0);
+    ASSERT(S_ISSOCK(st.st_mode));
+    lsock_server_free(srv);
+    ASSERT(!file_exists(path_of(name)));
+    loop_free(loop);
+}
+
+TEST(server_descriptor_is_close_on_exec)
+{
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, test_name("cloexec")));
+    int fl = fcntl((int)lsock_server_descriptor(srv), F_GETFD);
+    ASSERT(fl >= 0);
+    ASSERT(fl & FD_CLOEXEC);
+    lsock_server_free(srv);
+}
+
+TEST(listen_twice_fails_operation_and_keeps_listening)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("twice");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(!lsock_server_listen(srv, test_name("twice2")));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_OPERATION);
+    ASSERT(starts_with(lsock_server_error_string(srv), "lsock_server_listen: "));
+    ASSERT(lsock_server_is_listening(srv));
+    ASSERT_STR_EQ(lsock_server_name(srv), name);
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(listen_with_empty_name_fails_server_not_found)
+{
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen(srv, ""));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
+    ASSERT(starts_with(lsock_server_error_string(srv), "lsock_server_listen: "));
+    ASSERT(!lsock_server_is_listening(srv));
+    lsock_server_free(srv);
+}
+
+static void long_path(char *out, size_t len)
+{
+    int n = snprintf(out, len + 1, "/tmp/lsock-%ld-", (long)getpid());
+    for (size_t i = (size_t)n; i < len; i++)
+        out[i] = 'y';
+    out[len] = '\0';
+}
+
+TEST(listen_with_path_of_108_bytes_fails_server_not_found_naming_the_limit)
+{
+    char path[200];
+    long_path(path, 108);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen(srv, path));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
+    const char *es = lsock_server_error_string(srv);
+    ASSERT(starts_with(es, "lsock_server_listen: "));
+    if (!strstr(es, "107") && !strstr(es, "108")) FAIL_("no limit in \"%s\"", es);
+    ASSERT(!file_exists(path));
+    lsock_server_free(srv);
+}
+
+TEST(listen_with_path_of_107_bytes_works)
+{
+    char path[200];
+    long_path(path, 107);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, path));
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), path);
+    ASSERT(file_exists(path));
+    lsock_server_free(srv);
+    ASSERT(!file_exists(path));
+}
+
+TEST(listen_with_too_long_relative_name_fails_server_not_found)
+{
+    char name[200];
+    memset(name, 'n', 150);
+    name[150] = '\0';
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen(srv, name));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
+    lsock_server_free(srv);
+}
+
+TEST(failed_listen_then_good_listen_works)
+{
+    lsock_loop *loop = loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(!lsock_server_listen(srv, ""));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
+    const char *name = test_name("again");
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(lsock_server_is_listening(srv));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(close_then_listen_again_works)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("relisten");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_server_close(srv);
+    ASSERT(!lsock_server_is_listening(srv));
+    ASSERT_STR_EQ(lsock_server_name(srv), "");
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), "");
+    ASSERT_EQ(lsock_server_descriptor(srv), -1);
+    ASSERT(!file_exists(path_of(name)));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+/* ---- address in use, stale files, removing --------------------------------------------- */
+
+TEST(listen_on_name_of_live_server_fails_address_in_use)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("live");
+    lsock_server *a = lsock_server_new(loop);
+    lsock_server *b = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(a, name));
+    ASSERT(!lsock_server_listen(b, name));
+    ASSERT_ERR(lsock_server_error(b), LSOCK_ERR_ADDRESS_IN_USE);
+    ASSERT(starts_with(lsock_server_error_string(b), "lsock_server_listen: "));
+    ASSERT(!lsock_server_is_listening(b));
+    lsock_server_free(b);
+    /* b's failure and free left a's file in place. */
+    ASSERT(file_exists(path_of(name)));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(a), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(a);
+    loop_free(loop);
+}
+
+TEST(listen_on_stale_file_fails_address_in_use)
+{
+    const char *name = test_name("stale");
+    make_stale(path_of(name));
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen(srv, name));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_ADDRESS_IN_USE);
+    ASSERT(starts_with(lsock_server_error_string(srv), "lsock_server_listen: "));
+    ASSERT(file_exists(path_of(name)));
+    lsock_server_free(srv);
+    unlink(path_of(name));
+}
+
+TEST(remove_server_removes_stale_file_so_listen_works)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("remove");
+    make_stale(path_of(name));
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(!lsock_server_listen(srv, name));
+    ASSERT(lsock_remove_server(name));
+    ASSERT(!file_exists(path_of(name)));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(remove_server_of_missing_name_returns_true)
+{
+    ASSERT(lsock_remove_server(test_name("gone")));
+}
+
+TEST(reclaim_stale_listens_over_a_stale_file)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("reclaim");
+    make_stale(path_of(name));
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_RECLAIM_STALE));
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(lsock_server_is_listening(srv));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT(!file_exists(path_of(name)));
+    loop_free(loop);
+}
+
+TEST(reclaim_stale_does_not_take_the_name_of_a_live_server)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("nosteal");
+    lsock_server *a = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(a, name));
+    lsock_server *b = lsock_server_new(loop);
+    ASSERT(lsock_server_set_socket_options(b, LSOCK_RECLAIM_STALE));
+    ASSERT(!lsock_server_listen(b, name));
+    ASSERT_ERR(lsock_server_error(b), LSOCK_ERR_ADDRESS_IN_USE);
+    lsock_server_free(b);
+    /* a keeps working, both for a client now and after the probe. */
+    run_for(loop, 50); /* b may have probed a by connecting */
+    while (lsock_server_has_pending_connections(a))
+        lsock_socket_free(lsock_server_next_pending_connection(a));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(a), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(a);
+    ASSERT_EQ(lsock_socket_write(c, "hi", 2), 2);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(peer) == 2, 5000);
+    lsock_socket_free(peer);
+    lsock_socket_free(c);
+    lsock_server_free(a);
+    loop_free(loop);
+}
+
+TEST(server_close_removes_its_own_file)
+{
+    const char *name = test_name("ownfile");
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(file_exists(path_of(name)));
+    lsock_server_close(srv);
+    ASSERT(!file_exists(path_of(name)));
+    lsock_server_free(srv);
+}
+
+TEST(server_close_keeps_a_file_that_another_server_made)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("other");
+    lsock_server *a = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(a, name));
+    ASSERT_EQ(unlink(path_of(name)), 0);
+    lsock_server *b = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(b, name));
+    lsock_server_close(a);
+    ASSERT(file_exists(path_of(name)));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(b), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(a);
+    ASSERT(file_exists(path_of(name)));
+    lsock_server_free(b);
+    ASSERT(!file_exists(path_of(name)));
+    loop_free(loop);
+}
+
+/* ---- access options -------------------------------------------------------------------- */
+
+static void check_access_mode(unsigned option, mode_t want)
+{
+    const char *dir = make_tmpdir();
+    setenv("TMPDIR", dir, 1);
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("mode");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_set_socket_options(srv, option));
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), path_of(name));
+    ASSERT_EQ(file_mode(path_of(name)), want);
+    ASSERT_EQ(dir_entries(dir), 1); /* no temporary directory left behind */
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT_EQ(dir_entries(dir), 0);
+    ASSERT_EQ(rmdir(dir), 0);
+    loop_free(loop);
+}
+
+TEST(user_access_option_makes_mode_0700)
+{
+    check_access_mode(LSOCK_USER_ACCESS, 0700);
+}
+
+TEST(group_access_option_makes_mode_0070)
+{
+    check_access_mode(LSOCK_GROUP_ACCESS, 0070);
+}
+
+TEST(other_access_option_makes_mode_0007)
+{
+    check_access_mode(LSOCK_OTHER_ACCESS, 0007);
+}
+
+TEST(world_access_option_makes_mode_0777)
+{
+    check_access_mode(LSOCK_WORLD_ACCESS, 0777);
+}
+
+TEST(user_and_group_access_options_make_mode_0770)
+{
+    check_access_mode(LSOCK_USER_ACCESS | LSOCK_GROUP_ACCESS, 0770);
+}
+
+static char g_ro_dir[128];
+
+static void listen_in_read_only_dir(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/s", g_ro_dir);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen(srv, path));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SOCKET_ACCESS);
+    ASSERT(starts_with(lsock_server_error_string(srv), "lsock_server_listen: "));
+    ASSERT(!lsock_server_is_listening(srv));
+    lsock_server_free(srv);
+}
+
+TEST(listen_in_unwritable_directory_fails_socket_access)
+{
+    snprintf(g_ro_dir, sizeof g_ro_dir, "%s", make_tmpdir());
+    ASSERT_EQ(chmod(g_ro_dir, 0555), 0);
+    run_unprivileged(listen_in_read_only_dir);
+    ASSERT_EQ(rmdir(g_ro_dir), 0);
+}
+
+/* ---- abstract namespace ---------------------------------------------------------------- */
+
+TEST(abstract_namespace_server_makes_no_file_and_clients_connect)
+{
+#ifndef __linux__
+    SKIP("abstract namespace is Linux only");
+#endif
+    const char *dir = make_tmpdir();
+    setenv("TMPDIR", dir, 1);
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("abs");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), path_of(name));
+    ASSERT(!file_exists(path_of(name)));
+    ASSERT_EQ(dir_entries(dir), 0);
+    lsock_socket *c = lsock_socket_new(loop);
+    ASSERT(lsock_socket_set_options(c, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT_EQ(lsock_socket_options(c), LSOCK_ABSTRACT_NAMESPACE);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(c), path_of(name));
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    ASSERT_EQ(lsock_socket_write(peer, "abs", 3), 3);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(c) == 3, 5000);
+    /* A client without the option looks for a file and finds none. */
+    lsock_socket *plain = lsock_socket_new(loop);
+    ASSERT(!lsock_socket_connect(plain, name, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(plain), LSOCK_ERR_SERVER_NOT_FOUND);
+    lsock_socket_free(plain);
+    lsock_socket_free(peer);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT_EQ(rmdir(dir), 0);
+    loop_free(loop);
+}
+
+TEST(abstract_namespace_name_in_use_fails_address_in_use)
+{
+#ifndef __linux__
+    SKIP("abstract namespace is Linux only");
+#endif
+    const char *name = test_name("absuse");
+    lsock_server *a = lsock_server_new(NULL);
+    lsock_server *b = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(a, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_server_set_socket_options(b, LSOCK_ABSTRACT_NAMESPACE | LSOCK_RECLAIM_STALE));
+    ASSERT(lsock_server_listen(a, name));
+    ASSERT(!lsock_server_listen(b, name));
+    ASSERT_ERR(lsock_server_error(b), LSOCK_ERR_ADDRESS_IN_USE);
+    lsock_server_close(a);
+    ASSERT(lsock_server_listen(b, name));
+    lsock_server_free(a);
+    lsock_server_free(b);
+}
+
+TEST(abstract_namespace_client_to_missing_server_fails)
+{
+#ifndef __linux__
+    SKIP("abstract namespace is Linux only");
+#endif
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_options(c, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(!lsock_socket_connect(c, test_name("absnone"), LSOCK_READ_WRITE));
+    lsock_error e = lsock_socket_error(c);
+    /* Linux answers ECONNREFUSED for a missing abstract name. */
+    if (e != LSOCK_ERR_SERVER_NOT_FOUND) ASSERT_ERR(e, LSOCK_ERR_CONNECTION_REFUSED);
+    lsock_socket_free(c);
+}
+
+/* ---- pending connections --------------------------------------------------------------- */
+
+TEST(new_connection_fires_once_per_accepted_connection)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("newconn");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c[3];
+    for (int i = 0; i < 3; i++)
+        c[i] = connect_client(loop, name);
+    RUN_UNTIL(loop, r.new_connections == 3, 5000);
+    run_for(loop, 30);
+    ASSERT_EQ(r.new_connections, 3);
+    for (int i = 0; i < 3; i++) {
+        ASSERT(lsock_server_has_pending_connections(srv));
+        lsock_socket *s = lsock_server_next_pending_connection(srv);
+        ASSERT(s != NULL);
+        lsock_socket_free(s);
+    }
+    ASSERT(!lsock_server_has_pending_connections(srv));
+    ASSERT(lsock_server_next_pending_connection(srv) == NULL);
+    for (int i = 0; i < 3; i++)
+        lsock_socket_free(c[i]);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(next_pending_connection_returns_null_when_empty)
+{
+    lsock_loop *loop = loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, test_name("empty")));
+    run_for(loop, 20);
+    ASSERT(!lsock_server_has_pending_connections(srv));
+    ASSERT(lsock_server_next_pending_connection(srv) == NULL);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(pending_connection_is_connected_on_the_server_loop)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("pend");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s != NULL);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT(lsock_socket_loop(s) == loop);
+    ASSERT(lsock_socket_is_valid(s));
+    ASSERT_EQ(lsock_socket_open_mode(s), LSOCK_READ_WRITE);
+    ASSERT(lsock_socket_descriptor(s) >= 0);
+    ASSERT_EQ(lsock_socket_write(s, "to client", 9), 9);
+    ASSERT_EQ(lsock_socket_write(c, "to server", 9), 9);
+    RUN_UNTIL(loop,
+              lsock_socket_bytes_available(s) == 9 && lsock_socket_bytes_available(c) == 9, 5000);
+    char buf[16] = {0};
+    ASSERT_EQ(lsock_socket_read(s, buf, sizeof buf), 9);
+    ASSERT_STR_EQ(buf, "to server");
+    memset(buf, 0, sizeof buf);
+    ASSERT_EQ(lsock_socket_read(c, buf, sizeof buf), 9);
+    ASSERT_STR_EQ(buf, "to client");
+    lsock_socket_free(s);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(accepting_pauses_at_max_pending_connections)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("maxpend");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_set_max_pending_connections(srv, 2));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c[5];
+    for (int i = 0; i < 5; i++)
+        c[i] = connect_client(loop, name);
+    RUN_UNTIL(loop, r.new_connections == 2, 5000);
+    run_for(loop, 60);
+    ASSERT_EQ(r.new_connections, 2);
+    int taken = 0;
+    lsock_socket *got[5];
+    while (taken < 5) {
+        ASSERT(lsock_server_has_pending_connections(srv));
+        got[taken] = lsock_server_next_pending_connection(srv);
+        ASSERT(got[taken] != NULL);
+        taken++;
+        int want = taken + 2 < 5 ? taken + 2 : 5;
+        RUN_UNTIL(loop, r.new_connections == want, 5000);
+        run_for(loop, 40);
+        ASSERT_EQ(r.new_connections, want); /* exactly 2 pending (or what is left) */
+    }
+    ASSERT(!lsock_server_has_pending_connections(srv));
+    ASSERT(lsock_server_next_pending_connection(srv) == NULL);
+    for (int i = 0; i < 5; i++) {
+        lsock_socket_free(got[i]);
+        lsock_socket_free(c[i]);
+    }
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(taking_connections_inside_new_connection_keeps_accepting)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("takecb");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    r.take_in_callback = true;
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_set_max_pending_connections(srv, 1));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c[6];
+    for (int i = 0; i < 6; i++)
+        c[i] = connect_client(loop, name);
+    RUN_UNTIL(loop, r.ntaken == 6, 5000);
+    ASSERT_EQ(r.new_connections, 6);
+    srvrec_free_taken(&r);
+    for (int i = 0; i < 6; i++)
+        lsock_socket_free(c[i]);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(server_close_frees_pending_connections_and_their_clients_see_the_close)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("closepend");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_listen(srv, name));
+    rec cr[3];
+    lsock_socket *c[3];
+    for (int i = 0; i < 3; i++) {
+        rec_init(&cr[i]);
+        c[i] = connect_client(loop, name);
+        lsock_socket_set_callbacks(c[i], &rec_cbs, &cr[i]);
+    }
+    RUN_UNTIL(loop, r.new_connections == 3, 5000);
+    lsock_server_close(srv);
+    ASSERT(!lsock_server_has_pending_connections(srv));
+    ASSERT(lsock_server_next_pending_connection(srv) == NULL);
+    ASSERT(!lsock_server_is_listening(srv));
+    RUN_UNTIL(loop, cr[0].disconnected && cr[1].disconnected && cr[2].disconnected, 5000);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_ERR(cr[i].last_error, LSOCK_ERR_PEER_CLOSED);
+        lsock_socket_free(c[i]);
+    }
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(server_free_frees_pending_connections)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("freepend");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, r.new_connections == 1, 5000);
+    lsock_server_free(srv);
+    RUN_UNTIL(loop, lsock_socket_state(c) == LSOCK_UNCONNECTED, 5000);
+    lsock_socket_free(c);
+    loop_free(loop);
+}
+
+TEST(taken_connections_survive_server_close)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("survive");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    lsock_server_free(srv);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT_EQ(lsock_socket_write(c, "still", 5), 5);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(s) == 5, 5000);
+    ASSERT_EQ(lsock_socket_write(s, "here", 4), 4);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(c) == 4, 5000);
+    lsock_socket_free(s);
+    lsock_socket_free(c);
+    loop_free(loop);
+}
+
+TEST(free_server_inside_new_connection)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("freecb");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    r.free_in_callback = true;
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c1 = connect_client(loop, name);
+    lsock_socket *c2 = connect_client(loop, name);
+    RUN_UNTIL(loop, r.freed, 5000);
+    ASSERT_EQ(r.new_connections, 1);
+    RUN_UNTIL(loop,
+              lsock_socket_state(c1) == LSOCK_UNCONNECTED &&
+                  lsock_socket_state(c2) == LSOCK_UNCONNECTED,
+              5000);
+    ASSERT_EQ(r.new_connections, 1);
+    ASSERT(!file_exists(path_of(name)));
+    lsock_socket_free(c1);
+    lsock_socket_free(c2);
+    loop_free(loop);
+}
+
+TEST(free_server_with_a_taken_connection_inside_new_connection)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("freecb2");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    r.free_in_callback = true;
+    r.take_in_callback = true;
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, r.freed, 5000);
+    ASSERT_EQ(r.ntaken, 1);
+    ASSERT_EQ(lsock_socket_write(c, "x", 1), 1);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(r.taken[0]) == 1, 5000);
+    srvrec_free_taken(&r);
+    lsock_socket_free(c);
+    loop_free(loop);
+}
+
+/* ---- listen_descriptor ----------------------------------------------------------------- */
+
+TEST(listen_descriptor_with_bound_listening_socket_accepts_clients)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("lfd");
+    int fd = raw_listener(path_of(name), 8);
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    ASSERT(lsock_server_listen_descriptor(srv, fd));
+    ASSERT(lsock_server_is_listening(srv));
+    ASSERT_EQ(lsock_server_descriptor(srv), fd);
+    lsock_socket *c = connect_client(loop, name);
+    RUN_UNTIL(loop, r.new_connections == 1, 5000);
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s != NULL);
+    ASSERT_EQ(lsock_socket_write(s, "fd", 2), 2);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(c) == 2, 5000);
+    lsock_socket_free(s);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    /* The server owned the descriptor and closed it. */
+    ASSERT_EQ(fcntl(fd, F_GETFD), -1);
+    unlink(path_of(name));
+    loop_free(loop);
+}
+
+TEST(listen_descriptor_rejects_minus_one_and_non_sockets)
+{
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen_descriptor(srv, -1));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    ASSERT(starts_with(lsock_server_error_string(srv), "lsock_server_listen_descriptor: "));
+    int pfd[2];
+    ASSERT_EQ(pipe(pfd), 0);
+    ASSERT(!lsock_server_listen_descriptor(srv, pfd[0]));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    ASSERT(!lsock_server_is_listening(srv));
+    close(pfd[0]);
+    close(pfd[1]);
+    lsock_server_free(srv);
+}
+
+/* ---- many processes -------------------------------------------------------------------- */
+
+typedef struct echo {
+    lsock_socket *conns[32];
+    int nconns;
+    int lines;
+} echo;
+
+static void echo_ready_read(lsock_socket *s, void *u)
+{
+    echo *e = u;
+    char line[256], out[300];
+    while (lsock_socket_can_read_line(s)) {
+        int64_t n = lsock_socket_read_line(s, line, sizeof line);
+        ASSERT(n > 0);
+        int m = snprintf(out, sizeof out, "echo %s", line);
+        ASSERT_EQ(lsock_socket_write(s, out, m), m);
+        e->lines++;
+    }
+}
+
+static void echo_new_connection(lsock_server *srv, void *u)
+{
+    echo *e = u;
+    lsock_socket *s;
+    while ((s = lsock_server_next_pending_connection(srv)) != NULL) {
+        ASSERT(e->nconns < 32);
+        e->conns[e->nconns++] = s;
+        lsock_socket_callbacks cb;
+        memset(&cb, 0, sizeof cb);
+        cb.ready_read = echo_ready_read;
+        lsock_socket_set_callbacks(s, &cb, e);
+        echo_ready_read(s, e);
+    }
+}
+
+static int child_exchange_line(const char *name, int i)
+{
+    lsock_socket *c = lsock_socket_new(NULL);
+    if (!c) return 2;
+    if (!lsock_socket_connect(c, name, LSOCK_READ_WRITE)) return 3;
+    char msg[64], want[80], got[128];
+    int m = snprintf(msg, sizeof msg, "hello from %d\n", i);
+    snprintf(want, sizeof want, "echo %s", msg);
+    if (lsock_socket_write(c, msg, m) != m) return 4;
+    if (!lsock_socket_wait_for_bytes_written(c, 5000)) return 5;
+    uint64_t dl = test_now_ms() + 5000;
+    while (!lsock_socket_can_read_line(c)) {
+        if (test_now_ms() > dl) return 6;
+        if (!lsock_socket_wait_for_ready_read(c, 5000)) return 7;
+    }
+    if (lsock_socket_read_line(c, got, sizeof got) != (int64_t)strlen(want)) return 8;
+    if (strcmp(got, want) != 0) return 9;
+    lsock_socket_disconnect(c);
+    lsock_socket_free(c);
+    return 0;
+}
+
+TEST(ten_processes_exchange_lines_with_a_loop_server)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("procs");
+    echo e;
+    memset(&e, 0, sizeof e);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, echo_new_connection, &e);
+    ASSERT(lsock_server_listen(srv, name));
+    enum { N = 10 };
+    pid_t pids[N];
+    fflush(stdout);
+    fflush(stderr);
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        ASSERT(pids[i] >= 0);
+        if (pids[i] == 0) _exit(child_exchange_line(name, i));
+    }
+    int done = 0;
+    uint64_t dl = test_now_ms() + 15000;
+    while (done < N) {
+        ASSERT(test_now_ms() < dl);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+        for (int i = 0; i < N; i++) {
+            if (pids[i] <= 0) continue;
+            int status;
+            pid_t w = waitpid(pids[i], &status, WNOHANG);
+            if (w == 0) continue;
+            ASSERT_EQ(w, pids[i]);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                FAIL_("child %d: status %d", i, status);
+            pids[i] = 0;
+            done++;
+        }
+    }
+    ASSERT_EQ(e.nconns, N);
+    ASSERT_EQ(e.lines, N);
+    for (int i = 0; i < e.nconns; i++)
+        lsock_socket_free(e.conns[i]);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST_MAIN()

@@ -1,0 +1,1904 @@
+/*
+ * Socket behaviour (QLocalSocket): name resolution, connect and its errors, the order of the
+ * callbacks, reading and writing, disconnect/abort/close, the read buffer limit, peer
+ * credentials, close-on-exec descriptors, adopting descriptors, freeing inside callbacks.
+ */
+/* test.h defines _GNU_SOURCE itself; the build also passes -D_GNU_SOURCE. */
+#undef _GNU_SOURCE
+#include "test.h"
+#include "lsock.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define UNUSED __attribute__((unused))
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+/* The path the library resolves a name to. */
+static UNUSED const char *path_of(const char *name)
+{
+    static char bufs[8][512];
+    static unsigned slot;
+    char *out = bufs[slot++ % 8];
+    if (name[0] == '/') {
+        snprintf(out, 512, "%s", name);
+        return out;
+    }
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    size_t n = strlen(dir);
+    snprintf(out, 512, "%s%s%s", dir, dir[n - 1] == '/' ? "" : "/", name);
+    return out;
+}
+
+static UNUSED bool starts_with(const char *s, const char *prefix)
+{
+    return s && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* A timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a test's deadline. */
+static lsock_timer *g_tick;
+static UNUSED void tick_cb(lsock_timer *t, void *u)
+{
+    (void)t;
+    (void)u;
+}
+
+static UNUSED lsock_loop *loop_new(void)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop != NULL);
+    g_tick = lsock_timer_new(loop, tick_cb, NULL);
+    ASSERT(g_tick != NULL);
+    ASSERT(lsock_timer_start(g_tick, 10, 10));
+    return loop;
+}
+
+static UNUSED void loop_free(lsock_loop *loop)
+{
+    lsock_timer_free(g_tick);
+    g_tick = NULL;
+    ASSERT(lsock_loop_free(loop));
+}
+
+/* Runs the loop until cond holds; fails the test after ms milliseconds. */
+#define RUN_UNTIL(loop, cond, ms)                                                                  \
+    do {                                                                                           \
+        uint64_t dl_ = test_now_ms() + (ms);                                                       \
+        while (!(cond)) {                                                                          \
+            if (test_now_ms() > dl_) FAIL_("timed out waiting for %s", #cond);                     \
+            lsock_loop_run((loop), LSOCK_RUN_ONCE);                                                \
+        }                                                                                          \
+    } while (0)
+
+/* Runs the loop for about ms milliseconds (to show that something does NOT happen). */
+static UNUSED void run_for(lsock_loop *loop, int ms)
+{
+    uint64_t end = test_now_ms() + (uint64_t)ms;
+    while (test_now_ms() < end)
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+}
+
+/* Records every callback of a socket into a log ("state:CONNECTING connected ..."). */
+typedef struct rec {
+    char log[4096];
+    int connected, disconnected, errors, ready_read, about_to_close, rcf, state_changes;
+    int bytes_written_calls;
+    lsock_error last_error;
+    lsock_state state_in_rcf, state_in_disconnected;
+    int64_t avail_in_about_to_close;
+    int64_t written;
+    int64_t max_available;
+    int in_write, bw_inside_write;
+    int depth, max_depth;
+    bool log_io; /* also log ready_read and bytes_written */
+    const char *free_in;
+    bool freed;
+    void (*on_ready_read)(lsock_socket *s, struct rec *r);
+    void *user;
+} rec;
+
+static UNUSED void rec_init(rec *r)
+{
+    memset(r, 0, sizeof *r);
+    r->state_in_rcf = (lsock_state)-1;
+    r->state_in_disconnected = (lsock_state)-1;
+    r->avail_in_about_to_close = -1;
+}
+
+static UNUSED void rec_add(rec *r, const char *ev)
+{
+    size_t n = strlen(r->log);
+    snprintf(r->log + n, sizeof r->log - n, "%s%s", n ? " " : "", ev);
+}
+
+static UNUSED void maybe_free(lsock_socket *s, rec *r, const char *cb)
+{
+    if (r->free_in && strcmp(r->free_in, cb) == 0 && !r->freed) {
+        r->freed = true;
+        lsock_socket_free(s);
+    }
+}
+
+static UNUSED const char *state_name(lsock_state st)
+{
+    switch (st) {
+    case LSOCK_UNCONNECTED:
+        return "UNCONNECTED";
+    case LSOCK_CONNECTING:
+        return "CONNECTING";
+    case LSOCK_CONNECTED:
+        return "CONNECTED";
+    case LSOCK_CLOSING:
+        return "CLOSING";
+    }
+    return "?";
+}
+
+static UNUSED void on_connected(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->connected++;
+    rec_add(r, "connected");
+    maybe_free(s, r, "connected");
+}
+
+static UNUSED void on_disconnected(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->disconnected++;
+    r->state_in_disconnected = lsock_socket_state(s);
+    rec_add(r, "disconnected");
+    maybe_free(s, r, "disconnected");
+}
+
+static UNUSED void on_error(lsock_socket *s, lsock_error err, void *u)
+{
+    rec *r = u;
+    char buf[64];
+    r->errors++;
+    r->last_error = err;
+    snprintf(buf, sizeof buf, "error:%s", lsock_error_name(err));
+    rec_add(r, buf);
+    maybe_free(s, r, "error_occurred");
+}
+
+static UNUSED void on_state(lsock_socket *s, lsock_state st, void *u)
+{
+    rec *r = u;
+    char buf[64];
+    r->state_changes++;
+    snprintf(buf, sizeof buf, "state:%s", state_name(st));
+    rec_add(r, buf);
+    maybe_free(s, r, "state_changed");
+}
+
+static UNUSED void on_ready_read(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->ready_read++;
+    r->depth++;
+    if (r->depth > r->max_depth) r->max_depth = r->depth;
+    int64_t avail = lsock_socket_bytes_available(s);
+    if (avail > r->max_available) r->max_available = avail;
+    if (r->log_io) rec_add(r, "ready_read");
+    if (r->on_ready_read) r->on_ready_read(s, r);
+    r->depth--;
+    maybe_free(s, r, "ready_read");
+}
+
+static UNUSED void on_bytes_written(lsock_socket *s, int64_t n, void *u)
+{
+    rec *r = u;
+    r->bytes_written_calls++;
+    r->written += n;
+    if (r->in_write) r->bw_inside_write++;
+    if (r->log_io) rec_add(r, "bytes_written");
+    maybe_free(s, r, "bytes_written");
+}
+
+static UNUSED void on_about_to_close(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->about_to_close++;
+    r->avail_in_about_to_close = lsock_socket_bytes_available(s);
+    rec_add(r, "about_to_close");
+    maybe_free(s, r, "about_to_close");
+}
+
+static UNUSED void on_rcf(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->rcf++;
+    r->state_in_rcf = lsock_socket_state(s);
+    rec_add(r, "read_channel_finished");
+    maybe_free(s, r, "read_channel_finished");
+}
+
+static UNUSED const lsock_socket_callbacks rec_cbs = {
+    on_connected, on_disconnected,   on_error, on_state, on_ready_read,
+    on_bytes_written, on_about_to_close, on_rcf,
+};
+
+/* A server, a client connected to it and the server's end of that connection. */
+typedef struct pair {
+    lsock_server *srv;
+    lsock_socket *client;
+    lsock_socket *peer;
+    char name[128];
+} pair;
+
+static UNUSED void pair_open(pair *p, lsock_loop *loop)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", test_name("pair"));
+    p->srv = lsock_server_new(loop);
+    ASSERT(p->srv != NULL);
+    ASSERT(lsock_server_listen(p->srv, p->name));
+    p->client = lsock_socket_new(loop);
+    ASSERT(p->client != NULL);
+    ASSERT(lsock_socket_connect(p->client, p->name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(p->client), LSOCK_CONNECTED);
+    if (loop)
+        RUN_UNTIL(loop, lsock_server_has_pending_connections(p->srv), 5000);
+    else
+        ASSERT(lsock_server_wait_for_new_connection(p->srv, 5000, NULL));
+    p->peer = lsock_server_next_pending_connection(p->srv);
+    ASSERT(p->peer != NULL);
+}
+
+static UNUSED void pair_close(pair *p)
+{
+    if (p->client) lsock_socket_free(p->client);
+    if (p->peer) lsock_socket_free(p->peer);
+    if (p->srv) lsock_server_free(p->srv);
+    p->client = p->peer = NULL;
+    p->srv = NULL;
+}
+
+/* A raw listening socket on path. */
+static UNUSED int raw_listener(const char *path, int backlog)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    ASSERT(strlen(path) < sizeof a.sun_path);
+    strcpy(a.sun_path, path);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(fd, backlog), 0);
+    return fd;
+}
+
+/* Leaves a socket file on path that nobody listens on. */
+static UNUSED void make_stale(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strcpy(a.sun_path, path);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd);
+}
+
+static UNUSED int raw_accept(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT(fd >= 0);
+    return fd;
+}
+
+static UNUSED void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    ASSERT(fl >= 0);
+    ASSERT_EQ(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+}
+
+/* Fills the backlog of a raw listener; returns the number of raw clients in *fds. */
+static UNUSED int fill_backlog(const char *path, int *fds, int max)
+{
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strcpy(a.sun_path, path);
+    int n = 0;
+    for (;;) {
+        ASSERT(n < max);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ASSERT(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+            fds[n++] = fd;
+            continue;
+        }
+        ASSERT(errno == EAGAIN || errno == EWOULDBLOCK);
+        close(fd);
+        return n;
+    }
+}
+
+static UNUSED unsigned char pattern_byte(size_t i)
+{
+    return (unsigned char)((i * 7u) % 251u);
+}
+
+static UNUSED unsigned char *pattern_new(size_t n)
+{
+    unsigned char *b = malloc(n);
+    ASSERT(b != NULL);
+    for (size_t i = 0; i < n; i++)
+        b[i] = pattern_byte(i);
+    return b;
+}
+
+/* Reads what the raw fd has now (non-blocking); checks the pattern. Returns -1 at EOF. */
+static UNUSED int drain_raw(int fd, size_t *total)
+{
+    unsigned char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n == 0) return -1;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            if (errno == ECONNRESET) return -1;
+            FAIL_("read: %s", strerror(errno));
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(*total + (size_t)i)) FAIL_("byte %zu differs", *total + i);
+        *total += (size_t)n;
+    }
+}
+
+/* A client socket connected to a raw listener, and the raw accepted end (non-blocking). */
+typedef struct rawpair {
+    char name[128];
+    int lfd, pfd;
+    lsock_socket *s;
+} rawpair;
+
+static UNUSED void rawpair_open(rawpair *p, lsock_loop *loop)
+{
+    snprintf(p->name, sizeof p->name, "%s", test_name("raw"));
+    p->lfd = raw_listener(path_of(p->name), 8);
+    p->s = lsock_socket_new(loop);
+    ASSERT(p->s != NULL);
+    ASSERT(lsock_socket_connect(p->s, p->name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(p->s), LSOCK_CONNECTED);
+    p->pfd = raw_accept(p->lfd);
+    set_nonblock(p->pfd);
+}
+
+static UNUSED void rawpair_close(rawpair *p)
+{
+    if (p->s) lsock_socket_free(p->s);
+    p->s = NULL;
+    if (p->pfd >= 0) close(p->pfd);
+    if (p->lfd >= 0) close(p->lfd);
+    p->pfd = p->lfd = -1;
+    unlink(path_of(p->name));
+}
+
+static UNUSED void write_all_raw(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+            continue;
+        }
+        ASSERT(w > 0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static UNUSED bool file_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* A fresh directory for TMPDIR; returns its path (static storage). */
+static UNUSED const char *make_tmpdir(void)
+{
+    static char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/lsock-test-dir-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    return dir;
+}
+
+/* Runs fn as an unprivileged user: directly unless root; as root in a child that drops to
+ * nobody (skips when that is impossible). */
+static UNUSED void run_unprivileged(void (*fn)(void))
+{
+    if (geteuid() != 0) {
+        fn();
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(77);
+        fn();
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) SKIP("runs as root and cannot drop it");
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* ---- defaults and names ---------------------------------------------------------------- */
+
+TEST(new_socket_has_documented_defaults)
+{
+    lsock_loop *loop = loop_new();
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(s != NULL);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_NONE);
+    ASSERT_STR_EQ(lsock_socket_error_string(s), "");
+    ASSERT_STR_EQ(lsock_socket_server_name(s), "");
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), "");
+    ASSERT_EQ(lsock_socket_descriptor(s), -1);
+    ASSERT(!lsock_socket_is_valid(s));
+    ASSERT_EQ(lsock_socket_open_mode(s), 0);
+    ASSERT_EQ(lsock_socket_read_buffer_size(s), 0);
+    ASSERT_EQ(lsock_socket_connect_timeout(s), 30000);
+    ASSERT_EQ(lsock_socket_options(s), 0);
+    ASSERT(lsock_socket_loop(s) == loop);
+    ASSERT(lsock_socket_userdata(s) == NULL);
+    ASSERT_EQ(lsock_socket_bytes_available(s), 0);
+    ASSERT_EQ(lsock_socket_bytes_to_write(s), 0);
+    ASSERT(lsock_socket_at_end(s));
+    ASSERT(!lsock_socket_can_read_line(s));
+    lsock_socket_free(s);
+    loop_free(loop);
+}
+
+TEST(set_callbacks_sets_userdata)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(s != NULL);
+    ASSERT(lsock_socket_loop(s) == NULL);
+    int x = 0;
+    lsock_socket_set_callbacks(s, &rec_cbs, &x);
+    ASSERT(lsock_socket_userdata(s) == &x);
+    lsock_socket_set_callbacks(s, NULL, NULL);
+    ASSERT(lsock_socket_userdata(s) == NULL);
+    lsock_socket_free(s);
+}
+
+TEST(connect_timeout_setting_is_kept)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_connect_timeout(s, 1234));
+    ASSERT_EQ(lsock_socket_connect_timeout(s), 1234);
+    lsock_socket_free(s);
+}
+
+/* Connects a client to a server listening on name; checks both full names equal want. */
+static void check_resolves_to(const char *name, const char *want)
+{
+    lsock_loop *loop = loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), want);
+    ASSERT(file_exists(want));
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT_STR_EQ(lsock_socket_server_name(s), name);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), want);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    ASSERT(!file_exists(want));
+    loop_free(loop);
+}
+
+TEST(relative_name_resolves_under_tmpdir)
+{
+    const char *dir = make_tmpdir();
+    setenv("TMPDIR", dir, 1);
+    const char *name = test_name("rel");
+    char want[512];
+    snprintf(want, sizeof want, "%s/%s", dir, name);
+    check_resolves_to(name, want);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+TEST(tmpdir_trailing_slash_is_not_doubled)
+{
+    const char *dir = make_tmpdir();
+    char withslash[256];
+    snprintf(withslash, sizeof withslash, "%s/", dir);
+    setenv("TMPDIR", withslash, 1);
+    const char *name = test_name("slash");
+    char want[512];
+    snprintf(want, sizeof want, "%s/%s", dir, name);
+    check_resolves_to(name, want);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+TEST(unset_tmpdir_resolves_under_slash_tmp)
+{
+    unsetenv("TMPDIR");
+    const char *name = test_name("notmp");
+    char want[512];
+    snprintf(want, sizeof want, "/tmp/%s", name);
+    check_resolves_to(name, want);
+}
+
+TEST(absolute_name_is_used_as_is)
+{
+    const char *dir = make_tmpdir();
+    setenv("TMPDIR", "/nonexistent-lsock-dir", 1);
+    char name[256];
+    snprintf(name, sizeof name, "%s/abs.sock", dir);
+    check_resolves_to(name, name);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+TEST(set_server_name_is_used_by_connect_with_null_name)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("setname");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(lsock_socket_set_server_name(s, name));
+    ASSERT_STR_EQ(lsock_socket_server_name(s), name);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), path_of(name));
+    ASSERT(lsock_socket_connect(s, NULL, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), path_of(name));
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(connect_with_empty_name_fails_server_not_found)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(!lsock_socket_connect(s, "", LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SERVER_NOT_FOUND);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_connect: "));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    lsock_socket_free(s);
+}
+
+TEST(connect_with_null_name_and_no_set_name_fails_server_not_found)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(!lsock_socket_connect(s, NULL, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SERVER_NOT_FOUND);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_connect: "));
+    lsock_socket_free(s);
+}
+
+/* An absolute path of exactly len bytes under /tmp. */
+static void long_path(char *out, size_t len)
+{
+    int n = snprintf(out, len + 1, "/tmp/lsock-%ld-", (long)getpid());
+    for (size_t i = (size_t)n; i < len; i++)
+        out[i] = 'x';
+    out[len] = '\0';
+}
+
+TEST(connect_with_path_of_108_bytes_fails_server_not_found_naming_the_limit)
+{
+    char path[200];
+    long_path(path, 108);
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(!lsock_socket_connect(s, path, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SERVER_NOT_FOUND);
+    const char *es = lsock_socket_error_string(s);
+    ASSERT(starts_with(es, "lsock_socket_connect: "));
+    if (!strstr(es, "107") && !strstr(es, "108")) FAIL_("no limit in \"%s\"", es);
+    lsock_socket_free(s);
+}
+
+TEST(connect_with_path_of_107_bytes_works)
+{
+    char path[200];
+    long_path(path, 107);
+    lsock_loop *loop = loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, path));
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(s, path, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), path);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+    ASSERT(!file_exists(path));
+}
+
+/* ---- connect and its errors ------------------------------------------------------------ */
+
+TEST(connect_success_fires_connecting_connected_then_connected)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("ok");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    rec r;
+    rec_init(&r);
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT(lsock_socket_is_valid(s));
+    ASSERT_EQ(lsock_socket_open_mode(s), LSOCK_READ_WRITE);
+    ASSERT(lsock_socket_descriptor(s) >= 0);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_NONE);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+static void check_connect_failure(const char *name, lsock_error want)
+{
+    lsock_loop *loop = loop_new();
+    rec r;
+    rec_init(&r);
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    ASSERT(!lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), want);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_connect: "));
+    char want_log[256];
+    snprintf(want_log, sizeof want_log, "state:CONNECTING error:%s state:UNCONNECTED",
+             lsock_error_name(want));
+    ASSERT_STR_EQ(r.log, want_log);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_descriptor(s), -1);
+    ASSERT(!lsock_socket_is_valid(s));
+    run_for(loop, 30);
+    ASSERT_EQ(r.connected, 0);
+    ASSERT_EQ(r.disconnected, 0);
+    lsock_socket_free(s);
+    loop_free(loop);
+}
+
+TEST(connect_to_missing_file_fails_server_not_found_with_callbacks)
+{
+    check_connect_failure(test_name("missing"), LSOCK_ERR_SERVER_NOT_FOUND);
+}
+
+TEST(connect_to_stale_socket_file_fails_connection_refused)
+{
+    const char *name = test_name("stale");
+    make_stale(path_of(name));
+    check_connect_failure(name, LSOCK_ERR_CONNECTION_REFUSED);
+    unlink(path_of(name));
+}
+
+static char g_access_dir[128];
+
+static void connect_in_closed_dir(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/s", g_access_dir);
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(!lsock_socket_connect(s, path, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_ACCESS);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_connect: "));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    lsock_socket_free(s);
+}
+
+TEST(connect_to_socket_in_inaccessible_directory_fails_socket_access)
+{
+    snprintf(g_access_dir, sizeof g_access_dir, "%s", make_tmpdir());
+    char path[256];
+    snprintf(path, sizeof path, "%s/s", g_access_dir);
+    int lfd = raw_listener(path, 4);
+    ASSERT_EQ(chmod(g_access_dir, 0), 0);
+    run_unprivileged(connect_in_closed_dir);
+    ASSERT_EQ(chmod(g_access_dir, 0700), 0);
+    close(lfd);
+    unlink(path);
+    rmdir(g_access_dir);
+}
+
+TEST(connect_to_full_backlog_times_out_with_socket_timeout)
+{
+    const char *name = test_name("full");
+    int lfd = raw_listener(path_of(name), 0);
+    int fds[512];
+    int n = fill_backlog(path_of(name), fds, 512);
+    rec r;
+    rec_init(&r);
+    lsock_socket *s = lsock_socket_new(NULL);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_connect_timeout(s, 200));
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING");
+    uint64_t t0 = test_now_ms();
+    ASSERT(!lsock_socket_wait_for_connected(s, 5000));
+    uint64_t took = test_now_ms() - t0;
+    ASSERT(took < 4000);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING error:SOCKET_TIMEOUT state:UNCONNECTED");
+    ASSERT_EQ(r.connected, 0);
+    lsock_socket_free(s);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    close(lfd);
+    unlink(path_of(name));
+}
+
+TEST(connect_to_full_backlog_times_out_on_the_loop)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("fullloop");
+    int lfd = raw_listener(path_of(name), 0);
+    int fds[512];
+    int n = fill_backlog(path_of(name), fds, 512);
+    rec r;
+    rec_init(&r);
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_connect_timeout(s, 200));
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
+    RUN_UNTIL(loop, r.errors > 0, 5000);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING error:SOCKET_TIMEOUT state:UNCONNECTED");
+    lsock_socket_free(s);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    close(lfd);
+    unlink(path_of(name));
+    loop_free(loop);
+}
+
+TEST(connect_to_full_backlog_succeeds_once_server_accepts)
+{
+    const char *name = test_name("fullok");
+    int lfd = raw_listener(path_of(name), 0);
+    int fds[512];
+    int n = fill_backlog(path_of(name), fds, 512);
+    ASSERT(n > 0);
+    rec r;
+    rec_init(&r);
+    lsock_socket *s = lsock_socket_new(NULL);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_connect_timeout(s, 5000));
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
+    /* The first wait fails (nobody accepts yet)... */
+    ASSERT(!lsock_socket_wait_for_connected(s, 100));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
+    /* ...then the server accepts one queued connection, which makes room. */
+    int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT(afd >= 0);
+    ASSERT(lsock_socket_wait_for_connected(s, 5000));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
+    lsock_socket_free(s);
+    close(afd);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    close(lfd);
+    unlink(path_of(name));
+}
+
+TEST(connect_to_full_backlog_succeeds_on_the_loop_once_server_accepts)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("fullokloop");
+    int lfd = raw_listener(path_of(name), 0);
+    int fds[512];
+    int n = fill_backlog(path_of(name), fds, 512);
+    rec r;
+    rec_init(&r);
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_connect_timeout(s, 5000));
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
+    run_for(loop, 50);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
+    int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT(afd >= 0);
+    RUN_UNTIL(loop, r.connected > 0, 5000);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
+    lsock_socket_free(s);
+    close(afd);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    close(lfd);
+    unlink(path_of(name));
+    loop_free(loop);
+}
+
+TEST(connect_while_connected_fails_operation_and_keeps_connection)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    int64_t fd = lsock_socket_descriptor(p.client);
+    ASSERT(!lsock_socket_connect(p.client, p.name, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_connect: "));
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
+    ASSERT_EQ(lsock_socket_descriptor(p.client), fd);
+    ASSERT_EQ(lsock_socket_write(p.client, "x", 1), 1);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.peer) == 1, 5000);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(failed_connect_then_good_connect_works)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("retry");
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(!lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SERVER_NOT_FOUND);
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(socket_reconnects_after_disconnect)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT(lsock_socket_connect(p.client, p.name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(p.srv), 5000);
+    lsock_socket *second = lsock_server_next_pending_connection(p.srv);
+    ASSERT(second != NULL);
+    ASSERT_EQ(lsock_socket_write(p.client, "abc", 3), 3);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(second) == 3, 5000);
+    lsock_socket_free(second);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- peer close ------------------------------------------------------------------------ */
+
+static void check_peer_close(int how)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT_EQ(lsock_socket_write(p.peer, "hello", 5), 5);
+    if (how == 0) {
+        lsock_socket_free(p.peer);
+    } else {
+        ASSERT(lsock_socket_wait_for_bytes_written(p.peer, 5000) ||
+               lsock_socket_bytes_to_write(p.peer) == 0);
+        lsock_socket_abort(p.peer);
+        ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
+        lsock_socket_free(p.peer);
+    }
+    p.peer = NULL;
+    RUN_UNTIL(loop, r.disconnected > 0, 5000);
+    ASSERT_STR_EQ(r.log, "error:PEER_CLOSED read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_EQ(r.state_in_rcf, LSOCK_UNCONNECTED);
+    ASSERT_EQ(r.state_in_disconnected, LSOCK_UNCONNECTED);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_PEER_CLOSED);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 5);
+    char buf[16] = {0};
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 5);
+    ASSERT_STR_EQ(buf, "hello");
+    ASSERT(lsock_socket_at_end(p.client));
+    run_for(loop, 30);
+    ASSERT_EQ(r.disconnected, 1);
+    ASSERT_EQ(r.errors, 1);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(peer_free_fires_error_finished_unconnected_disconnected_and_keeps_data)
+{
+    check_peer_close(0);
+}
+
+TEST(peer_abort_fires_error_finished_unconnected_disconnected_and_keeps_data)
+{
+    check_peer_close(1);
+}
+
+TEST(raw_peer_close_after_write_keeps_all_data_readable)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    size_t n = 100000;
+    unsigned char *data = pattern_new(n);
+    /* The kernel may not take it all at once: write from a child process. */
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        int fl = fcntl(p.pfd, F_GETFL);
+        fcntl(p.pfd, F_SETFL, fl & ~O_NONBLOCK);
+        const unsigned char *q = data;
+        size_t left = n;
+        while (left) {
+            ssize_t w = write(p.pfd, q, left);
+            if (w <= 0) _exit(1);
+            q += w;
+            left -= (size_t)w;
+        }
+        _exit(0);
+    }
+    close(p.pfd);
+    p.pfd = -1;
+    RUN_UNTIL(loop, r.disconnected > 0, 10000);
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ASSERT_STR_EQ(r.log, "error:PEER_CLOSED read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_EQ(lsock_socket_bytes_available(p.s), (int64_t)n);
+    size_t len = 0;
+    unsigned char *all = lsock_socket_read_all(p.s, &len);
+    ASSERT(all != NULL);
+    ASSERT_EQ(len, n);
+    ASSERT(memcmp(all, data, n) == 0);
+    free(all);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- disconnect, abort, close ---------------------------------------------------------- */
+
+TEST(disconnect_with_nothing_queued_completes_within_the_call)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r, pr;
+    rec_init(&r);
+    rec_init(&pr);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    lsock_socket_set_callbacks(p.peer, &rec_cbs, &pr);
+    lsock_socket_disconnect(p.client);
+    ASSERT_STR_EQ(r.log,
+                  "state:CLOSING read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_EQ(r.state_in_disconnected, LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_descriptor(p.client), -1);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_NONE);
+    RUN_UNTIL(loop, pr.disconnected > 0, 5000);
+    ASSERT_ERR(pr.last_error, LSOCK_ERR_PEER_CLOSED);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(disconnect_with_queued_data_stays_closing_until_flushed)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    size_t n = 8u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
+    ASSERT(lsock_socket_bytes_to_write(p.s) > 0);
+    lsock_socket_disconnect(p.s);
+    ASSERT_STR_EQ(r.log, "state:CLOSING");
+    ASSERT_EQ(lsock_socket_state(p.s), LSOCK_CLOSING);
+    ASSERT(lsock_socket_is_valid(p.s));
+    run_for(loop, 30);
+    ASSERT_EQ(lsock_socket_state(p.s), LSOCK_CLOSING);
+    ASSERT_STR_EQ(r.log, "state:CLOSING");
+    /* Now the peer reads everything. */
+    size_t got = 0;
+    bool eof = false;
+    uint64_t dl = test_now_ms() + 20000;
+    while (!(eof && r.disconnected)) {
+        ASSERT(test_now_ms() < dl);
+        if (!eof && drain_raw(p.pfd, &got) < 0) eof = true;
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    }
+    ASSERT_EQ(got, n);
+    ASSERT_STR_EQ(r.log,
+                  "state:CLOSING read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_EQ(lsock_socket_state(p.s), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    ASSERT_EQ(r.written, (int64_t)n);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(disconnect_keeps_unread_data_readable)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    ASSERT_EQ(lsock_socket_write(p.peer, "keep", 4), 4);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 4, 5000);
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 4);
+    char buf[8] = {0};
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 4);
+    ASSERT_STR_EQ(buf, "keep");
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(abort_drops_queued_data_and_disconnects_within_the_call)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    size_t n = 8u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
+    ASSERT(lsock_socket_bytes_to_write(p.s) > 0);
+    lsock_socket_abort(p.s);
+    ASSERT_STR_EQ(r.log, "read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_EQ(lsock_socket_state(p.s), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    ASSERT_EQ(lsock_socket_descriptor(p.s), -1);
+    ASSERT(!lsock_socket_is_valid(p.s));
+    /* The peer sees the end of the stream, with less than everything. */
+    size_t got = 0;
+    uint64_t dl = test_now_ms() + 5000;
+    for (;;) {
+        ASSERT(test_now_ms() < dl);
+        if (drain_raw(p.pfd, &got) < 0) break;
+        struct pollfd pfd = {.fd = p.pfd, .events = POLLIN};
+        poll(&pfd, 1, 100);
+    }
+    ASSERT(got < n);
+    run_for(loop, 30);
+    ASSERT_EQ(r.disconnected, 1);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(abort_on_unconnected_socket_fires_nothing)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    lsock_socket_abort(s);
+    lsock_socket_disconnect(s);
+    lsock_socket_close(s);
+    ASSERT_STR_EQ(r.log, "");
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    lsock_socket_free(s);
+}
+
+TEST(close_fires_about_to_close_with_data_readable_then_drops_it)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT_EQ(lsock_socket_write(p.peer, "data", 4), 4);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 4, 5000);
+    rec_init(&r);
+    lsock_socket_close(p.client);
+    ASSERT_STR_EQ(r.log, "about_to_close state:CLOSING read_channel_finished "
+                         "state:UNCONNECTED disconnected");
+    ASSERT_EQ(r.avail_in_about_to_close, 4);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 0);
+    ASSERT_EQ(lsock_socket_open_mode(p.client), 0);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(close_delivers_queued_data_before_disconnecting)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    size_t n = 4u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
+    lsock_socket_close(p.s);
+    ASSERT_STR_EQ(r.log, "about_to_close state:CLOSING");
+    ASSERT_EQ(lsock_socket_open_mode(p.s), 0);
+    size_t got = 0;
+    bool eof = false;
+    uint64_t dl = test_now_ms() + 20000;
+    while (!(eof && r.disconnected)) {
+        ASSERT(test_now_ms() < dl);
+        if (!eof && drain_raw(p.pfd, &got) < 0) eof = true;
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    }
+    ASSERT_EQ(got, n);
+    ASSERT_STR_EQ(r.log, "about_to_close state:CLOSING read_channel_finished "
+                         "state:UNCONNECTED disconnected");
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+TEST(write_of_64_mib_returns_at_once_on_a_loop_socket)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    size_t n = 64u << 20;
+    char *data = malloc(n);
+    ASSERT(data != NULL);
+    memset(data, 'a', n);
+    uint64_t t0 = test_now_ms();
+    ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
+    ASSERT(test_now_ms() - t0 < 2000);
+    ASSERT(lsock_socket_bytes_to_write(p.s) > 0);
+    ASSERT_EQ(lsock_socket_state(p.s), LSOCK_CONNECTED);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(bytes_written_fires_from_the_loop_and_sums_to_all_written)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    size_t n = 1u << 20;
+    unsigned char *data = pattern_new(n);
+    r.in_write = 1;
+    ASSERT_EQ(lsock_socket_write(p.s, data, 10), 10);
+    ASSERT_EQ(lsock_socket_write(p.s, data + 10, (int64_t)n - 10), (int64_t)n - 10);
+    r.in_write = 0;
+    ASSERT_EQ(r.bytes_written_calls, 0);
+    size_t got = 0;
+    uint64_t dl = test_now_ms() + 10000;
+    while (r.written < (int64_t)n || got < n) {
+        ASSERT(test_now_ms() < dl);
+        drain_raw(p.pfd, &got);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    }
+    ASSERT_EQ(r.written, (int64_t)n);
+    ASSERT_EQ(got, n);
+    ASSERT_EQ(r.bw_inside_write, 0);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    /* A small write: fires once more from the loop, not from the write. */
+    int calls = r.bytes_written_calls;
+    r.in_write = 1;
+    ASSERT_EQ(lsock_socket_write(p.s, data, 7), 7);
+    r.in_write = 0;
+    ASSERT_EQ(r.bytes_written_calls, calls);
+    RUN_UNTIL(loop, r.written == (int64_t)n + 7, 5000);
+    ASSERT_EQ(r.bw_inside_write, 0);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(write_while_unconnected_fails_operation)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT_EQ(lsock_socket_write(s, "x", 1), -1);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_OPERATION);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_write: "));
+    lsock_socket_free(s);
+}
+
+TEST(write_to_read_only_socket_fails_operation)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("ro");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_ONLY));
+    ASSERT_EQ(lsock_socket_open_mode(s), LSOCK_READ_ONLY);
+    ASSERT_EQ(lsock_socket_write(s, "x", 1), -1);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_OPERATION);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_write: "));
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    ASSERT_EQ(lsock_socket_write(peer, "yz", 2), 2);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(s) == 2, 5000);
+    lsock_socket_free(peer);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(read_from_write_only_socket_fails_operation)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("wo");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(s, name, LSOCK_WRITE_ONLY));
+    ASSERT_EQ(lsock_socket_open_mode(s), LSOCK_WRITE_ONLY);
+    char buf[4];
+    ASSERT_EQ(lsock_socket_read(s, buf, sizeof buf), -1);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_OPERATION);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_read: "));
+    ASSERT_EQ(lsock_socket_write(s, "ok", 2), 2);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(peer) == 2, 5000);
+    lsock_socket_free(peer);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(write_to_vanished_peer_does_not_kill_the_process_and_ends_peer_closed)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    close(p.pfd);
+    p.pfd = -1;
+    /* SIGPIPE keeps whatever disposition the process has (default): no handler is set. */
+    char buf[4096];
+    memset(buf, 'z', sizeof buf);
+    int64_t w = lsock_socket_write(p.s, buf, sizeof buf);
+    if (w == -1) {
+        ASSERT_ERR(lsock_socket_error(p.s), LSOCK_ERR_PEER_CLOSED);
+    } else {
+        ASSERT_EQ(w, (int64_t)sizeof buf);
+    }
+    RUN_UNTIL(loop, lsock_socket_state(p.s) == LSOCK_UNCONNECTED, 5000);
+    ASSERT_ERR(lsock_socket_error(p.s), LSOCK_ERR_PEER_CLOSED);
+    ASSERT_EQ(r.disconnected, 1);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(flush_hands_queued_data_to_the_kernel)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    size_t n = 4u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
+    int64_t queued = lsock_socket_bytes_to_write(p.s);
+    ASSERT(queued > 0);
+    ASSERT(!lsock_socket_flush(p.s)); /* the kernel is full: nothing goes */
+    size_t got = 0;
+    drain_raw(p.pfd, &got);
+    ASSERT(got > 0);
+    ASSERT(lsock_socket_flush(p.s));
+    ASSERT(lsock_socket_bytes_to_write(p.s) < queued);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+TEST(read_returns_available_bytes_and_zero_when_empty)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    char buf[16];
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 0);
+    ASSERT_EQ(lsock_socket_write(p.peer, "0123456789", 10), 10);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 10, 5000);
+    ASSERT_EQ(lsock_socket_read(p.client, buf, 4), 4);
+    ASSERT(memcmp(buf, "0123", 4) == 0);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 6);
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 6);
+    ASSERT(memcmp(buf, "456789", 6) == 0);
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 0);
+    ASSERT(lsock_socket_at_end(p.client));
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(read_line_follows_qiodevice_readline)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    char buf[64];
+    memset(buf, 'Q', sizeof buf);
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, sizeof buf), 0);
+    ASSERT(!lsock_socket_can_read_line(p.client));
+    ASSERT_EQ(lsock_socket_write(p.peer, "ab\ncd\nef", 8), 8);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 8, 5000);
+    ASSERT(lsock_socket_can_read_line(p.client));
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, sizeof buf), 3);
+    ASSERT_STR_EQ(buf, "ab\n");
+    /* max - 1 bytes, NUL-terminated */
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, 2), 1);
+    ASSERT_STR_EQ(buf, "c");
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, sizeof buf), 2);
+    ASSERT_STR_EQ(buf, "d\n");
+    ASSERT(!lsock_socket_can_read_line(p.client));
+    /* no newline: what is there */
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, sizeof buf), 2);
+    ASSERT_STR_EQ(buf, "ef");
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, sizeof buf), 0);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(read_line_with_max_below_two_fails)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    ASSERT_EQ(lsock_socket_write(p.peer, "a\n", 2), 2);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 2, 5000);
+    char buf[4];
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, 1), -1);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_read_line: "));
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, 0), -1);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 2);
+    ASSERT_EQ(lsock_socket_read_line(p.client, buf, sizeof buf), 2);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(read_all_returns_everything_nul_terminated)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    size_t len = 99;
+    char *all = lsock_socket_read_all(p.client, &len);
+    ASSERT(all != NULL);
+    ASSERT_EQ(len, 0);
+    ASSERT_EQ(all[0], '\0');
+    free(all);
+    ASSERT_EQ(lsock_socket_write(p.peer, "line one\nline two", 17), 17);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 17, 5000);
+    all = lsock_socket_read_all(p.client, &len);
+    ASSERT(all != NULL);
+    ASSERT_EQ(len, 17);
+    ASSERT_STR_EQ(all, "line one\nline two");
+    free(all);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 0);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(peek_copies_without_consuming_and_skip_discards)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    ASSERT_EQ(lsock_socket_write(p.peer, "abcdef", 6), 6);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 6, 5000);
+    char buf[16] = {0};
+    ASSERT_EQ(lsock_socket_peek(p.client, buf, 3), 3);
+    ASSERT(memcmp(buf, "abc", 3) == 0);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 6);
+    ASSERT_EQ(lsock_socket_skip(p.client, 2), 2);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 4);
+    ASSERT_EQ(lsock_socket_peek(p.client, buf, sizeof buf), 4);
+    ASSERT(memcmp(buf, "cdef", 4) == 0);
+    ASSERT_EQ(lsock_socket_skip(p.client, 100), 4);
+    ASSERT_EQ(lsock_socket_skip(p.client, 100), 0);
+    ASSERT_EQ(lsock_socket_peek(p.client, buf, sizeof buf), 0);
+    ASSERT(lsock_socket_at_end(p.client));
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(at_end_and_bytes_available_follow_the_buffer)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    ASSERT(lsock_socket_at_end(p.client));
+    ASSERT_EQ(lsock_socket_write(p.peer, "z", 1), 1);
+    RUN_UNTIL(loop, !lsock_socket_at_end(p.client), 5000);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 1);
+    char c;
+    ASSERT_EQ(lsock_socket_read(p.client, &c, 1), 1);
+    ASSERT(lsock_socket_at_end(p.client));
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(ready_read_fires_when_data_arrives)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    run_for(loop, 20);
+    ASSERT_EQ(r.ready_read, 0);
+    ASSERT_EQ(lsock_socket_write(p.peer, "ping", 4), 4);
+    RUN_UNTIL(loop, r.ready_read > 0, 5000);
+    ASSERT_EQ(r.max_available, 4);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+/* In ready_read: have the peer write more, then wait for it right here. */
+static void nested_wait(lsock_socket *s, rec *r)
+{
+    lsock_socket *peer = r->user;
+    if (r->ready_read == 1) {
+        ASSERT_EQ(lsock_socket_write(peer, "more", 4), 4);
+        lsock_socket_wait_for_ready_read(s, 1000);
+    }
+}
+
+TEST(ready_read_is_not_emitted_recursively)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    r.on_ready_read = nested_wait;
+    r.user = p.peer;
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT_EQ(lsock_socket_write(p.peer, "first", 5), 5);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 9, 5000);
+    ASSERT_EQ(r.max_depth, 1);
+    char buf[16] = {0};
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 9);
+    ASSERT_STR_EQ(buf, "firstmore");
+    pair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- read buffer size ------------------------------------------------------------------ */
+
+TEST(read_buffer_size_limits_buffered_bytes_and_loses_nothing)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_read_buffer_size(p.client, 128));
+    ASSERT_EQ(lsock_socket_read_buffer_size(p.client), 128);
+    unsigned char *data = pattern_new(256);
+    ASSERT_EQ(lsock_socket_write(p.peer, data, 256), 256);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 128, 5000);
+    run_for(loop, 50);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 128);
+    ASSERT(r.max_available <= 128);
+    unsigned char buf[256];
+    ASSERT_EQ(lsock_socket_read(p.client, buf, 256), 128);
+    ASSERT(memcmp(buf, data, 128) == 0);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 128, 5000);
+    ASSERT(r.max_available <= 128);
+    ASSERT_EQ(lsock_socket_read(p.client, buf, 256), 128);
+    ASSERT(memcmp(buf, data + 128, 128) == 0);
+    run_for(loop, 20);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 0);
+    free(data);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+static void read_into_total(lsock_socket *s, rec *r)
+{
+    unsigned char buf[1000];
+    size_t *total = r->user;
+    int64_t n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+        for (int64_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(*total + (size_t)i)) FAIL_("byte %zu differs", *total);
+        *total += (size_t)n;
+    }
+}
+
+TEST(read_buffer_size_streams_a_megabyte_intact)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    size_t total = 0;
+    rec r;
+    rec_init(&r);
+    r.on_ready_read = read_into_total;
+    r.user = &total;
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_read_buffer_size(p.client, 4096));
+    size_t n = 1u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.peer, data, (int64_t)n), (int64_t)n);
+    RUN_UNTIL(loop, total == n, 10000);
+    ASSERT(r.max_available <= 4096);
+    free(data);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- credentials ----------------------------------------------------------------------- */
+
+TEST(peer_credentials_across_fork_give_pid_uid_gid)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("cred");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    pid_t parent = getpid();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        lsock_socket *c = lsock_socket_new(NULL);
+        if (!c || !lsock_socket_connect(c, name, LSOCK_READ_WRITE)) _exit(2);
+        lsock_credentials cr;
+        if (!lsock_socket_peer_credentials(c, &cr)) _exit(3);
+        if (cr.pid != parent || cr.uid != (int64_t)getuid() || cr.gid != (int64_t)getgid())
+            _exit(4);
+        /* Until the parent drops the connection. */
+        lsock_socket_wait_for_disconnected(c, 5000);
+        lsock_socket_free(c);
+        _exit(0);
+    }
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    ASSERT(peer != NULL);
+    lsock_credentials cr;
+    memset(&cr, 0, sizeof cr);
+    ASSERT(lsock_socket_peer_credentials(peer, &cr));
+    ASSERT_EQ(cr.pid, pid);
+    ASSERT_EQ(cr.uid, getuid());
+    ASSERT_EQ(cr.gid, getgid());
+    lsock_socket_free(peer);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(peer_credentials_fail_when_unconnected)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    lsock_credentials cr;
+    ASSERT(!lsock_socket_peer_credentials(s, &cr));
+    lsock_socket_free(s);
+}
+
+/* ---- descriptors ----------------------------------------------------------------------- */
+
+static bool is_cloexec(intptr_t fd)
+{
+    int fl = fcntl((int)fd, F_GETFD);
+    ASSERT(fl >= 0);
+    return (fl & FD_CLOEXEC) != 0;
+}
+
+TEST(socket_descriptors_are_close_on_exec)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    ASSERT(is_cloexec(lsock_socket_descriptor(p.client)));
+    ASSERT(is_cloexec(lsock_socket_descriptor(p.peer)));
+    ASSERT(is_cloexec(lsock_server_descriptor(p.srv)));
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(freeing_connected_sockets_leaks_no_descriptors)
+{
+    int before = test_count_fds();
+    lsock_loop *loop = loop_new();
+    for (int i = 0; i < 5; i++) {
+        pair p;
+        pair_open(&p, loop);
+        ASSERT_EQ(lsock_socket_write(p.client, "x", 1), 1);
+        pair_close(&p);
+    }
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(!lsock_socket_connect(s, test_name("nofd"), LSOCK_READ_WRITE));
+    lsock_socket_free(s);
+    loop_free(loop);
+    ASSERT_EQ(test_count_fds(), before);
+}
+
+TEST(set_descriptor_adopts_a_socketpair_end)
+{
+    lsock_loop *loop = loop_new();
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(lsock_socket_set_descriptor(s, sv[0], LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    ASSERT_EQ(lsock_socket_descriptor(s), sv[0]);
+    ASSERT(lsock_socket_is_valid(s));
+    ASSERT_EQ(lsock_socket_open_mode(s), LSOCK_READ_WRITE);
+    ASSERT_EQ(lsock_socket_write(s, "ping", 4), 4);
+    char buf[8] = {0};
+    struct pollfd pfd = {.fd = sv[1], .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
+    ASSERT_EQ(read(sv[1], buf, sizeof buf), 4);
+    ASSERT_STR_EQ(buf, "ping");
+    ASSERT_EQ(write(sv[1], "pong", 4), 4);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(s) == 4, 5000);
+    memset(buf, 0, sizeof buf);
+    ASSERT_EQ(lsock_socket_read(s, buf, sizeof buf), 4);
+    ASSERT_STR_EQ(buf, "pong");
+    lsock_socket_free(s);
+    /* The socket owned sv[0] and closed it: the other end sees EOF. */
+    ASSERT_EQ(read(sv[1], buf, sizeof buf), 0);
+    close(sv[1]);
+    loop_free(loop);
+}
+
+TEST(set_descriptor_rejects_invalid_closed_and_file_descriptors)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(!lsock_socket_set_descriptor(s, -1, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_set_descriptor: "));
+    int fd = dup(1);
+    ASSERT(fd >= 0);
+    close(fd);
+    ASSERT(!lsock_socket_set_descriptor(s, fd, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/%s", test_name("file"));
+    int ffd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT(ffd >= 0);
+    ASSERT(!lsock_socket_set_descriptor(s, ffd, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_descriptor(s), -1);
+    close(ffd);
+    unlink(path);
+    lsock_socket_free(s);
+}
+
+TEST(set_descriptor_while_connected_fails_operation)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT(!lsock_socket_set_descriptor(p.client, sv[0], LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
+    close(sv[0]);
+    close(sv[1]);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- freeing inside callbacks ---------------------------------------------------------- */
+
+TEST(free_socket_inside_connected)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("fconn");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    rec r;
+    rec_init(&r);
+    r.free_in = "connected";
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    lsock_socket_connect(s, name, LSOCK_READ_WRITE);
+    ASSERT(r.freed);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    run_for(loop, 20);
+    lsock_socket_free(peer);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(free_socket_inside_state_changed_during_connect)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("fstate");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    rec r;
+    rec_init(&r);
+    r.free_in = "state_changed";
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    lsock_socket_connect(s, name, LSOCK_READ_WRITE);
+    ASSERT(r.freed);
+    ASSERT_EQ(r.connected, 0);
+    run_for(loop, 20);
+    while (lsock_server_has_pending_connections(srv))
+        lsock_socket_free(lsock_server_next_pending_connection(srv));
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(free_socket_inside_error_occurred_during_connect)
+{
+    lsock_loop *loop = loop_new();
+    rec r;
+    rec_init(&r);
+    r.free_in = "error_occurred";
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    ASSERT(!lsock_socket_connect(s, test_name("ferr"), LSOCK_READ_WRITE));
+    ASSERT(r.freed);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING error:SERVER_NOT_FOUND");
+    run_for(loop, 20);
+    loop_free(loop);
+}
+
+/* Frees the client inside the named callback fired from the loop after trigger(). */
+static void check_free_inside(const char *cb, int trigger)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    r.free_in = cb;
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    if (trigger == 0) { /* peer writes */
+        ASSERT_EQ(lsock_socket_write(p.peer, "data", 4), 4);
+    } else if (trigger == 1) { /* peer goes away after writing */
+        ASSERT_EQ(lsock_socket_write(p.peer, "data", 4), 4);
+        lsock_socket_free(p.peer);
+        p.peer = NULL;
+    } else { /* the client writes */
+        ASSERT_EQ(lsock_socket_write(p.client, "data", 4), 4);
+    }
+    RUN_UNTIL(loop, r.freed, 5000);
+    p.client = NULL;
+    run_for(loop, 30);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(free_socket_inside_ready_read)
+{
+    check_free_inside("ready_read", 0);
+}
+
+TEST(free_socket_inside_disconnected)
+{
+    check_free_inside("disconnected", 1);
+}
+
+TEST(free_socket_inside_error_occurred_for_peer_closed)
+{
+    check_free_inside("error_occurred", 1);
+}
+
+TEST(free_socket_inside_read_channel_finished)
+{
+    check_free_inside("read_channel_finished", 1);
+}
+
+TEST(free_socket_inside_bytes_written)
+{
+    check_free_inside("bytes_written", 2);
+}
+
+TEST(free_socket_inside_ready_read_when_peer_closes)
+{
+    check_free_inside("ready_read", 1);
+}
+
+TEST(free_socket_inside_about_to_close)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    r.free_in = "about_to_close";
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    lsock_socket_close(p.client);
+    ASSERT(r.freed);
+    p.client = NULL;
+    run_for(loop, 20);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(free_socket_inside_disconnected_fired_by_disconnect)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    r.free_in = "disconnected";
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    lsock_socket_disconnect(p.client);
+    ASSERT(r.freed);
+    p.client = NULL;
+    run_for(loop, 20);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(free_socket_inside_state_changed_closing_with_queued_data)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    r.free_in = "state_changed";
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    size_t n = 4u << 20;
+    char *data = calloc(1, n);
+    ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
+    lsock_socket_disconnect(p.s);
+    ASSERT(r.freed);
+    p.s = NULL;
+    run_for(loop, 20);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST_MAIN()
