@@ -200,8 +200,8 @@ LSOCK_API lsock_loop *lsock_socket_loop(const lsock_socket *s);
 LSOCK_API bool lsock_socket_set_server_name(lsock_socket *s, const char *name);
 /* The name as given to set_server_name()/connect(); "" if none. Owned by the socket. */
 LSOCK_API const char *lsock_socket_server_name(const lsock_socket *s);
-/* The resolved path ("/tmp/name") of the current connection; "" if none. As in Qt, both
- * names are cleared when the connection ends or fails. */
+/* The resolved path ("/tmp/name") of the name set or connected to; "" if none. As in Qt,
+ * both names are cleared when the connection ends or fails. */
 LSOCK_API const char *lsock_socket_full_server_name(const lsock_socket *s);
 /* Sets options for the next connect (LSOCK_ABSTRACT_NAMESPACE). False unless unconnected
  * (LSOCK_ERR_OPERATION), or on other flags (LSOCK_ERR_INVALID_ARGUMENT). */

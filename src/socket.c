@@ -629,15 +629,18 @@ void lsock_socket_close(lsock_socket *s)
 
 bool lsock_socket_set_server_name(lsock_socket *s, const char *name)
 {
+    static const char call[] = "lsock_socket_set_server_name";
     if (!s) return false;
     if (s->state != LSOCK_UNCONNECTED)
-        return fail(s, LSOCK_ERR_OPERATION, "lsock_socket_set_server_name",
-                    "the socket is not unconnected");
-    char *copy = NULL;
-    if (name && !(copy = strdup(name)))
-        return fail(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_set_server_name", "out of memory");
-    free(s->name);
+        return fail(s, LSOCK_ERR_OPERATION, call, "the socket is not unconnected");
+    char *copy = NULL, *full = NULL;
+    if (name && *name && (!(copy = strdup(name)) || !(full = lsock__name_resolve(name)))) {
+        free(copy);
+        return fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    }
+    clear_names(s);
     s->name = copy;
+    s->full = full;
     return true;
 }
 
@@ -800,13 +803,11 @@ bool lsock_socket_at_end(const lsock_socket *s)
     return !s || lsock__buf_len(&s->rbuf) == 0;
 }
 
-/* Schedules bytes_written (or a broken-write report) for the next loop iteration. */
+/* Schedules bytes_written (or a broken-write report) for the next loop iteration. Without
+ * a loop the count waits for the next wait_for_*() call. */
 static void defer_report(lsock_socket *s)
 {
-    if (s->loop && (s->broken || (s->written_unreported && s->cb.bytes_written)))
-        lsock__pending_queue(s->loop, &s->pend);
-    else if (!s->cb.bytes_written)
-        s->written_unreported = 0;
+    if (s->loop && (s->broken || s->written_unreported)) lsock__pending_queue(s->loop, &s->pend);
 }
 
 int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)

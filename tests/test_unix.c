@@ -1,0 +1,194 @@
+/* Unix-specific guarantees: EINTR is retried, signal dispositions are never touched, every
+ * descriptor survives no exec, abstract names make no file. */
+#include "test.h"
+#include "lsock.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t ticks;
+
+static void on_tick(int sig)
+{
+    (void)sig;
+    ticks++;
+}
+
+/* Interrupts every blocking call about once a millisecond (no SA_RESTART). */
+static void start_ticking(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_tick;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+    struct itimerval it = {{0, 1000}, {0, 1000}};
+    ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+}
+
+static void stop_ticking(void)
+{
+    struct itimerval it = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+enum { STREAM_BYTES = 4 << 20 };
+
+static void child_stream(const char *name)
+{
+    lsock_socket *c = lsock_socket_new(NULL);
+    if (!lsock_socket_connect(c, name, LSOCK_READ_WRITE)) _exit(2);
+    static char chunk[65536];
+    for (size_t i = 0; i < sizeof chunk; i++)
+        chunk[i] = (char)i;
+    for (int sent = 0; sent < STREAM_BYTES; sent += (int)sizeof chunk) {
+        if (lsock_socket_write(c, chunk, sizeof chunk) != (int64_t)sizeof chunk) _exit(3);
+        while (lsock_socket_bytes_to_write(c) > 0)
+            if (!lsock_socket_wait_for_bytes_written(c, 10000)) _exit(4);
+    }
+    lsock_socket_disconnect(c);
+    if (lsock_socket_state(c) != LSOCK_UNCONNECTED && !lsock_socket_wait_for_disconnected(c, 10000))
+        _exit(5);
+    lsock_socket_free(c);
+    _exit(0);
+}
+
+TEST(eintr_is_retried_in_blocking_waits)
+{
+    const char *name = test_name("eintr");
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, name));
+    fflush(stdout);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) child_stream(name);
+    start_ticking();
+    bool timed_out = true;
+    ASSERT(lsock_server_wait_for_new_connection(srv, 10000, &timed_out));
+    ASSERT(!timed_out);
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s);
+    int64_t got = 0;
+    char buf[65536];
+    uint64_t deadline = test_now_ms() + 30000;
+    while (lsock_socket_state(s) == LSOCK_CONNECTED) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_socket_wait_for_ready_read(s, 10000);
+        int64_t n;
+        while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+            for (int64_t i = 0; i < n; i++)
+                ASSERT_EQ((unsigned char)buf[i], (unsigned char)((got + i) % 65536));
+            got += n;
+        }
+    }
+    while (lsock_socket_bytes_available(s) > 0)
+        got += lsock_socket_read(s, buf, sizeof buf);
+    stop_ticking();
+    ASSERT_EQ(got, STREAM_BYTES);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_PEER_CLOSED);
+    ASSERT(ticks > 0);
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+}
+
+TEST(signal_dispositions_are_never_changed)
+{
+    struct sigaction before, after;
+    ASSERT_EQ(sigaction(SIGPIPE, NULL, &before), 0);
+    ASSERT(before.sa_handler == SIG_DFL);
+    lsock_loop *loop = lsock_loop_new();
+    const char *name = test_name("sigs");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket *p = lsock_server_next_pending_connection(srv);
+    lsock_socket_free(p); /* the peer vanishes */
+    for (int i = 0; i < 100 && lsock_socket_state(c) == LSOCK_CONNECTED; i++) {
+        lsock_socket_write(c, "x", 1);
+        lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    }
+    ASSERT_EQ(sigaction(SIGPIPE, NULL, &after), 0);
+    ASSERT(after.sa_handler == SIG_DFL);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_descriptors_are_close_on_exec)
+{
+    int before = test_count_fds();
+    lsock_loop *loop = lsock_loop_new();
+    int after = test_count_fds();
+    ASSERT(after > before);
+    /* Every descriptor the loop opened carries FD_CLOEXEC. */
+    for (int fd = 0; fd < 1024; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl < 0 || fd < 3) continue;
+        if (fd == lsock_loop_backend_fd(loop)) ASSERT(fl & FD_CLOEXEC);
+    }
+    int n_cloexec = 0;
+    for (int fd = 3; fd < 1024; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && (fl & FD_CLOEXEC)) n_cloexec++;
+    }
+    ASSERT(n_cloexec >= after - before);
+    ASSERT(lsock_loop_free(loop));
+    ASSERT_EQ(test_count_fds(), before);
+}
+
+TEST(abstract_namespace_makes_no_file)
+{
+#ifndef __linux__
+    SKIP("the abstract namespace is Linux-only");
+#endif
+    const char *name = test_name("abstract");
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_server_listen(srv, name));
+    struct stat st;
+    ASSERT(stat(lsock_server_full_server_name(srv), &st) < 0);
+    lsock_socket *c = lsock_socket_new(NULL);
+    /* Without the option the name means a file, which does not exist. */
+    ASSERT(!lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(c), LSOCK_ERR_SERVER_NOT_FOUND);
+    ASSERT(lsock_socket_set_options(c, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+}
+
+TEST(fds_return_to_baseline_after_many_connections)
+{
+    const char *name = test_name("fdleak");
+    lsock_loop *loop = lsock_loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    int base = test_count_fds();
+    for (int i = 0; i < 500; i++) {
+        lsock_socket *c = lsock_socket_new(loop);
+        ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+        ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+        lsock_socket *p = lsock_server_next_pending_connection(srv);
+        ASSERT(p);
+        ASSERT_EQ(lsock_socket_write(c, "x", 1), 1);
+        ASSERT(lsock_socket_wait_for_ready_read(p, 5000));
+        lsock_socket_free(p);
+        lsock_socket_free(c);
+        lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    }
+    ASSERT_EQ(test_count_fds(), base);
+    lsock_server_free(srv);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST_MAIN()
