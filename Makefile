@@ -19,6 +19,9 @@ CLANG_FORMAT ?= clang-format
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
+# cmake --build runs make too; keep its output free of "Entering directory" lines.
+MAKEFLAGS += --no-print-directory
+
 CTEST_FLAGS = --output-on-failure --no-tests=error -j$(JOBS)
 BUILD_DIRS = build build-poll build-asan build-tsan build-vg
 FORMAT_FILES = $(sort $(wildcard include/*.h src/*.[ch] src/*/*.[ch] tests/*.[ch] examples/*.c))
@@ -68,7 +71,7 @@ test-tsan:
 test-valgrind:
 	$(CMAKE) -S . -B build-vg -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
 	$(CMAKE) --build build-vg -j $(JOBS)
-	JOBS=$(JOBS) LSOCK_TEST_TIMEOUT=600 .ci/valgrind-ctest build-vg core
+	JOBS=$(JOBS) LSOCK_TEST_TIMEOUT=300 .ci/valgrind-ctest build-vg core
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

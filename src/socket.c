@@ -909,7 +909,7 @@ static bool wait_connected(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_connected";
     if (s->state == LSOCK_CONNECTED || s->state == LSOCK_CLOSING) return true;
-    if (s->state != LSOCK_CONNECTING) return false;
+    if (s->state != LSOCK_CONNECTING) return fail(s, LSOCK_ERR_OPERATION, call, "not connecting");
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
     for (;;) {
         int rc = retry_connect(s);
@@ -1039,7 +1039,8 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
         emit_bytes_written(s);
         return !s->dead;
     }
-    if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0) return false;
+    if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0) return false; /* nothing to wait for */
     int rc = wait_loop(s, msecs, done_written, 0);
     if (rc == 0) return timed_out(s, call);
     return rc > 0 && !s->dead;

@@ -3,8 +3,6 @@
  * lsock_remove_server(), access modes, the abstract namespace, the pending queue and
  * max_pending, listen_descriptor, freeing inside the callback, many client processes.
  */
-/* test.h defines _GNU_SOURCE itself; the build also passes -D_GNU_SOURCE. */
-#undef _GNU_SOURCE
 #include "test.h"
 #include "lsock.h"
 
@@ -225,8 +223,8 @@ static UNUSED void on_rcf(lsock_socket *s, void *u)
 }
 
 static UNUSED const lsock_socket_callbacks rec_cbs = {
-    on_connected, on_disconnected,   on_error, on_state, on_ready_read,
-    on_bytes_written, on_about_to_close, on_rcf,
+    on_connected,  on_disconnected,  on_error,          on_state,
+    on_ready_read, on_bytes_written, on_about_to_close, on_rcf,
 };
 
 /* A server, a client connected to it and the server's end of that connection. */
@@ -1023,8 +1021,8 @@ TEST(pending_connection_is_connected_on_the_server_loop)
     ASSERT(lsock_socket_descriptor(s) >= 0);
     ASSERT_EQ(lsock_socket_write(s, "to client", 9), 9);
     ASSERT_EQ(lsock_socket_write(c, "to server", 9), 9);
-    RUN_UNTIL(loop,
-              lsock_socket_bytes_available(s) == 9 && lsock_socket_bytes_available(c) == 9, 5000);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(s) == 9 && lsock_socket_bytes_available(c) == 9,
+              5000);
     char buf[16] = {0};
     ASSERT_EQ(lsock_socket_read(s, buf, sizeof buf), 9);
     ASSERT_STR_EQ(buf, "to server");

@@ -368,6 +368,11 @@ int lsock__plat_adopt(int fd, int listening)
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0 && (acc != 0) != listening)
         return -EINVAL;
 #endif
+    if (!listening) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &plen) < 0) return -errno;
+    }
     int rc = set_flags(fd);
     if (rc < 0) return rc;
 #ifdef SO_NOSIGPIPE

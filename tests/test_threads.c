@@ -1,0 +1,848 @@
+/*
+ * Threads (also run under ThreadSanitizer): one loop per thread with its own server and
+ * client, blocking clients in threads against a loop server, lsock_loop_wakeup() from other
+ * threads.
+ */
+#include "test.h"
+#include "lsock.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define UNUSED __attribute__((unused))
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+/* The path the library resolves a name to. */
+static UNUSED const char *path_of(const char *name)
+{
+    static char bufs[8][512];
+    static unsigned slot;
+    char *out = bufs[slot++ % 8];
+    if (name[0] == '/') {
+        snprintf(out, 512, "%s", name);
+        return out;
+    }
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    size_t n = strlen(dir);
+    snprintf(out, 512, "%s%s%s", dir, dir[n - 1] == '/' ? "" : "/", name);
+    return out;
+}
+
+static UNUSED bool starts_with(const char *s, const char *prefix)
+{
+    return s && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* A timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a test's deadline. */
+static lsock_timer *g_tick;
+static UNUSED void tick_cb(lsock_timer *t, void *u)
+{
+    (void)t;
+    (void)u;
+}
+
+static UNUSED lsock_loop *loop_new(void)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop != NULL);
+    g_tick = lsock_timer_new(loop, tick_cb, NULL);
+    ASSERT(g_tick != NULL);
+    ASSERT(lsock_timer_start(g_tick, 10, 10));
+    return loop;
+}
+
+static UNUSED void loop_free(lsock_loop *loop)
+{
+    lsock_timer_free(g_tick);
+    g_tick = NULL;
+    ASSERT(lsock_loop_free(loop));
+}
+
+/* Runs the loop until cond holds; fails the test after ms milliseconds. */
+#define RUN_UNTIL(loop, cond, ms)                                                                  \
+    do {                                                                                           \
+        uint64_t dl_ = test_now_ms() + (ms);                                                       \
+        while (!(cond)) {                                                                          \
+            if (test_now_ms() > dl_) FAIL_("timed out waiting for %s", #cond);                     \
+            lsock_loop_run((loop), LSOCK_RUN_ONCE);                                                \
+        }                                                                                          \
+    } while (0)
+
+/* Runs the loop for about ms milliseconds (to show that something does NOT happen). */
+static UNUSED void run_for(lsock_loop *loop, int ms)
+{
+    uint64_t end = test_now_ms() + (uint64_t)ms;
+    while (test_now_ms() < end)
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+}
+
+/* Records every callback of a socket into a log ("state:CONNECTING connected ..."). */
+typedef struct rec {
+    char log[4096];
+    int connected, disconnected, errors, ready_read, about_to_close, rcf, state_changes;
+    int bytes_written_calls;
+    lsock_error last_error;
+    lsock_state state_in_rcf, state_in_disconnected;
+    int64_t avail_in_about_to_close;
+    int64_t written;
+    int64_t max_available;
+    int in_write, bw_inside_write;
+    int depth, max_depth;
+    bool log_io; /* also log ready_read and bytes_written */
+    const char *free_in;
+    bool freed;
+    void (*on_ready_read)(lsock_socket *s, struct rec *r);
+    void *user;
+} rec;
+
+static UNUSED void rec_init(rec *r)
+{
+    memset(r, 0, sizeof *r);
+    r->state_in_rcf = (lsock_state)-1;
+    r->state_in_disconnected = (lsock_state)-1;
+    r->avail_in_about_to_close = -1;
+}
+
+static UNUSED void rec_add(rec *r, const char *ev)
+{
+    size_t n = strlen(r->log);
+    snprintf(r->log + n, sizeof r->log - n, "%s%s", n ? " " : "", ev);
+}
+
+static UNUSED void maybe_free(lsock_socket *s, rec *r, const char *cb)
+{
+    if (r->free_in && strcmp(r->free_in, cb) == 0 && !r->freed) {
+        r->freed = true;
+        lsock_socket_free(s);
+    }
+}
+
+static UNUSED const char *state_name(lsock_state st)
+{
+    switch (st) {
+    case LSOCK_UNCONNECTED:
+        return "UNCONNECTED";
+    case LSOCK_CONNECTING:
+        return "CONNECTING";
+    case LSOCK_CONNECTED:
+        return "CONNECTED";
+    case LSOCK_CLOSING:
+        return "CLOSING";
+    }
+    return "?";
+}
+
+static UNUSED void on_connected(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->connected++;
+    rec_add(r, "connected");
+    maybe_free(s, r, "connected");
+}
+
+static UNUSED void on_disconnected(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->disconnected++;
+    r->state_in_disconnected = lsock_socket_state(s);
+    rec_add(r, "disconnected");
+    maybe_free(s, r, "disconnected");
+}
+
+static UNUSED void on_error(lsock_socket *s, lsock_error err, void *u)
+{
+    rec *r = u;
+    char buf[64];
+    r->errors++;
+    r->last_error = err;
+    snprintf(buf, sizeof buf, "error:%s", lsock_error_name(err));
+    rec_add(r, buf);
+    maybe_free(s, r, "error_occurred");
+}
+
+static UNUSED void on_state(lsock_socket *s, lsock_state st, void *u)
+{
+    rec *r = u;
+    char buf[64];
+    r->state_changes++;
+    snprintf(buf, sizeof buf, "state:%s", state_name(st));
+    rec_add(r, buf);
+    maybe_free(s, r, "state_changed");
+}
+
+static UNUSED void on_ready_read(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->ready_read++;
+    r->depth++;
+    if (r->depth > r->max_depth) r->max_depth = r->depth;
+    int64_t avail = lsock_socket_bytes_available(s);
+    if (avail > r->max_available) r->max_available = avail;
+    if (r->log_io) rec_add(r, "ready_read");
+    if (r->on_ready_read) r->on_ready_read(s, r);
+    r->depth--;
+    maybe_free(s, r, "ready_read");
+}
+
+static UNUSED void on_bytes_written(lsock_socket *s, int64_t n, void *u)
+{
+    rec *r = u;
+    r->bytes_written_calls++;
+    r->written += n;
+    if (r->in_write) r->bw_inside_write++;
+    if (r->log_io) rec_add(r, "bytes_written");
+    maybe_free(s, r, "bytes_written");
+}
+
+static UNUSED void on_about_to_close(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->about_to_close++;
+    r->avail_in_about_to_close = lsock_socket_bytes_available(s);
+    rec_add(r, "about_to_close");
+    maybe_free(s, r, "about_to_close");
+}
+
+static UNUSED void on_rcf(lsock_socket *s, void *u)
+{
+    rec *r = u;
+    r->rcf++;
+    r->state_in_rcf = lsock_socket_state(s);
+    rec_add(r, "read_channel_finished");
+    maybe_free(s, r, "read_channel_finished");
+}
+
+static UNUSED const lsock_socket_callbacks rec_cbs = {
+    on_connected,  on_disconnected,  on_error,          on_state,
+    on_ready_read, on_bytes_written, on_about_to_close, on_rcf,
+};
+
+/* A server, a client connected to it and the server's end of that connection. */
+typedef struct pair {
+    lsock_server *srv;
+    lsock_socket *client;
+    lsock_socket *peer;
+    char name[128];
+} pair;
+
+static UNUSED void pair_open(pair *p, lsock_loop *loop)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", test_name("pair"));
+    p->srv = lsock_server_new(loop);
+    ASSERT(p->srv != NULL);
+    ASSERT(lsock_server_listen(p->srv, p->name));
+    p->client = lsock_socket_new(loop);
+    ASSERT(p->client != NULL);
+    ASSERT(lsock_socket_connect(p->client, p->name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(p->client), LSOCK_CONNECTED);
+    if (loop)
+        RUN_UNTIL(loop, lsock_server_has_pending_connections(p->srv), 5000);
+    else
+        ASSERT(lsock_server_wait_for_new_connection(p->srv, 5000, NULL));
+    p->peer = lsock_server_next_pending_connection(p->srv);
+    ASSERT(p->peer != NULL);
+}
+
+static UNUSED void pair_close(pair *p)
+{
+    if (p->client) lsock_socket_free(p->client);
+    if (p->peer) lsock_socket_free(p->peer);
+    if (p->srv) lsock_server_free(p->srv);
+    p->client = p->peer = NULL;
+    p->srv = NULL;
+}
+
+/* A raw listening socket on path. */
+static UNUSED int raw_listener(const char *path, int backlog)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    ASSERT(strlen(path) < sizeof a.sun_path);
+    strcpy(a.sun_path, path);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(fd, backlog), 0);
+    return fd;
+}
+
+/* Leaves a socket file on path that nobody listens on. */
+static UNUSED void make_stale(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strcpy(a.sun_path, path);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd);
+}
+
+static UNUSED int raw_accept(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT(fd >= 0);
+    return fd;
+}
+
+static UNUSED void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    ASSERT(fl >= 0);
+    ASSERT_EQ(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+}
+
+/* Fills the backlog of a raw listener; returns the number of raw clients in *fds. */
+static UNUSED int fill_backlog(const char *path, int *fds, int max)
+{
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strcpy(a.sun_path, path);
+    int n = 0;
+    for (;;) {
+        ASSERT(n < max);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ASSERT(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+            fds[n++] = fd;
+            continue;
+        }
+        ASSERT(errno == EAGAIN || errno == EWOULDBLOCK);
+        close(fd);
+        return n;
+    }
+}
+
+static UNUSED unsigned char pattern_byte(size_t i)
+{
+    return (unsigned char)((i * 7u) % 251u);
+}
+
+static UNUSED unsigned char *pattern_new(size_t n)
+{
+    unsigned char *b = malloc(n);
+    ASSERT(b != NULL);
+    for (size_t i = 0; i < n; i++)
+        b[i] = pattern_byte(i);
+    return b;
+}
+
+/* Reads what the raw fd has now (non-blocking); checks the pattern. Returns -1 at EOF. */
+static UNUSED int drain_raw(int fd, size_t *total)
+{
+    unsigned char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n == 0) return -1;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            if (errno == ECONNRESET) return -1;
+            FAIL_("read: %s", strerror(errno));
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(*total + (size_t)i)) FAIL_("byte %zu differs", *total + i);
+        *total += (size_t)n;
+    }
+}
+
+/* A client socket connected to a raw listener, and the raw accepted end (non-blocking). */
+typedef struct rawpair {
+    char name[128];
+    int lfd, pfd;
+    lsock_socket *s;
+} rawpair;
+
+static UNUSED void rawpair_open(rawpair *p, lsock_loop *loop)
+{
+    snprintf(p->name, sizeof p->name, "%s", test_name("raw"));
+    p->lfd = raw_listener(path_of(p->name), 8);
+    p->s = lsock_socket_new(loop);
+    ASSERT(p->s != NULL);
+    ASSERT(lsock_socket_connect(p->s, p->name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(p->s), LSOCK_CONNECTED);
+    p->pfd = raw_accept(p->lfd);
+    set_nonblock(p->pfd);
+}
+
+static UNUSED void rawpair_close(rawpair *p)
+{
+    if (p->s) lsock_socket_free(p->s);
+    p->s = NULL;
+    if (p->pfd >= 0) close(p->pfd);
+    if (p->lfd >= 0) close(p->lfd);
+    p->pfd = p->lfd = -1;
+    unlink(path_of(p->name));
+}
+
+static UNUSED void write_all_raw(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+            continue;
+        }
+        ASSERT(w > 0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static UNUSED bool file_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* A fresh directory for TMPDIR; returns its path (static storage). */
+static UNUSED const char *make_tmpdir(void)
+{
+    static char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/lsock-test-dir-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    return dir;
+}
+
+/* Runs fn as an unprivileged user: directly unless root; as root in a child that drops to
+ * nobody (skips when that is impossible). */
+static UNUSED void run_unprivileged(void (*fn)(void))
+{
+    if (geteuid() != 0) {
+        fn();
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(77);
+        fn();
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) SKIP("runs as root and cannot drop it");
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* ---- one loop per thread: a server and a client exchanging lines ----------------------- */
+
+enum { MESSAGES = 50 };
+
+typedef struct worker {
+    char name[128];
+    int index;
+    int replies; /* lines the client got back */
+    int echoed;  /* lines the server side echoed */
+    bool ok;
+    lsock_socket *peer;
+    lsock_socket *client;
+    pthread_t th;
+} worker;
+
+static void worker_peer_ready_read(lsock_socket *s, void *u)
+{
+    worker *w = u;
+    char line[128];
+    while (lsock_socket_can_read_line(s)) {
+        int64_t n = lsock_socket_read_line(s, line, sizeof line);
+        ASSERT(n > 0);
+        ASSERT_EQ(lsock_socket_write(s, line, n), n);
+        w->echoed++;
+    }
+}
+
+static void worker_send(worker *w)
+{
+    char msg[64];
+    int m = snprintf(msg, sizeof msg, "thread %d message %d\n", w->index, w->replies);
+    ASSERT_EQ(lsock_socket_write(w->client, msg, m), m);
+}
+
+static void worker_client_ready_read(lsock_socket *s, void *u)
+{
+    worker *w = u;
+    char line[128], want[64];
+    while (lsock_socket_can_read_line(s)) {
+        ASSERT(lsock_socket_read_line(s, line, sizeof line) > 0);
+        snprintf(want, sizeof want, "thread %d message %d\n", w->index, w->replies);
+        ASSERT_STR_EQ(line, want);
+        w->replies++;
+        if (w->replies < MESSAGES) worker_send(w);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop != NULL);
+    lsock_timer *tick = lsock_timer_new(loop, tick_cb, NULL);
+    ASSERT(lsock_timer_start(tick, 10, 10));
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, w->name));
+    w->client = lsock_socket_new(loop);
+    lsock_socket_callbacks ccb;
+    memset(&ccb, 0, sizeof ccb);
+    ccb.ready_read = worker_client_ready_read;
+    lsock_socket_set_callbacks(w->client, &ccb, w);
+    ASSERT(lsock_socket_connect(w->client, w->name, LSOCK_READ_WRITE));
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 10000);
+    w->peer = lsock_server_next_pending_connection(srv);
+    ASSERT(w->peer != NULL);
+    lsock_socket_callbacks pcb;
+    memset(&pcb, 0, sizeof pcb);
+    pcb.ready_read = worker_peer_ready_read;
+    lsock_socket_set_callbacks(w->peer, &pcb, w);
+    worker_send(w);
+    RUN_UNTIL(loop, w->replies == MESSAGES, 20000);
+    ASSERT_EQ(w->echoed, MESSAGES);
+    lsock_socket_free(w->client);
+    lsock_socket_free(w->peer);
+    lsock_server_free(srv);
+    lsock_timer_free(tick);
+    ASSERT(lsock_loop_free(loop));
+    w->ok = true;
+    return NULL;
+}
+
+static void run_workers(int n)
+{
+    worker *ws = calloc((size_t)n, sizeof *ws);
+    ASSERT(ws != NULL);
+    for (int i = 0; i < n; i++) {
+        snprintf(ws[i].name, sizeof ws[i].name, "%s", test_name("thr"));
+        ws[i].index = i;
+    }
+    for (int i = 0; i < n; i++)
+        ASSERT_EQ(pthread_create(&ws[i].th, NULL, worker_main, &ws[i]), 0);
+    for (int i = 0; i < n; i++) {
+        ASSERT_EQ(pthread_join(ws[i].th, NULL), 0);
+        ASSERT(ws[i].ok);
+        ASSERT_EQ(ws[i].replies, MESSAGES);
+        ASSERT(!file_exists(path_of(ws[i].name)));
+    }
+    free(ws);
+}
+
+TEST(one_thread_with_its_own_loop_exchanges_messages)
+{
+    run_workers(1);
+}
+
+TEST(five_threads_with_their_own_loops_exchange_messages)
+{
+    run_workers(5);
+}
+
+TEST(twenty_threads_with_their_own_loops_exchange_messages)
+{
+    run_workers(20);
+}
+
+/* ---- blocking clients in threads, one loop server -------------------------------------- */
+
+typedef struct bclient {
+    const char *name;
+    int index;
+    bool ok;
+    pthread_t th;
+} bclient;
+
+static void *bclient_main(void *arg)
+{
+    bclient *c = arg;
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(s != NULL);
+    ASSERT(lsock_socket_connect(s, c->name, LSOCK_READ_WRITE));
+    for (int i = 0; i < 20; i++) {
+        char msg[64], line[128];
+        int m = snprintf(msg, sizeof msg, "client %d line %d\n", c->index, i);
+        ASSERT_EQ(lsock_socket_write(s, msg, m), m);
+        uint64_t dl = test_now_ms() + 10000;
+        while (!lsock_socket_can_read_line(s)) {
+            ASSERT(test_now_ms() < dl);
+            ASSERT(lsock_socket_wait_for_ready_read(s, 5000));
+        }
+        ASSERT_EQ(lsock_socket_read_line(s, line, sizeof line), m);
+        ASSERT_STR_EQ(line, msg);
+    }
+    lsock_socket_disconnect(s);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    lsock_socket_free(s);
+    c->ok = true;
+    return NULL;
+}
+
+typedef struct hub {
+    lsock_socket *conns[16];
+    int nconns;
+    int disconnected;
+} hub;
+
+static void hub_ready_read(lsock_socket *s, void *u)
+{
+    char line[128];
+    (void)u;
+    while (lsock_socket_can_read_line(s)) {
+        int64_t n = lsock_socket_read_line(s, line, sizeof line);
+        ASSERT(n > 0);
+        ASSERT_EQ(lsock_socket_write(s, line, n), n);
+    }
+}
+
+static void hub_disconnected(lsock_socket *s, void *u)
+{
+    hub *h = u;
+    (void)s;
+    h->disconnected++;
+}
+
+static void hub_new_connection(lsock_server *srv, void *u)
+{
+    hub *h = u;
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s != NULL);
+    ASSERT(h->nconns < 16);
+    h->conns[h->nconns++] = s;
+    lsock_socket_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.ready_read = hub_ready_read;
+    cb.disconnected = hub_disconnected;
+    lsock_socket_set_callbacks(s, &cb, h);
+}
+
+TEST(blocking_clients_in_eight_threads_talk_to_one_loop_server)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("hub");
+    hub h;
+    memset(&h, 0, sizeof h);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, hub_new_connection, &h);
+    ASSERT(lsock_server_listen(srv, name));
+    enum { N = 8 };
+    bclient cs[N];
+    memset(cs, 0, sizeof cs);
+    for (int i = 0; i < N; i++) {
+        cs[i].name = name;
+        cs[i].index = i;
+        ASSERT_EQ(pthread_create(&cs[i].th, NULL, bclient_main, &cs[i]), 0);
+    }
+    RUN_UNTIL(loop, h.disconnected == N, 30000);
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(pthread_join(cs[i].th, NULL), 0);
+        ASSERT(cs[i].ok);
+    }
+    for (int i = 0; i < h.nconns; i++)
+        lsock_socket_free(h.conns[i]);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+/* A client thread with its own loop talking to a server in the main thread's loop. */
+typedef struct loopclient {
+    const char *name;
+    int got;
+    bool ok;
+} loopclient;
+
+static void loopclient_ready_read(lsock_socket *s, void *u)
+{
+    loopclient *c = u;
+    char buf[256];
+    int64_t n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0)
+        c->got += (int)n;
+}
+
+static void *loopclient_main(void *arg)
+{
+    loopclient *c = arg;
+    lsock_loop *loop = lsock_loop_new();
+    lsock_timer *tick = lsock_timer_new(loop, tick_cb, NULL);
+    ASSERT(lsock_timer_start(tick, 10, 10));
+    lsock_socket *s = lsock_socket_new(loop);
+    lsock_socket_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.ready_read = loopclient_ready_read;
+    lsock_socket_set_callbacks(s, &cb, c);
+    ASSERT(lsock_socket_connect(s, c->name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_write(s, "start\n", 6), 6);
+    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 20000);
+    loopclient_ready_read(s, c);
+    lsock_socket_free(s);
+    lsock_timer_free(tick);
+    ASSERT(lsock_loop_free(loop));
+    c->ok = true;
+    return NULL;
+}
+
+TEST(client_loop_thread_and_server_loop_thread_stream_a_megabyte)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("xthr");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    loopclient c;
+    memset(&c, 0, sizeof c);
+    c.name = name;
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, loopclient_main, &c), 0);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 10000);
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    RUN_UNTIL(loop, lsock_socket_can_read_line(s), 10000);
+    int n = 1 << 20;
+    char *data = malloc((size_t)n);
+    memset(data, 'm', (size_t)n);
+    ASSERT_EQ(lsock_socket_write(s, data, n), n);
+    lsock_socket_disconnect(s);
+    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 20000);
+    ASSERT_EQ(pthread_join(th, NULL), 0);
+    ASSERT(c.ok);
+    ASSERT_EQ(c.got, n);
+    free(data);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+/* ---- lsock_loop_wakeup from other threads ---------------------------------------------- */
+
+static void never_cb(lsock_timer *t, void *u)
+{
+    (void)t;
+    *(int *)u += 1;
+}
+
+typedef struct waker {
+    lsock_loop *loop;
+    pthread_t th;
+} waker;
+
+static void *waker_main(void *arg)
+{
+    waker *w = arg;
+    /* The wakeup may land before the loop blocks or while it is blocked: either way the
+     * run must return promptly, because the wakeup stays pending until the loop sees it. */
+    lsock_loop_wakeup(w->loop);
+    return NULL;
+}
+
+TEST(wakeup_from_another_thread_returns_run_once_promptly)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop != NULL);
+    int fired = 0;
+    lsock_timer *t = lsock_timer_new(loop, never_cb, &fired);
+    ASSERT(lsock_timer_start(t, 60000, 60000)); /* keeps the loop blocked, never fires */
+    waker w = {loop, 0};
+    uint64_t t0 = test_now_ms();
+    ASSERT_EQ(pthread_create(&w.th, NULL, waker_main, &w), 0);
+    int rc = lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    uint64_t took = test_now_ms() - t0;
+    ASSERT(rc != 0); /* the timer is still active */
+    ASSERT(took < 2000);
+    ASSERT_EQ(fired, 0);
+    ASSERT_EQ(pthread_join(w.th, NULL), 0);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+typedef struct pinger {
+    lsock_loop *loop;
+    atomic_int round;
+    atomic_int done;
+    int rounds;
+} pinger;
+
+static void *pinger_main(void *arg)
+{
+    pinger *p = arg;
+    for (int k = 1; k <= p->rounds; k++) {
+        while (atomic_load(&p->round) < k)
+            sched_yield();
+        lsock_loop_wakeup(p->loop);
+    }
+    atomic_store(&p->done, 1);
+    return NULL;
+}
+
+TEST(every_wakeup_of_many_rounds_returns_run_once)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int fired = 0;
+    lsock_timer *t = lsock_timer_new(loop, never_cb, &fired);
+    ASSERT(lsock_timer_start(t, 60000, 60000));
+    pinger p;
+    p.loop = loop;
+    atomic_init(&p.round, 0);
+    atomic_init(&p.done, 0);
+    p.rounds = 200;
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, pinger_main, &p), 0);
+    uint64_t t0 = test_now_ms();
+    for (int k = 1; k <= p.rounds; k++) {
+        atomic_store(&p.round, k);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    }
+    ASSERT(test_now_ms() - t0 < 10000);
+    ASSERT_EQ(pthread_join(th, NULL), 0);
+    ASSERT_EQ(fired, 0);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+static void *wake_many(void *arg)
+{
+    lsock_loop *loop = arg;
+    for (int i = 0; i < 1000; i++)
+        lsock_loop_wakeup(loop);
+    return NULL;
+}
+
+TEST(concurrent_wakeups_from_many_threads_are_safe)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int fired = 0;
+    lsock_timer *t = lsock_timer_new(loop, never_cb, &fired);
+    ASSERT(lsock_timer_start(t, 60000, 60000));
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++)
+        ASSERT_EQ(pthread_create(&th[i], NULL, wake_many, loop), 0);
+    /* The loop keeps running while the wakeups arrive; each run returns. */
+    uint64_t t0 = test_now_ms();
+    for (int i = 0; i < 20; i++)
+        ASSERT(lsock_loop_run(loop, LSOCK_RUN_NOWAIT) != 0);
+    for (int i = 0; i < 8; i++)
+        ASSERT_EQ(pthread_join(th[i], NULL), 0);
+    /* All pending wakeups make at most a prompt return now. */
+    lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    ASSERT(test_now_ms() - t0 < 10000);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST_MAIN()
