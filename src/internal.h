@@ -129,8 +129,11 @@ int lsock__plat_is_socket(const char *path);
 /* The address a socket is bound to, as a malloc'd path in *out; *abstract says whether it
  * is in the abstract namespace. 0 or -errno. */
 int lsock__plat_local_name(int fd, char **out, int *abstract);
-/* Maximum length of a resolved name the platform accepts (sun_path minus the NUL). */
+/* Maximum length of a resolved name that fits a socket address as is (sun_path minus the
+ * NUL); longer paths may still work (see lsock__plat_name_limit_text). */
 size_t lsock__plat_name_max(void);
+/* The explanation given with a too-long name error. */
+const char *lsock__plat_name_limit_text(void);
 /* The loop's wakeup channel: rfd becomes readable after lsock__plat_wakeup_signal(wfd). */
 int lsock__plat_wakeup_open(int *rfd, int *wfd);
 void lsock__plat_wakeup_signal(int wfd);

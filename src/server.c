@@ -307,14 +307,6 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
         free(copy);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
-    if (strlen(full) > lsock__plat_name_max()) {
-        char detail[96];
-        snprintf(detail, sizeof detail, "full name is %zu bytes, the limit is %zu", strlen(full),
-                 lsock__plat_name_max());
-        free(full);
-        free(copy);
-        return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, detail);
-    }
     if (!abstract && !check_existing(srv, full)) {
         free(full);
         free(copy);
@@ -325,7 +317,8 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     if (fd < 0) {
         free(full);
         free(copy);
-        return fail(srv, listen_error(fd), call, lsock__plat_strerror(fd));
+        return fail(srv, listen_error(fd), call,
+                    fd == -ENAMETOOLONG ? lsock__plat_name_limit_text() : lsock__plat_strerror(fd));
     }
     return start_listening(srv, fd, copy, full, !abstract);
 }

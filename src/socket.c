@@ -449,7 +449,8 @@ static void connect_failed(lsock_socket *s, int err)
     lsock__plat_close(s->fd);
     s->fd = -1;
     error_and_close(s, lsock__plat_connect_error(err), "lsock_socket_connect",
-                    lsock__plat_strerror(err));
+                    err == ENAMETOOLONG ? lsock__plat_name_limit_text()
+                                        : lsock__plat_strerror(err));
 }
 
 /* One more attempt while the server's backlog is full. Returns 1 connected, 0 still
@@ -518,14 +519,6 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
     char *path = lsock__name_resolve(s->name);
     if (!path) {
         error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
-        return false;
-    }
-    if (strlen(path) > lsock__plat_name_max()) {
-        char detail[96];
-        snprintf(detail, sizeof detail, "full name is %zu bytes, the limit is %zu", strlen(path),
-                 lsock__plat_name_max());
-        free(path);
-        error_and_close(s, LSOCK_ERR_SERVER_NOT_FOUND, call, detail);
         return false;
     }
     s->connecting_path = path;

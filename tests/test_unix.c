@@ -191,4 +191,83 @@ TEST(fds_return_to_baseline_after_many_connections)
     ASSERT(lsock_loop_free(loop));
 }
 
+/* A directory path of about 300 bytes under /tmp, created level by level. */
+static void make_deep_dir(char *out, size_t size)
+{
+    int n = snprintf(out, size, "/tmp/lsock-deep-%ld", (long)getpid());
+    ASSERT(mkdir(out, 0700) == 0 || errno == EEXIST);
+    while (n < 300) {
+        n += snprintf(out + n, size - (size_t)n, "/%s", "directory-level-with-a-long-name");
+        ASSERT(mkdir(out, 0700) == 0 || errno == EEXIST);
+    }
+}
+
+static void remove_deep_dir(char *dir)
+{
+    char *root_end = strstr(dir + 5, "/directory-level");
+    while (strlen(dir) > 5) {
+        ASSERT_EQ(rmdir(dir), 0);
+        char *slash = strrchr(dir, '/');
+        if (!root_end || slash < root_end) break;
+        *slash = '\0';
+    }
+}
+
+TEST(long_path_beyond_sun_path_listens_and_connects)
+{
+    char dir[512], path[600];
+    make_deep_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/server.sock", dir);
+    ASSERT(strlen(path) > 108);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, path));
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), path);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), 0); /* the file is where it was asked, not truncated */
+    ASSERT(S_ISSOCK(st.st_mode));
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, path, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(c), path);
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket *p = lsock_server_next_pending_connection(srv);
+    ASSERT_EQ(lsock_socket_write(c, "ping\n", 5), 5);
+    ASSERT(lsock_socket_wait_for_ready_read(p, 5000));
+    char line[16];
+    ASSERT_EQ(lsock_socket_read_line(p, line, sizeof line), 5);
+    lsock_socket_free(p);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT(stat(path, &st) < 0); /* close removed it */
+    remove_deep_dir(dir);
+}
+
+TEST(long_path_with_access_options_gets_exact_mode)
+{
+    char dir[512], path[600];
+    make_deep_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/private.sock", dir);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_USER_ACCESS));
+    ASSERT(lsock_server_listen(srv, path));
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_mode & 0777, 0700);
+    lsock_server_free(srv);
+    remove_deep_dir(dir);
+}
+
+TEST(long_path_with_too_long_last_component_names_the_limit)
+{
+    char path[400];
+    int n = snprintf(path, sizeof path, "/tmp/");
+    memset(path + n, 'z', 200);
+    path[n + 200] = '\0';
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen(srv, path));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
+    ASSERT(strstr(lsock_server_error_string(srv), "limit is 107") != NULL);
+    lsock_server_free(srv);
+}
+
 TEST_MAIN()

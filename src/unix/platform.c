@@ -104,38 +104,95 @@ static int new_socket(void)
     return fd;
 }
 
-/* Fills sa for path; returns the address length or -ENAMETOOLONG. */
-static int make_addr(struct sockaddr_un *sa, const char *path, int abstract)
+/* A socket address; dirfd is a directory descriptor held open for a long path. */
+struct uaddr {
+    struct sockaddr_un sa;
+    socklen_t len;
+    int dirfd;
+};
+
+const char *lsock__plat_name_limit_text(void)
 {
-    size_t n = strlen(path);
-    memset(sa, 0, sizeof *sa);
-    sa->sun_family = AF_UNIX;
+#ifdef __linux__
+    return "name too long: the limit is 107 bytes for a socket address; a longer path works "
+           "when its last component fits after /proc/self/fd/N/";
+#else
+    return "name too long: the limit is sizeof(sun_path) - 1 bytes";
+#endif
+}
+
+/*
+ * Fills a for path. A path longer than sun_path is reached on Linux through a descriptor of
+ * its directory ("/proc/self/fd/N/name"), so long paths work and are never truncated.
+ * Returns 0 or -errno (-ENAMETOOLONG when even that does not fit). Close with drop_addr().
+ */
+static int make_addr(struct uaddr *a, const char *path, int abstract)
+{
+    size_t n = strlen(path), room = sizeof a->sa.sun_path - 1;
+    memset(&a->sa, 0, sizeof a->sa);
+    a->sa.sun_family = AF_UNIX;
+    a->dirfd = -1;
     if (abstract) {
 #ifdef __linux__
-        if (n > sizeof sa->sun_path - 1) return -ENAMETOOLONG;
-        memcpy(sa->sun_path + 1, path, n);
-        return (int)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+        if (n > room) return -ENAMETOOLONG;
+        memcpy(a->sa.sun_path + 1, path, n);
+        a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+        return 0;
 #else
         return -EAFNOSUPPORT;
 #endif
     }
-    if (n > sizeof sa->sun_path - 1) return -ENAMETOOLONG;
-    memcpy(sa->sun_path, path, n + 1);
-    return (int)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    if (n <= room) {
+        memcpy(a->sa.sun_path, path, n + 1);
+        a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        return 0;
+    }
+#ifdef __linux__
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path || slash[1] == '\0') return -ENAMETOOLONG;
+    char *dir = strndup(path, (size_t)(slash - path));
+    if (!dir) return -ENOMEM;
+    a->dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int e = errno;
+    free(dir);
+    if (a->dirfd < 0) return -e;
+    int k =
+        snprintf(a->sa.sun_path, sizeof a->sa.sun_path, "/proc/self/fd/%d/%s", a->dirfd, slash + 1);
+    if (k < 0 || (size_t)k > room) {
+        close(a->dirfd);
+        a->dirfd = -1;
+        return -ENAMETOOLONG;
+    }
+    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)k + 1);
+    return 0;
+#else
+    return -ENAMETOOLONG;
+#endif
+}
+
+static void drop_addr(struct uaddr *a)
+{
+    if (a->dirfd >= 0) close(a->dirfd);
+    a->dirfd = -1;
 }
 
 static int do_connect(int fd, const char *path, int abstract)
 {
-    struct sockaddr_un sa;
-    int len = make_addr(&sa, path, abstract);
-    if (len < 0) return len;
+    struct uaddr a;
+    int rc = make_addr(&a, path, abstract);
+    if (rc < 0) return rc;
     for (;;) {
-        if (connect(fd, (struct sockaddr *)&sa, (socklen_t)len) == 0) return 0;
+        if (connect(fd, (struct sockaddr *)&a.sa, a.len) == 0) {
+            rc = 0;
+            break;
+        }
         if (errno == EINTR) continue;
         /* A non-blocking AF_UNIX connect is immediate; EINPROGRESS only on exotic systems. */
-        if (errno == EINPROGRESS || errno == EWOULDBLOCK) return -EAGAIN;
-        return -errno;
+        rc = (errno == EINPROGRESS || errno == EWOULDBLOCK) ? -EAGAIN : -errno;
+        break;
     }
+    drop_addr(&a);
+    return rc;
 }
 
 int lsock__plat_connect(const char *path, int abstract, int *fd_out)
@@ -175,12 +232,15 @@ int lsock__plat_probe(const char *path)
 
 static int bind_listen(int fd, const char *path, int abstract, int backlog)
 {
-    struct sockaddr_un sa;
-    int len = make_addr(&sa, path, abstract);
-    if (len < 0) return len;
-    if (bind(fd, (struct sockaddr *)&sa, (socklen_t)len) < 0) return -errno;
-    if (listen(fd, backlog) < 0) return -errno;
-    return 0;
+    struct uaddr a;
+    int rc = make_addr(&a, path, abstract);
+    if (rc < 0) return rc;
+    if (bind(fd, (struct sockaddr *)&a.sa, a.len) < 0)
+        rc = -errno;
+    else if (listen(fd, backlog) < 0)
+        rc = -errno;
+    drop_addr(&a);
+    return rc;
 }
 
 static void file_id(const char *path, uint64_t *dev, uint64_t *ino)
@@ -246,16 +306,11 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, int back
                        uint64_t *ino)
 {
     *dev = *ino = 0;
-    if (!abstract && strlen(path) > lsock__plat_name_max()) return -ENAMETOOLONG;
     int fd = new_socket();
     if (fd < 0) return fd;
     int rc;
     if (access && !abstract) {
-        if (strlen(path) + 9 > lsock__plat_name_max()) {
-            rc = -ENAMETOOLONG;
-        } else {
-            rc = listen_private(fd, path, access, backlog, dev, ino);
-        }
+        rc = listen_private(fd, path, access, backlog, dev, ino);
     } else {
         rc = bind_listen(fd, path, abstract, backlog);
         if (rc == 0 && !abstract) file_id(path, dev, ino);
