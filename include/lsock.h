@@ -252,7 +252,8 @@ LSOCK_API int64_t lsock_socket_peek(lsock_socket *s, void *buf, int64_t max);
 /* Discards up to max buffered bytes. Returns the count, -1 on error. */
 LSOCK_API int64_t lsock_socket_skip(lsock_socket *s, int64_t max);
 /* Queues len bytes for writing (written to the kernel at once when possible; never blocks).
- * Returns len, or -1 on error (not connected for writing, bad argument, no memory). */
+ * Returns len (less only with a write buffer limit, see below), or -1 on error (not
+ * connected for writing, bad argument, no memory). */
 LSOCK_API int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len);
 /* True if a whole line ('\n') is buffered. */
 LSOCK_API bool lsock_socket_can_read_line(const lsock_socket *s);
@@ -269,6 +270,13 @@ LSOCK_API bool lsock_socket_flush(lsock_socket *s);
  * the kernel while the buffer is full (backpressure on the peer; nothing is lost). */
 LSOCK_API int64_t lsock_socket_read_buffer_size(const lsock_socket *s);
 LSOCK_API bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size);
+
+/* Limit of the write queue in bytes; 0 (default) is unlimited. With a limit, write() takes
+ * only what the kernel accepts now plus what fits in the queue, and returns that count
+ * (possibly 0): the caller keeps the rest and writes it after bytes_written. Memory stays
+ * bounded against a slow reader, and nothing is dropped. */
+LSOCK_API int64_t lsock_socket_write_buffer_size(const lsock_socket *s);
+LSOCK_API bool lsock_socket_set_write_buffer_size(lsock_socket *s, int64_t size);
 
 /* Blocking waits (msecs -1: no timeout). They block on this socket only and fire its
  * callbacks synchronously. Each returns true when the event happened, false on timeout

@@ -35,6 +35,7 @@ struct lsock_socket {
     lsock__io io;
     lsock__buf rbuf, wbuf;
     int64_t rbuf_limit;
+    int64_t wbuf_limit;
     int throttled; /* reading paused: read buffer at its limit */
     int connect_timeout;
     char *name, *full;
@@ -838,8 +839,14 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
             return -1;
         }
     }
-    if (done < (size_t)len) {
-        if (lsock__buf_append(&s->wbuf, (const char *)buf + done, (size_t)len - done) < 0) {
+    size_t take = (size_t)len - done;
+    if (s->wbuf_limit > 0) {
+        int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);
+        if (room < 0) room = 0;
+        if ((uint64_t)take > (uint64_t)room) take = (size_t)room;
+    }
+    if (take > 0) {
+        if (lsock__buf_append(&s->wbuf, (const char *)buf + done, take) < 0) {
             fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
             defer_report(s);
             return done ? (int64_t)done : -1;
@@ -847,7 +854,7 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
         after_flush(s);
     }
     defer_report(s);
-    return len;
+    return (int64_t)(done + take);
 }
 
 bool lsock_socket_flush(lsock_socket *s)
@@ -880,6 +887,21 @@ bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size)
                     "negative size");
     s->rbuf_limit = size;
     after_consume(s);
+    return true;
+}
+
+int64_t lsock_socket_write_buffer_size(const lsock_socket *s)
+{
+    return s ? s->wbuf_limit : 0;
+}
+
+bool lsock_socket_set_write_buffer_size(lsock_socket *s, int64_t size)
+{
+    if (!s) return false;
+    if (size < 0)
+        return fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_write_buffer_size",
+                    "negative size");
+    s->wbuf_limit = size;
     return true;
 }
 

@@ -2166,4 +2166,56 @@ TEST(free_socket_inside_error_occurred_for_connect_timeout_on_the_loop)
     loop_free(loop);
 }
 
+TEST(write_buffer_limit_bounds_queue_and_loses_nothing)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    ASSERT_EQ(lsock_socket_write_buffer_size(p.client), 0);
+    ASSERT(lsock_socket_set_write_buffer_size(p.client, 65536));
+    ASSERT_EQ(lsock_socket_write_buffer_size(p.client), 65536);
+    enum { TOTAL = 8 << 20 };
+    unsigned char *data = pattern_new(TOTAL);
+    size_t sent = 0, got = 0;
+    unsigned char *in = malloc(TOTAL);
+    ASSERT(in);
+    /* The reader does not read until the writer is refused: the queue stays bounded. */
+    while (sent < TOTAL) {
+        int64_t n = lsock_socket_write(p.client, data + sent, TOTAL - (int64_t)sent);
+        ASSERT(n >= 0);
+        ASSERT(lsock_socket_bytes_to_write(p.client) <= 65536);
+        if (n == 0) break;
+        sent += (size_t)n;
+    }
+    ASSERT(sent < TOTAL); /* the kernel and the queue filled up */
+    uint64_t deadline = test_now_ms() + 20000;
+    while (got < TOTAL) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+        int64_t n = lsock_socket_read(p.peer, in + got, TOTAL - (int64_t)got);
+        ASSERT(n >= 0);
+        got += (size_t)n;
+        if (sent < TOTAL) {
+            n = lsock_socket_write(p.client, data + sent, TOTAL - (int64_t)sent);
+            ASSERT(n >= 0);
+            sent += (size_t)n;
+        }
+        ASSERT(lsock_socket_bytes_to_write(p.client) <= 65536);
+    }
+    ASSERT(memcmp(in, data, TOTAL) == 0);
+    free(in);
+    free(data);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(write_buffer_size_rejects_negative)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(!lsock_socket_set_write_buffer_size(s, -1));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_INVALID_ARGUMENT);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_set_write_buffer_size: "));
+    lsock_socket_free(s);
+}
+
 TEST_MAIN()
