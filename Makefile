@@ -6,12 +6,18 @@
 #   make test-asan       AddressSanitizer + UndefinedBehaviorSanitizer, Debug (./build-asan)
 #   make test-tsan       ThreadSanitizer, the tests labelled "threads" (./build-tsan)
 #   make test-valgrind   the tests labelled "core", each under valgrind, Debug (./build-vg)
+#   make bench           build bench/ (Release, ./build-bench) and run lsock against raw syscalls
+#                        and libuv; BENCH_SHORT=1 or BENCH_ARGS=--short for the quick CI mode
+#   make bench-plot      chart of latency and throughput against message size
+#                        (docs/performance.png; installs gnuplot-nox when root)
+#   make fuzz            build the libFuzzer harnesses in fuzz/ with clang (./build-fuzz) and run
+#                        each for FUZZ_SECONDS (default 60) from its corpus in fuzz/corpus/
 #   make format          clang-format the sources in place
 #   make format-check    fail if clang-format would change a source
 #   make clean           remove the build directories
 #
 # Variables: JOBS (parallel jobs, default 2), CMAKE, CTEST, CLANG_FORMAT, CMAKE_FLAGS (extra
-# configure options for every build).
+# configure options for every build), BENCH_ARGS (options of bench/lsock-bench), BENCH_BUILD.
 
 CMAKE ?= cmake
 CTEST ?= ctest
@@ -23,8 +29,11 @@ CMAKE_FLAGS ?=
 MAKEFLAGS += --no-print-directory
 
 CTEST_FLAGS = --output-on-failure --no-tests=error -j$(JOBS)
-BUILD_DIRS = build build-poll build-asan build-tsan build-vg
-FORMAT_FILES = $(sort $(wildcard include/*.h src/*.[ch] src/*/*.[ch] tests/*.[ch] examples/*.c))
+BENCH_BUILD ?= build-bench
+BENCH_ARGS ?=
+BUILD_DIRS = build build-poll build-asan build-tsan build-vg build-bench build-fuzz
+FORMAT_FILES = $(sort $(wildcard include/*.h src/*.[ch] src/*/*.[ch] tests/*.[ch] examples/*.c \
+	bench/*.c))
 
 # Sanitizer runtimes (gcc 12's among them) can fail to start on kernels with high ASLR entropy
 # (vm.mmap_rnd_bits > 28); run the sanitized tests with address randomisation off when allowed.
@@ -34,7 +43,8 @@ export ASAN_OPTIONS ?= detect_leaks=1:detect_stack_use_after_return=1:strict_str
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all build demo test test-poll test-asan test-tsan test-valgrind format format-check clean
+.PHONY: all build demo test test-poll test-asan test-tsan test-valgrind fuzz fuzz-build bench bench-build bench-plot \
+	format format-check clean
 
 all: build
 
@@ -72,6 +82,44 @@ test-valgrind:
 	$(CMAKE) -S . -B build-vg -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
 	$(CMAKE) --build build-vg -j $(JOBS)
 	JOBS=$(JOBS) LSOCK_TEST_TIMEOUT=300 .ci/valgrind-ctest build-vg core
+
+# libFuzzer harnesses (clang; Debian: clang and libclang-rt-dev). Each runs for FUZZ_SECONDS
+# from its corpus in fuzz/corpus/NAME (read only); new inputs go to build-fuzz/corpus/NAME and
+# crashes to build-fuzz/. A crash, leak or sanitizer report fails the target.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = fuzz_buffer fuzz_name
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
+	-DLSOCK_BACKEND_NAME='"epoll"' -Iinclude -Isrc -Wall -Wextra -Wno-unused-parameter
+FUZZ_LIB_SOURCES = src/error.c src/buffer.c src/name.c src/loop.c src/socket.c src/server.c \
+	src/unix/platform.c src/unix/epoll.c
+
+build-fuzz/%: fuzz/%.c $(FUZZ_LIB_SOURCES) src/buffer.h src/internal.h include/lsock.h
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< $(FUZZ_LIB_SOURCES) -o $@ -lpthread
+
+fuzz-build: $(addprefix build-fuzz/,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p build-fuzz/corpus/$$t; \
+		echo "== $$t for $(FUZZ_SECONDS)s"; \
+		$(NO_ASLR) build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=build-fuzz/$$t- \
+			build-fuzz/corpus/$$t fuzz/corpus/$$t; \
+	done
+
+bench-build:
+	$(CMAKE) -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release -DLSOCK_BUILD_BENCH=ON \
+		-DLSOCK_BUILD_TESTS=OFF -DLSOCK_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
+	$(CMAKE) --build $(BENCH_BUILD) -j $(JOBS)
+
+# Benchmarks, not timed tests: the table says which targets were met; it never fails on them.
+bench: bench-build
+	$(BENCH_BUILD)/bench/lsock-bench --data $(BENCH_BUILD)/bench-sizes.dat $(BENCH_ARGS)
+
+bench-plot: bench-build
+	bench/plot.sh $(BENCH_BUILD) docs/performance.png
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

@@ -157,6 +157,11 @@ int main(int argc, char **argv)
         }
         server.max_clients = (int)n;
     }
+#ifdef _WIN32
+    setvbuf(stdout, NULL, _IONBF, 0); /* the Windows C runtime has no line buffering */
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+#else
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     struct sigaction sa;
@@ -165,6 +170,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+#endif
 
     server.loop = lsock_loop_new();
     if (!server.loop) {

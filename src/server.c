@@ -430,6 +430,10 @@ bool lsock_server_wait_for_new_connection(lsock_server *srv, int msecs, bool *ti
             /* Out of descriptors: do not spin on a readable listener we cannot accept. */
             int pause = left < 0 || left > RESOURCE_RETRY_MS ? RESOURCE_RETRY_MS : left;
             lsock__plat_sleep_ms(pause);
+            if (msecs >= 0 && lsock__now_ms() >= deadline) {
+                if (timed_out) *timed_out = true;
+                break; /* the SOCKET_RESOURCE error says why nothing came */
+            }
         }
     }
     release(srv);

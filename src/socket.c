@@ -201,22 +201,27 @@ static void clear_names(lsock_socket *s)
 }
 
 /*
- * The end of a connection, in Qt's order: the state is UNCONNECTED before anything fires,
- * then read_channel_finished, state_changed(UNCONNECTED), disconnected. Unread data stays.
+ * The end of a connection, in the order a real Qt 5 QLocalSocket emits its signals:
+ * state_changed(CLOSING) (unless already closing), then the state becomes UNCONNECTED and
+ * state_changed(UNCONNECTED), read_channel_finished, disconnected fire. Unread data stays.
  */
 static void finish_close(lsock_socket *s)
 {
     int was_connected = s->state == LSOCK_CONNECTED || s->state == LSOCK_CLOSING;
-    int was_unconnected = s->state == LSOCK_UNCONNECTED;
+    if (s->state == LSOCK_UNCONNECTED) return;
+    if (s->state == LSOCK_CONNECTED) {
+        s->state = LSOCK_CLOSING;
+        emit_state(s, LSOCK_CLOSING);
+        if (s->dead || s->state != LSOCK_CLOSING) return; /* the callback closed it already */
+    }
     drop_descriptor(s);
     lsock__buf_clear(&s->wbuf);
     s->state = LSOCK_UNCONNECTED;
     clear_names(s);
-    if (was_unconnected) return;
-    if (was_connected && !s->dead && s->cb.read_channel_finished)
-        s->cb.read_channel_finished(s, s->ud);
     emit_state(s, LSOCK_UNCONNECTED);
-    if (was_connected && !s->dead && s->cb.disconnected) s->cb.disconnected(s, s->ud);
+    if (!was_connected) return;
+    if (!s->dead && s->cb.read_channel_finished) s->cb.read_channel_finished(s, s->ud);
+    if (!s->dead && s->cb.disconnected) s->cb.disconnected(s, s->ud);
 }
 
 /* Qt's setErrorAndEmit: record, error_occurred, then the connection (if any) ends. */
@@ -497,8 +502,12 @@ static bool valid_mode(unsigned mode)
 static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
 {
     static const char call[] = "lsock_socket_connect";
-    if (s->state != LSOCK_UNCONNECTED)
-        return fail(s, LSOCK_ERR_OPERATION, call, "the socket is not unconnected");
+    if (s->state != LSOCK_UNCONNECTED) {
+        /* As Qt: error_occurred(OPERATION), and the current connection is kept. */
+        fail(s, LSOCK_ERR_OPERATION, call, "the socket is not unconnected");
+        emit_error(s);
+        return false;
+    }
     if (!valid_mode(open_mode)) return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "open mode");
     if (name) {
         char *copy = strdup(name);
@@ -596,6 +605,12 @@ void lsock_socket_abort(lsock_socket *s)
 {
     if (!s || s->dead) return;
     hold(s);
+    if (s->state != LSOCK_UNCONNECTED && s->open_mode != 0 && s->cb.about_to_close)
+        s->cb.about_to_close(s, s->ud); /* as Qt's abort(), which closes the device */
+    if (s->dead) {
+        release(s);
+        return;
+    }
     lsock__buf_clear(&s->wbuf);
     lsock__buf_clear(&s->rbuf);
     finish_close(s);
@@ -817,10 +832,7 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
              s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
         return -1;
     }
-    if (s->broken) {
-        lsock__err_set(&s->err, io_error(s->broken), call, NULL);
-        return -1;
-    }
+    if (s->broken) return len; /* the connection is ending; its error is on the way */
     if (len == 0) return 0;
     size_t done = 0;
     if (lsock__buf_len(&s->wbuf) == 0) {
@@ -830,13 +842,11 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
             done = (size_t)r;
             s->written_unreported += r;
         } else if (r < 0 && r != -EAGAIN) {
+            /* As Qt: the write is accepted and the failure is reported from the loop (or the
+             * next wait call): error_occurred, then the connection ends. */
             s->broken = (int)-r;
-            lsock__err_set(&s->err, io_error(s->broken), call,
-                           io_error(s->broken) == LSOCK_ERR_PEER_CLOSED
-                               ? NULL
-                               : lsock__plat_strerror(s->broken));
             defer_report(s);
-            return -1;
+            return len;
         }
     }
     size_t take = (size_t)len - done;
@@ -862,8 +872,7 @@ bool lsock_socket_flush(lsock_socket *s)
     if (!s || s->fd < 0 || lsock__buf_len(&s->wbuf) == 0 || s->broken) return false;
     int64_t r = flush_some(s);
     if (r < 0) {
-        s->broken = (int)-r;
-        lsock__err_set(&s->err, io_error(s->broken), "lsock_socket_flush", NULL);
+        s->broken = (int)-r; /* reported from the loop or the next wait call */
         defer_report(s);
         return false;
     }

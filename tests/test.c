@@ -1,11 +1,18 @@
 /* The test runner behind test.h: registration, one child process per test, deadlines. */
 #include "test.h"
 
+#ifdef _WIN32
+/* Windows has no fork(): the runner re-runs its own executable for one test (CreateProcess)
+ * and a test run alone has a watchdog thread for its deadline. */
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#else
 #include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#endif
 
 #define MAX_TESTS 512
 
@@ -23,12 +30,33 @@ void test_register_(const char *name, test_fn fn)
     ntests++;
 }
 
+#ifdef _WIN32
+uint64_t test_now_ms(void)
+{
+    LARGE_INTEGER f, c;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&c);
+    return (uint64_t)(c.QuadPart / f.QuadPart) * 1000u +
+           (uint64_t)(c.QuadPart % f.QuadPart) * 1000u / (uint64_t)f.QuadPart;
+}
+
+#define getpid() ((long)GetCurrentProcessId())
+
+/* Counts the process's open handles (the Windows analogue of its descriptors). */
+int test_count_fds(void)
+{
+    DWORD n = 0;
+    return GetProcessHandleCount(GetCurrentProcess(), &n) ? (int)n : -1;
+}
+#else
 uint64_t test_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+#endif
 
 const char *test_name(const char *tag)
 {
@@ -40,6 +68,7 @@ const char *test_name(const char *tag)
     return out;
 }
 
+#ifndef _WIN32
 int test_count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -52,6 +81,8 @@ int test_count_fds(void)
     return n - 1; /* the DIR's own descriptor */
 }
 
+#endif
+
 static int timeout_seconds(void)
 {
     const char *env = getenv("LSOCK_TEST_TIMEOUT");
@@ -59,6 +90,69 @@ static int timeout_seconds(void)
     return t > 0 ? t : 60;
 }
 
+#ifdef _WIN32
+static DWORD WINAPI watchdog(LPVOID arg)
+{
+    Sleep((DWORD)timeout_seconds() * 1000u);
+    fprintf(stderr, "%s: deadline passed\n", (const char *)arg);
+    fflush(stderr);
+    ExitProcess(1);
+    return 0;
+}
+
+static LONG WINAPI crashed(EXCEPTION_POINTERS *e)
+{
+    fprintf(stderr, "crashed: exception 0x%08lx\n", (unsigned long)e->ExceptionRecord->ExceptionCode);
+    fflush(stderr);
+    ExitProcess(1);
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+/* Runs t in this process, under a watchdog thread; does not return. */
+static void run_here(const struct test_entry *t)
+{
+    SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX);
+    SetUnhandledExceptionFilter(crashed);
+    HANDLE th = CreateThread(NULL, 0, watchdog, (LPVOID)t->name, 0, NULL);
+    if (th) CloseHandle(th);
+    t->fn();
+    fflush(stdout);
+    fflush(stderr);
+    exit(0);
+}
+
+/* Runs one test in a child process (this executable, with the test's name); returns 0 pass,
+ * 77 skip, 1 fail. */
+static int run_one(const struct test_entry *t)
+{
+    fflush(stdout);
+    fflush(stderr);
+    char exe[MAX_PATH], cmd[MAX_PATH + 200];
+    if (!GetModuleFileNameA(NULL, exe, sizeof exe)) return 1;
+    snprintf(cmd, sizeof cmd, "\"%s\" %s", exe, t->name);
+    STARTUPINFOA si;
+    PROCESS_INFORMATION pi;
+    memset(&si, 0, sizeof si);
+    si.cb = sizeof si;
+    if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
+        fprintf(stderr, "%s: CreateProcess failed (%lu)\n", t->name, GetLastError());
+        return 1;
+    }
+    DWORD limit = (DWORD)timeout_seconds() * 1000u + 5000u, code = 1;
+    if (WaitForSingleObject(pi.hProcess, limit) != WAIT_OBJECT_0) {
+        TerminateProcess(pi.hProcess, 1);
+        WaitForSingleObject(pi.hProcess, INFINITE);
+        fprintf(stderr, "%s: deadline passed\n", t->name);
+    } else {
+        GetExitCodeProcess(pi.hProcess, &code);
+    }
+    CloseHandle(pi.hThread);
+    CloseHandle(pi.hProcess);
+    if (code == 0 || code == 77) return (int)code;
+    fprintf(stderr, "%s: exit status %lu\n", t->name, code);
+    return 1;
+}
+#else
 /* Runs one test in a child; returns 0 pass, 77 skip, 1 fail. */
 static int run_one(const struct test_entry *t)
 {
@@ -88,6 +182,8 @@ static int run_one(const struct test_entry *t)
     return 1;
 }
 
+#endif
+
 int test_main_(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--list") == 0) {
@@ -104,6 +200,10 @@ int test_main_(int argc, char **argv)
             if (!wanted) continue;
         }
         ran++;
+#ifdef _WIN32
+        /* A single test named (as ctest and the runner's children run them): run it here. */
+        if (argc == 2) run_here(&tests[i]);
+#endif
         int rc = run_one(&tests[i]);
         if (rc == 77) {
             skipped++;

@@ -2,7 +2,9 @@
 #include "test.h"
 #include "lsock.h"
 
+#ifndef _WIN32
 #include <poll.h>
+#endif
 #include <pthread.h>
 
 TEST(loop_run_without_work_returns_zero)
@@ -27,7 +29,11 @@ TEST(loop_backend_name_is_build_backend)
 {
     lsock_loop *loop = lsock_loop_new();
     const char *name = lsock_loop_backend_name(loop);
+#ifdef _WIN32
+    ASSERT(strcmp(name, "iocp") == 0);
+#else
     ASSERT(strcmp(name, "epoll") == 0 || strcmp(name, "poll") == 0);
+#endif
     if (strcmp(name, "epoll") == 0)
         ASSERT(lsock_loop_backend_fd(loop) >= 0);
     else
@@ -207,6 +213,7 @@ TEST(loop_backend_fd_becomes_readable_when_work_is_ready)
         lsock_loop_free(loop);
         SKIP("the %s backend has no descriptor to embed", lsock_loop_backend_name(loop));
     }
+#ifndef _WIN32
     const char *name = test_name("embed");
     lsock_server *srv = lsock_server_new(loop);
     ASSERT(lsock_server_listen(srv, name));
@@ -220,6 +227,7 @@ TEST(loop_backend_fd_becomes_readable_when_work_is_ready)
     lsock_socket_free(c);
     lsock_server_free(srv);
     ASSERT(lsock_loop_free(loop));
+#endif
 }
 
 struct waker {

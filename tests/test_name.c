@@ -6,10 +6,14 @@
 
 static void check(const char *tmpdir, const char *name, const char *want)
 {
+#ifdef _WIN32
+    SKIP("Unix paths under TMPDIR; Windows resolves to \\\\.\\pipe\\NAME (test_win.c)");
+#else
     if (tmpdir)
         setenv("TMPDIR", tmpdir, 1);
     else
         unsetenv("TMPDIR");
+#endif
     char *got = lsock__name_resolve(name);
     ASSERT_STR_EQ(got, want);
     free(got);
@@ -62,7 +66,11 @@ TEST(name_full_server_name_of_socket_and_server_agree)
 
 TEST(name_max_is_sun_path_minus_nul)
 {
+#ifdef _WIN32
+    ASSERT_EQ(lsock__plat_name_max(), 256); /* a pipe name's limit */
+#else
     ASSERT_EQ(lsock__plat_name_max(), 107);
+#endif
 }
 
 TEST_MAIN()

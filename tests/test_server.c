@@ -8,13 +8,19 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#ifndef _WIN32
 #include <poll.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
+#ifdef _WIN32
+#include "win_posix.h" /* the Unix-only calls: a test that reaches one skips */
+#else
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#endif
 #include <unistd.h>
 
 #define UNUSED __attribute__((unused))
@@ -27,6 +33,11 @@ static UNUSED const char *path_of(const char *name)
     static char bufs[8][512];
     static unsigned slot;
     char *out = bufs[slot++ % 8];
+#ifdef _WIN32
+    /* Named pipes: \\.\pipe\NAME unless the name has the prefix already. */
+    snprintf(out, 512, "%s%s", strncmp(name, "\\\\.\\pipe\\", 9) == 0 ? "" : "\\\\.\\pipe\\", name);
+    return out;
+#endif
     if (name[0] == '/') {
         snprintf(out, 512, "%s", name);
         return out;

@@ -7,13 +7,19 @@
 #include "lsock.h"
 
 #include <fcntl.h>
+#ifndef _WIN32
 #include <poll.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
+#ifdef _WIN32
+#include "win_posix.h" /* the Unix-only calls: a test that reaches one skips */
+#else
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#endif
 #include <unistd.h>
 
 #define UNUSED __attribute__((unused))
@@ -26,6 +32,11 @@ static UNUSED const char *path_of(const char *name)
     static char bufs[8][512];
     static unsigned slot;
     char *out = bufs[slot++ % 8];
+#ifdef _WIN32
+    /* Named pipes: \\.\pipe\NAME unless the name has the prefix already. */
+    snprintf(out, 512, "%s%s", strncmp(name, "\\\\.\\pipe\\", 9) == 0 ? "" : "\\\\.\\pipe\\", name);
+    return out;
+#endif
     if (name[0] == '/') {
         snprintf(out, 512, "%s", name);
         return out;
@@ -622,6 +633,9 @@ static void long_path(char *out, size_t len)
 
 TEST(connect_with_path_of_108_bytes_fails_server_not_found_naming_the_limit)
 {
+#ifdef _WIN32
+    SKIP("the 107-byte sun_path limit is Unix's; a pipe name's limit is tested in test_win.c");
+#endif
     char path[200];
     long_path(path, 108);
     lsock_socket *s = lsock_socket_new(NULL);
@@ -635,6 +649,9 @@ TEST(connect_with_path_of_108_bytes_fails_server_not_found_naming_the_limit)
 
 TEST(connect_with_path_of_107_bytes_works)
 {
+#ifdef _WIN32
+    SKIP("the 107-byte sun_path limit is Unix's; a pipe name's limit is tested in test_win.c");
+#endif
     char path[200];
     long_path(path, 107);
     lsock_loop *loop = loop_new();
@@ -930,7 +947,9 @@ static void check_peer_close(int how)
     }
     p.peer = NULL;
     RUN_UNTIL(loop, r.disconnected > 0, 5000);
-    ASSERT_STR_EQ(r.log, "error:PEER_CLOSED read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(
+        r.log,
+        "error:PEER_CLOSED state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
     ASSERT_EQ(r.state_in_rcf, LSOCK_UNCONNECTED);
     ASSERT_EQ(r.state_in_disconnected, LSOCK_UNCONNECTED);
     ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_PEER_CLOSED);
@@ -991,7 +1010,9 @@ TEST(raw_peer_close_after_write_keeps_all_data_readable)
     int status;
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    ASSERT_STR_EQ(r.log, "error:PEER_CLOSED read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(
+        r.log,
+        "error:PEER_CLOSED state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
     ASSERT_EQ(lsock_socket_bytes_available(p.s), (int64_t)n);
     size_t len = 0;
     unsigned char *all = lsock_socket_read_all(p.s, &len);
@@ -1017,7 +1038,7 @@ TEST(disconnect_with_nothing_queued_completes_within_the_call)
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     lsock_socket_set_callbacks(p.peer, &rec_cbs, &pr);
     lsock_socket_disconnect(p.client);
-    ASSERT_STR_EQ(r.log, "state:CLOSING read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(r.log, "state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
     ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
     ASSERT_EQ(r.state_in_disconnected, LSOCK_UNCONNECTED);
     ASSERT_EQ(lsock_socket_descriptor(p.client), -1);
@@ -1057,7 +1078,7 @@ TEST(disconnect_with_queued_data_stays_closing_until_flushed)
         lsock_loop_run(loop, LSOCK_RUN_ONCE);
     }
     ASSERT_EQ(got, n);
-    ASSERT_STR_EQ(r.log, "state:CLOSING read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(r.log, "state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
     ASSERT_EQ(lsock_socket_state(p.s), LSOCK_UNCONNECTED);
     ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
     ASSERT_EQ(r.written, (int64_t)n);
@@ -1096,7 +1117,8 @@ TEST(abort_drops_queued_data_and_disconnects_within_the_call)
     ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
     ASSERT(lsock_socket_bytes_to_write(p.s) > 0);
     lsock_socket_abort(p.s);
-    ASSERT_STR_EQ(r.log, "read_channel_finished state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(
+        r.log, "about_to_close state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
     ASSERT_EQ(lsock_socket_state(p.s), LSOCK_UNCONNECTED);
     ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
     ASSERT_EQ(lsock_socket_descriptor(p.s), -1);
@@ -1144,8 +1166,8 @@ TEST(close_fires_about_to_close_with_data_readable_then_drops_it)
     RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 4, 5000);
     rec_init(&r);
     lsock_socket_close(p.client);
-    ASSERT_STR_EQ(r.log, "about_to_close state:CLOSING read_channel_finished "
-                         "state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(r.log, "about_to_close state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
     ASSERT_EQ(r.avail_in_about_to_close, 4);
     ASSERT_EQ(lsock_socket_bytes_available(p.client), 0);
     ASSERT_EQ(lsock_socket_open_mode(p.client), 0);
@@ -1177,8 +1199,8 @@ TEST(close_delivers_queued_data_before_disconnecting)
         lsock_loop_run(loop, LSOCK_RUN_ONCE);
     }
     ASSERT_EQ(got, n);
-    ASSERT_STR_EQ(r.log, "about_to_close state:CLOSING read_channel_finished "
-                         "state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(r.log, "about_to_close state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
     free(data);
     rawpair_close(&p);
     loop_free(loop);
@@ -1481,8 +1503,8 @@ TEST(peer_closing_while_closing_ends_with_peer_closed)
     close(p.pfd);
     p.pfd = -1;
     RUN_UNTIL(loop, r.disconnected > 0, 5000);
-    ASSERT_STR_EQ(r.log, "state:CLOSING error:PEER_CLOSED read_channel_finished "
-                         "state:UNCONNECTED disconnected");
+    ASSERT_STR_EQ(r.log, "state:CLOSING error:PEER_CLOSED state:UNCONNECTED "
+                         "read_channel_finished disconnected");
     ASSERT_ERR(lsock_socket_error(p.s), LSOCK_ERR_PEER_CLOSED);
     ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
     free(data);

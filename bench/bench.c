@@ -1,0 +1,1435 @@
+/*
+ * lsock-bench: lsock side by side with raw blocking syscalls (the floor) and libuv, in one run.
+ *
+ * Every measurement forks: the server side runs in a child process, the measured client side in
+ * this process. Which side runs which implementation:
+ *
+ *   pingpong, stream, connrate  both sides in the implementation under test (raw on both sides
+ *                               is the floor);
+ *   blocking                    the client is the implementation under test (lsock: no loop,
+ *                               lsock_socket_wait_for_ready_read only); the echo server is raw
+ *                               for every implementation. libuv has no blocking API: n/a;
+ *   fanin                       the server is the implementation under test; the clients are
+ *                               the same raw non-blocking epoll programs for every
+ *                               implementation, spread over FANIN_PROCS processes.
+ *
+ * Raw means blocking read()/write() on an AF_UNIX SOCK_STREAM socket (for fanin, whose server
+ * must multiplex, raw is a minimal epoll loop with non-blocking sockets and no per-connection
+ * state). Implementations are interleaved round by round (raw, lsock, libuv, raw, ...) and the
+ * median of the rounds is reported.
+ *
+ *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE] [--impl LIST]
+ *               [--size BYTES] [--peer IMPL]
+ *
+ * --only takes a comma-separated subset of pingpong,blocking,stream,connrate,fanin,sizes;
+ * --impl a subset of raw,lsock,libuv (for profiling one implementation); --size BYTES limits
+ * the sizes sweep to one message size; --peer IMPL runs the server side of pingpong and stream
+ * with IMPL for every implementation (so only the client side differs).
+ * BENCH_SHORT=1 in the environment is --short: tiny sizes, three rounds, for CI.
+ */
+#include "lsock.h"
+
+#ifdef BENCH_HAVE_LIBUV
+#include <uv.h>
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { RAW, LSOCK, LIBUV, NIMPL };
+#ifdef BENCH_HAVE_LIBUV
+static const bool have_libuv = true;
+#else
+static const bool have_libuv = false;
+#endif
+static const char *const impl_name[NIMPL] = {"raw", "lsock", "libuv"};
+static const char *g_impls; /* --impl: the implementations to run; NULL: all */
+static size_t g_one_size;   /* --size: the one message size of the sizes sweep; 0: all */
+
+#define MAX_ROUNDS  15
+#define RBUF        65536
+#define BACKLOG     1024
+#define FANIN_PROCS 4
+#define FANIN_MSG   64
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "lsock-bench: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static char g_path[108];
+static char g_msg[1 << 20]; /* message contents sent by every client */
+static char g_buf[RBUF];    /* read buffer of every side */
+
+static void new_path(void)
+{
+    static int n;
+    snprintf(g_path, sizeof g_path, "/tmp/lsock-bench-%d-%d.sock", (int)getpid(), n++);
+    unlink(g_path);
+}
+
+static int g_ready_w = -1;
+
+/* Tells the parent that the child's server is listening. */
+static void signal_ready(void)
+{
+    char c = 1;
+    if (write(g_ready_w, &c, 1) != 1) _exit(2);
+    close(g_ready_w);
+    g_ready_w = -1;
+}
+
+/* Forks a child running fn(arg); returns once the child called signal_ready(). */
+static pid_t spawn(void (*fn)(const void *), const void *arg)
+{
+    int p[2];
+    new_path();
+    if (pipe2(p, O_CLOEXEC) < 0) die("pipe: %s", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(p[0]);
+        g_ready_w = p[1];
+        fn(arg);
+        _exit(0);
+    }
+    close(p[1]);
+    char c;
+    if (read(p[0], &c, 1) != 1) die("a server child failed to start");
+    close(p[0]);
+    return pid;
+}
+
+/* SIGTERM, not SIGKILL, so that a child run under valgrind or perf still writes its profile. */
+static void reap(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    unlink(g_path);
+}
+
+static int raw_listen(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, g_path);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, BACKLOG) < 0)
+        die("raw listen %s: %s", g_path, strerror(errno));
+    return fd;
+}
+
+static int raw_connect(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, g_path);
+    if (fd < 0) die("socket: %s", strerror(errno));
+    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        if (errno != EINTR) die("raw connect %s: %s", g_path, strerror(errno));
+    return fd;
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = write(fd, p, n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            die("write: %s", strerror(errno));
+        }
+        p = (const char *)p + r;
+        n -= (size_t)r;
+    }
+}
+
+static void read_full(int fd, void *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = read(fd, p, n > RBUF ? RBUF : n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) die("read: %s", r == 0 ? "end of stream" : strerror(errno));
+        p = (char *)p + r;
+        n -= (size_t)r;
+    }
+}
+
+/* Resident set size of a process in bytes. */
+static double rss_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    FILE *f = fopen(path, "r");
+    long size = 0, res = 0;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &res) != 2) res = -1;
+    fclose(f);
+    return (double)res * (double)sysconf(_SC_PAGESIZE);
+}
+
+static lsock_loop *lsock_loop_or_die(void)
+{
+    lsock_loop *loop = lsock_loop_new();
+    if (!loop) die("lsock_loop_new failed");
+    return loop;
+}
+
+static lsock_socket *lsock_connect_or_die(lsock_loop *loop, const lsock_socket_callbacks *cb,
+                                          void *ud)
+{
+    lsock_socket *s = lsock_socket_new(loop);
+    if (!s) die("lsock_socket_new failed");
+    lsock_socket_set_callbacks(s, cb, ud);
+    if (!lsock_socket_connect(s, g_path, LSOCK_READ_WRITE) ||
+        (lsock_socket_state(s) == LSOCK_CONNECTING && !lsock_socket_wait_for_connected(s, 10000)))
+        die("lsock connect: %s", lsock_socket_error_string(s));
+    return s;
+}
+
+/* ---- servers (child processes) --------------------------------------------------------- */
+
+/* Raw blocking echo server: one connection at a time, echoes until end of stream. */
+static void raw_echo_server(const void *arg)
+{
+    int lfd = raw_listen();
+    signal_ready();
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) continue;
+        for (;;) {
+            ssize_t r = read(fd, g_buf, sizeof g_buf);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            write_all(fd, g_buf, (size_t)r);
+        }
+        close(fd);
+    }
+}
+
+/* Raw multiplexing echo server for fanin: epoll, non-blocking, no per-connection state. */
+static void raw_epoll_echo_server(const void *arg)
+{
+    int lfd = raw_listen();
+    fcntl(lfd, F_SETFL, O_NONBLOCK);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd}, evs[256];
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    signal_ready();
+    for (;;) {
+        int n = epoll_wait(ep, evs, 256, -1);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == lfd) {
+                int c;
+                while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                    struct epoll_event e = {.events = EPOLLIN, .data.fd = c};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &e);
+                }
+                continue;
+            }
+            ssize_t r = read(fd, g_buf, sizeof g_buf);
+            if (r > 0) {
+                if (send(fd, g_buf, (size_t)r, MSG_NOSIGNAL) != r) close(fd); /* not with 64 B */
+            } else if (r == 0 || errno != EAGAIN) {
+                close(fd);
+            }
+        }
+    }
+}
+
+/* Raw sink for stream: reads *total bytes, then acknowledges with one byte. */
+static void raw_sink_server(const void *arg)
+{
+    uint64_t total = *(const uint64_t *)arg;
+    int lfd = raw_listen();
+    signal_ready();
+    int fd = accept(lfd, NULL, NULL);
+    uint64_t got = 0;
+    while (got < total) {
+        ssize_t r = read(fd, g_buf, sizeof g_buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) _exit(3);
+        got += (uint64_t)r;
+    }
+    write_all(fd, "k", 1);
+    while (read(fd, g_buf, sizeof g_buf) > 0) {
+    }
+}
+
+/* lsock echo server: event-driven, any number of connections. */
+static void ls_echo_ready_read(lsock_socket *s, void *ud)
+{
+    int64_t n;
+    while ((n = lsock_socket_read(s, g_buf, sizeof g_buf)) > 0)
+        lsock_socket_write(s, g_buf, n);
+}
+
+static void ls_free_on_disconnect(lsock_socket *s, void *ud)
+{
+    lsock_socket_free(s);
+}
+
+static uint64_t ls_sink_total, ls_sink_got;
+
+static void ls_sink_ready_read(lsock_socket *s, void *ud)
+{
+    int64_t n;
+    while ((n = lsock_socket_read(s, g_buf, sizeof g_buf)) > 0) {
+        ls_sink_got += (uint64_t)n;
+        if (ls_sink_got == ls_sink_total) lsock_socket_write(s, "k", 1);
+    }
+}
+
+static void ls_new_connection(lsock_server *srv, void *ud)
+{
+    static const lsock_socket_callbacks echo = {.ready_read = ls_echo_ready_read,
+                                                .disconnected = ls_free_on_disconnect};
+    static const lsock_socket_callbacks sink = {.ready_read = ls_sink_ready_read,
+                                                .disconnected = ls_free_on_disconnect};
+    lsock_socket *s;
+    while ((s = lsock_server_next_pending_connection(srv)))
+        lsock_socket_set_callbacks(s, ud ? &sink : &echo, NULL);
+}
+
+static void lsock_server_run(const uint64_t *sink_total)
+{
+    lsock_loop *loop = lsock_loop_or_die();
+    lsock_server *srv = lsock_server_new(loop);
+    if (sink_total) ls_sink_total = *sink_total;
+    lsock_server_set_listen_backlog_size(srv, BACKLOG);
+    lsock_server_set_new_connection_callback(srv, ls_new_connection, (void *)sink_total);
+    if (!lsock_server_listen(srv, g_path)) die("lsock listen: %s", lsock_server_error_string(srv));
+    signal_ready();
+    lsock_loop_run(loop, LSOCK_RUN_DEFAULT);
+}
+
+static void lsock_echo_server(const void *arg)
+{
+    lsock_server_run(NULL);
+}
+
+static void lsock_sink_server(const void *arg)
+{
+    lsock_server_run(arg);
+}
+
+#ifdef BENCH_HAVE_LIBUV
+static void uv_alloc_static(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    *buf = uv_buf_init(g_buf, sizeof g_buf);
+}
+
+static void uv_free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void uv_free_req(uv_write_t *req, int status)
+{
+    free(req);
+}
+
+/* Writes like a careful libuv user: uv_try_write, and the rest copied into a uv_write. */
+static int uv_send(uv_stream_t *st, const char *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int r = uv_try_write(st, &b, 1);
+    if (r == UV_EAGAIN) r = 0;
+    if (r < 0) return r;
+    if ((size_t)r == n) return 0;
+    uv_write_t *req = malloc(sizeof *req + n - (size_t)r);
+    if (!req) return UV_ENOMEM;
+    memcpy(req + 1, p + r, n - (size_t)r);
+    b = uv_buf_init((char *)(req + 1), (unsigned)(n - (size_t)r));
+    return uv_write(req, st, &b, 1, uv_free_req);
+}
+
+static void uv_echo_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread > 0) {
+        if (uv_send(st, buf->base, (size_t)nread) < 0) uv_close((uv_handle_t *)st, uv_free_handle);
+    } else if (nread < 0) {
+        uv_close((uv_handle_t *)st, uv_free_handle);
+    }
+}
+
+static uint64_t uv_sink_total, uv_sink_got;
+
+static void uv_sink_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread > 0) {
+        uv_sink_got += (uint64_t)nread;
+        if (uv_sink_got == uv_sink_total) uv_send(st, "k", 1);
+    } else if (nread < 0) {
+        uv_close((uv_handle_t *)st, uv_free_handle);
+    }
+}
+
+static void uv_on_connection(uv_stream_t *server, int status)
+{
+    if (status < 0) return;
+    uv_pipe_t *c = malloc(sizeof *c);
+    uv_pipe_init(server->loop, c, 0);
+    if (uv_accept(server, (uv_stream_t *)c) < 0) {
+        uv_close((uv_handle_t *)c, uv_free_handle);
+        return;
+    }
+    uv_read_start((uv_stream_t *)c, uv_alloc_static, server->data ? uv_sink_read : uv_echo_read);
+}
+
+static void libuv_server_run(const uint64_t *sink_total)
+{
+    uv_loop_t *loop = uv_default_loop();
+    static uv_pipe_t server;
+    uv_pipe_init(loop, &server, 0);
+    server.data = (void *)sink_total;
+    if (sink_total) uv_sink_total = *sink_total;
+    int r = uv_pipe_bind(&server, g_path);
+    if (r == 0) r = uv_listen((uv_stream_t *)&server, BACKLOG, uv_on_connection);
+    if (r < 0) die("libuv listen: %s", uv_strerror(r));
+    signal_ready();
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
+static void libuv_echo_server(const void *arg)
+{
+    libuv_server_run(NULL);
+}
+
+static void libuv_sink_server(const void *arg)
+{
+    libuv_server_run(arg);
+}
+
+/* Connects a uv_pipe_t to g_path, running the loop until connected. */
+static int uv_connected_status;
+static void uv_on_connect(uv_connect_t *req, int status)
+{
+    uv_connected_status = status;
+}
+
+static void uv_connect_or_die(uv_loop_t *loop, uv_pipe_t *p)
+{
+    static uv_connect_t req;
+    uv_pipe_init(loop, p, 0);
+    uv_connected_status = 1;
+    uv_pipe_connect(&req, p, g_path, uv_on_connect);
+    while (uv_connected_status == 1)
+        uv_run(loop, UV_RUN_ONCE);
+    if (uv_connected_status < 0) die("libuv connect: %s", uv_strerror(uv_connected_status));
+}
+#endif
+
+/* The server side of pingpong and stream: the implementation under test, or the one --peer
+ * names for every implementation (to tell the cost of each side apart). */
+static int g_peer = -1;
+
+typedef void (*server_fn)(const void *);
+
+static server_fn echo_server_for(int impl)
+{
+    if (g_peer >= 0) impl = g_peer;
+#ifdef BENCH_HAVE_LIBUV
+    if (impl == LIBUV) return libuv_echo_server;
+#endif
+    return impl == LSOCK ? lsock_echo_server : raw_echo_server;
+}
+
+static server_fn sink_server_for(int impl)
+{
+    if (g_peer >= 0) impl = g_peer;
+#ifdef BENCH_HAVE_LIBUV
+    if (impl == LIBUV) return libuv_sink_server;
+#endif
+    return impl == LSOCK ? lsock_sink_server : raw_sink_server;
+}
+
+/* ---- pingpong -------------------------------------------------------------------------- */
+
+typedef struct {
+    size_t size;
+    long iters;
+} pp_params;
+
+/* Raw client: blocking write then read; above 64 KiB interleaved with poll() so that neither
+ * side blocks writing while the other is blocked writing too. */
+static void raw_roundtrip(int fd, size_t size)
+{
+    if (size <= 65536) {
+        write_all(fd, g_msg, size);
+        read_full(fd, g_buf, size);
+        return;
+    }
+    size_t sent = 0, got = 0;
+    while (got < size) {
+        struct pollfd p = {.fd = fd, .events = (short)(POLLIN | (sent < size ? POLLOUT : 0))};
+        if (poll(&p, 1, -1) < 0) continue;
+        if (p.revents & POLLOUT) {
+            ssize_t r = send(fd, g_msg + sent, size - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (r > 0) sent += (size_t)r;
+        }
+        if (p.revents & (POLLIN | POLLHUP)) {
+            ssize_t r = recv(fd, g_buf, sizeof g_buf, MSG_DONTWAIT);
+            if (r == 0) die("pingpong: end of stream");
+            if (r > 0) got += (size_t)r;
+        }
+    }
+}
+
+static double raw_pingpong(const pp_params *pp)
+{
+    pid_t pid = spawn(echo_server_for(RAW), NULL);
+    int fd = raw_connect();
+    double t0 = now_s();
+    for (long i = 0; i < pp->iters; i++)
+        raw_roundtrip(fd, pp->size);
+    double t = now_s() - t0;
+    close(fd);
+    reap(pid);
+    return t / (double)pp->iters * 1e6;
+}
+
+typedef struct {
+    lsock_loop *loop;
+    size_t size, got;
+    long iters, done;
+} lpp_state;
+
+static void lpp_ready_read(lsock_socket *s, void *ud)
+{
+    lpp_state *c = ud;
+    int64_t n;
+    while ((n = lsock_socket_read(s, g_buf, sizeof g_buf)) > 0) {
+        c->got += (size_t)n;
+        if (c->got < c->size) continue;
+        c->got -= c->size;
+        if (++c->done == c->iters) {
+            lsock_loop_stop(c->loop);
+            return;
+        }
+        lsock_socket_write(s, g_msg, (int64_t)c->size);
+    }
+}
+
+static double lsock_pingpong(const pp_params *pp)
+{
+    pid_t pid = spawn(echo_server_for(LSOCK), NULL);
+    lpp_state c = {lsock_loop_or_die(), pp->size, 0, pp->iters, 0};
+    lsock_socket_callbacks cb = {.ready_read = lpp_ready_read};
+    lsock_socket *s = lsock_connect_or_die(c.loop, &cb, &c);
+    double t0 = now_s();
+    lsock_socket_write(s, g_msg, (int64_t)pp->size);
+    lsock_loop_run(c.loop, LSOCK_RUN_DEFAULT);
+    double t = now_s() - t0;
+    if (c.done != pp->iters) die("lsock pingpong: connection lost");
+    lsock_socket_free(s);
+    lsock_loop_free(c.loop);
+    reap(pid);
+    return t / (double)pp->iters * 1e6;
+}
+
+#ifdef BENCH_HAVE_LIBUV
+typedef struct {
+    size_t size, got;
+    long iters, done;
+} upp_state;
+
+static void upp_write(uv_stream_t *st, size_t size)
+{
+    static uv_write_t req;
+    uv_buf_t b = uv_buf_init(g_msg, (unsigned)size);
+    int r = uv_try_write(st, &b, 1);
+    if (r == UV_EAGAIN) r = 0;
+    if (r < 0) die("libuv write: %s", uv_strerror(r));
+    if ((size_t)r < size) { /* g_msg is static: no copy needed, one message in flight */
+        b = uv_buf_init(g_msg + r, (unsigned)(size - (size_t)r));
+        uv_write(&req, st, &b, 1, NULL);
+    }
+}
+
+static void upp_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    upp_state *c = st->data;
+    if (nread < 0) die("libuv pingpong: %s", uv_strerror((int)nread));
+    c->got += (size_t)nread;
+    if (c->got < c->size) return;
+    c->got -= c->size;
+    if (++c->done == c->iters) {
+        uv_read_stop(st);
+        uv_close((uv_handle_t *)st, NULL);
+        return;
+    }
+    upp_write(st, c->size);
+}
+
+static double libuv_pingpong(const pp_params *pp)
+{
+    pid_t pid = spawn(echo_server_for(LIBUV), NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_pipe_t p;
+    uv_connect_or_die(&loop, &p);
+    upp_state c = {pp->size, 0, pp->iters, 0};
+    p.data = &c;
+    double t0 = now_s();
+    uv_read_start((uv_stream_t *)&p, uv_alloc_static, upp_read);
+    upp_write((uv_stream_t *)&p, pp->size);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    double t = now_s() - t0;
+    uv_loop_close(&loop);
+    reap(pid);
+    return t / (double)pp->iters * 1e6;
+}
+#endif
+
+static double run_pingpong(int impl, const void *params, double *extra)
+{
+    switch (impl) {
+    case RAW:
+        return raw_pingpong(params);
+    case LSOCK:
+        return lsock_pingpong(params);
+#ifdef BENCH_HAVE_LIBUV
+    case LIBUV:
+        return libuv_pingpong(params);
+#endif
+    }
+    return -1;
+}
+
+/* ---- blocking -------------------------------------------------------------------------- */
+
+static double lsock_blocking(const pp_params *pp)
+{
+    pid_t pid = spawn(raw_echo_server, NULL);
+    lsock_socket *s = lsock_connect_or_die(NULL, NULL, NULL);
+    double t0 = now_s();
+    for (long i = 0; i < pp->iters; i++) {
+        if (lsock_socket_write(s, g_msg, (int64_t)pp->size) < 0) die("lsock write");
+        size_t got = 0;
+        while (got < pp->size) {
+            if (lsock_socket_bytes_available(s) == 0 && !lsock_socket_wait_for_ready_read(s, -1))
+                die("lsock_socket_wait_for_ready_read: %s", lsock_socket_error_string(s));
+            got += (size_t)lsock_socket_read(s, g_buf, sizeof g_buf);
+        }
+    }
+    double t = now_s() - t0;
+    lsock_socket_free(s);
+    reap(pid);
+    return t / (double)pp->iters * 1e6;
+}
+
+static double run_blocking(int impl, const void *params, double *extra)
+{
+    switch (impl) {
+    case RAW:
+        return raw_pingpong(params);
+    case LSOCK:
+        return lsock_blocking(params);
+    }
+    return -1; /* libuv has no blocking API */
+}
+
+/* ---- stream ---------------------------------------------------------------------------- */
+
+typedef struct {
+    size_t chunk;
+    uint64_t total;
+} st_params;
+
+static double raw_stream(const st_params *sp)
+{
+    pid_t pid = spawn(sink_server_for(RAW), &sp->total);
+    int fd = raw_connect();
+    double t0 = now_s();
+    for (uint64_t sent = 0; sent < sp->total;) {
+        size_t n = sp->total - sent < sp->chunk ? (size_t)(sp->total - sent) : sp->chunk;
+        write_all(fd, g_msg, n);
+        sent += n;
+    }
+    read_full(fd, g_buf, 1);
+    double t = now_s() - t0;
+    close(fd);
+    reap(pid);
+    return (double)sp->total / t / 1e9;
+}
+
+typedef struct {
+    lsock_loop *loop;
+    const st_params *sp;
+    uint64_t sent;
+    int acked;
+} lst_state;
+
+/* Writes chunks while all of them go straight to the kernel; resumes on bytes_written. */
+static void lst_fill(lsock_socket *s, lst_state *c)
+{
+    while (c->sent < c->sp->total && lsock_socket_bytes_to_write(s) == 0) {
+        uint64_t left = c->sp->total - c->sent;
+        size_t n = left < c->sp->chunk ? (size_t)left : c->sp->chunk;
+        if (lsock_socket_write(s, g_msg, (int64_t)n) < 0) die("lsock write");
+        c->sent += n;
+    }
+}
+
+static void lst_bytes_written(lsock_socket *s, int64_t n, void *ud)
+{
+    lst_fill(s, ud);
+}
+
+static void lst_ready_read(lsock_socket *s, void *ud)
+{
+    lst_state *c = ud;
+    if (lsock_socket_read(s, g_buf, 1) == 1) {
+        c->acked = 1;
+        lsock_loop_stop(c->loop);
+    }
+}
+
+static double lsock_stream(const st_params *sp)
+{
+    pid_t pid = spawn(sink_server_for(LSOCK), &sp->total);
+    lst_state c = {lsock_loop_or_die(), sp, 0, 0};
+    lsock_socket_callbacks cb = {.ready_read = lst_ready_read, .bytes_written = lst_bytes_written};
+    lsock_socket *s = lsock_connect_or_die(c.loop, &cb, &c);
+    double t0 = now_s();
+    lst_fill(s, &c);
+    lsock_loop_run(c.loop, LSOCK_RUN_DEFAULT);
+    double t = now_s() - t0;
+    if (!c.acked) die("lsock stream: connection lost");
+    lsock_socket_free(s);
+    lsock_loop_free(c.loop);
+    reap(pid);
+    return (double)sp->total / t / 1e9;
+}
+
+#ifdef BENCH_HAVE_LIBUV
+#define UST_WINDOW_MAX 256
+typedef struct {
+    const st_params *sp;
+    uint64_t sent;
+    int inflight, window;
+    uv_write_t reqs[UST_WINDOW_MAX];
+    int free_reqs[UST_WINDOW_MAX];
+} ust_state;
+
+static void ust_fill(uv_stream_t *st);
+
+static void ust_written(uv_write_t *req, int status)
+{
+    ust_state *c = req->handle->data;
+    c->free_reqs[--c->inflight] = (int)(req - c->reqs);
+    if (status < 0) die("libuv stream write: %s", uv_strerror(status));
+    ust_fill(req->handle);
+}
+
+/* Keeps up to 1 MiB of uv_write requests in flight (static data: libuv does not copy). */
+static void ust_fill(uv_stream_t *st)
+{
+    ust_state *c = st->data;
+    while (c->sent < c->sp->total && c->inflight < c->window) {
+        uint64_t left = c->sp->total - c->sent;
+        size_t n = left < c->sp->chunk ? (size_t)left : c->sp->chunk;
+        uv_buf_t b = uv_buf_init(g_msg, (unsigned)n);
+        int idx = c->free_reqs[c->inflight++];
+        int r = uv_write(&c->reqs[idx], st, &b, 1, ust_written);
+        if (r < 0) die("libuv write: %s", uv_strerror(r));
+        c->sent += n;
+    }
+}
+
+static void ust_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread < 0) die("libuv stream: %s", uv_strerror((int)nread));
+    if (nread > 0) {
+        uv_read_stop(st);
+        uv_close((uv_handle_t *)st, NULL);
+    }
+}
+
+static double libuv_stream(const st_params *sp)
+{
+    pid_t pid = spawn(sink_server_for(LIBUV), &sp->total);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_pipe_t p;
+    uv_connect_or_die(&loop, &p);
+    static ust_state c;
+    memset(&c, 0, sizeof c);
+    c.sp = sp;
+    c.window = (int)((1 << 20) / sp->chunk);
+    if (c.window < 2) c.window = 2;
+    if (c.window > UST_WINDOW_MAX) c.window = UST_WINDOW_MAX;
+    for (int i = 0; i < UST_WINDOW_MAX; i++)
+        c.free_reqs[i] = i;
+    p.data = &c;
+    double t0 = now_s();
+    uv_read_start((uv_stream_t *)&p, uv_alloc_static, ust_read);
+    ust_fill((uv_stream_t *)&p);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    double t = now_s() - t0;
+    uv_loop_close(&loop);
+    reap(pid);
+    return (double)sp->total / t / 1e9;
+}
+#endif
+
+static double run_stream(int impl, const void *params, double *extra)
+{
+    switch (impl) {
+    case RAW:
+        return raw_stream(params);
+    case LSOCK:
+        return lsock_stream(params);
+#ifdef BENCH_HAVE_LIBUV
+    case LIBUV:
+        return libuv_stream(params);
+#endif
+    }
+    return -1;
+}
+
+/* ---- connrate -------------------------------------------------------------------------- */
+
+typedef struct {
+    long conns;
+} cr_params;
+
+static double raw_connrate(const cr_params *cp)
+{
+    pid_t pid = spawn(raw_echo_server, NULL);
+    double t0 = now_s();
+    for (long i = 0; i < cp->conns; i++) {
+        int fd = raw_connect();
+        write_all(fd, "x", 1);
+        read_full(fd, g_buf, 1);
+        close(fd);
+    }
+    double t = now_s() - t0;
+    reap(pid);
+    return (double)cp->conns / t;
+}
+
+typedef struct {
+    lsock_loop *loop;
+    long conns, done;
+} lcr_state;
+
+static void lcr_start(lcr_state *c);
+
+static void lcr_ready_read(lsock_socket *s, void *ud)
+{
+    lcr_state *c = ud;
+    if (lsock_socket_read(s, g_buf, 1) != 1) return;
+    lsock_socket_free(s); /* closes */
+    if (++c->done < c->conns) lcr_start(c);
+}
+
+static void lcr_start(lcr_state *c)
+{
+    static const lsock_socket_callbacks cb = {.ready_read = lcr_ready_read};
+    lsock_socket *s = lsock_connect_or_die(c->loop, &cb, c);
+    lsock_socket_write(s, "x", 1);
+}
+
+static double lsock_connrate(const cr_params *cp)
+{
+    pid_t pid = spawn(lsock_echo_server, NULL);
+    lcr_state c = {lsock_loop_or_die(), cp->conns, 0};
+    double t0 = now_s();
+    lcr_start(&c);
+    lsock_loop_run(c.loop, LSOCK_RUN_DEFAULT);
+    double t = now_s() - t0;
+    if (c.done != cp->conns) die("lsock connrate: stopped after %ld", c.done);
+    if (!lsock_loop_free(c.loop)) die("lsock connrate: loop still in use");
+    reap(pid);
+    return (double)cp->conns / t;
+}
+
+#ifdef BENCH_HAVE_LIBUV
+typedef struct {
+    uv_loop_t *loop;
+    long conns, done;
+} ucr_state;
+
+static ucr_state ucr;
+static void ucr_start(void);
+
+static void ucr_closed(uv_handle_t *h)
+{
+    free(h);
+    if (++ucr.done < ucr.conns) ucr_start();
+}
+
+static void ucr_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread < 0) die("libuv connrate: %s", uv_strerror((int)nread));
+    if (nread > 0) uv_close((uv_handle_t *)st, ucr_closed);
+}
+
+static void ucr_connected(uv_connect_t *req, int status)
+{
+    if (status < 0) die("libuv connect: %s", uv_strerror(status));
+    uv_read_start(req->handle, uv_alloc_static, ucr_read);
+    uv_buf_t b = uv_buf_init("x", 1);
+    if (uv_try_write(req->handle, &b, 1) != 1) die("libuv connrate: write");
+}
+
+static void ucr_start(void)
+{
+    static uv_connect_t req;
+    uv_pipe_t *p = malloc(sizeof *p);
+    uv_pipe_init(ucr.loop, p, 0);
+    uv_pipe_connect(&req, p, g_path, ucr_connected);
+}
+
+static double libuv_connrate(const cr_params *cp)
+{
+    pid_t pid = spawn(libuv_echo_server, NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ucr.loop = &loop;
+    ucr.conns = cp->conns;
+    ucr.done = 0;
+    double t0 = now_s();
+    ucr_start();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    double t = now_s() - t0;
+    uv_loop_close(&loop);
+    reap(pid);
+    return (double)cp->conns / t;
+}
+#endif
+
+static double run_connrate(int impl, const void *params, double *extra)
+{
+    switch (impl) {
+    case RAW:
+        return raw_connrate(params);
+    case LSOCK:
+        return lsock_connrate(params);
+#ifdef BENCH_HAVE_LIBUV
+    case LIBUV:
+        return libuv_connrate(params);
+#endif
+    }
+    return -1;
+}
+
+/* ---- fanin ----------------------------------------------------------------------------- */
+
+typedef struct {
+    long clients;
+    double seconds;
+} fi_params;
+
+/* One client process: n raw non-blocking connections on epoll. Connects, does one echo on
+ * each (then they are idle), reports ready, waits for go, then echoes 64-byte messages on
+ * every connection for the given time and reports the count of round trips. */
+static void fanin_client(long n, double seconds, int ready_w, int go_r, int result_w)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int *fds = malloc((size_t)n * sizeof *fds);
+    int maxfd = 0;
+    for (long i = 0; i < n; i++) {
+        fds[i] = raw_connect();
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+        struct epoll_event e = {.events = EPOLLIN, .data.fd = fds[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &e);
+        if (fds[i] > maxfd) maxfd = fds[i];
+    }
+    unsigned char *pos = calloc((size_t)maxfd + 1, 1);
+    struct epoll_event evs[256];
+    int64_t count = 0;
+    for (int phase = 0; phase < 2; phase++) {
+        for (long i = 0; i < n; i++)
+            if (send(fds[i], g_msg, FANIN_MSG, MSG_NOSIGNAL) != FANIN_MSG) _exit(4);
+        double deadline = phase ? now_s() + seconds : 0;
+        int64_t want = phase ? INT64_MAX : n;
+        while (count < want) {
+            int k = epoll_wait(ep, evs, 256, 100);
+            for (int j = 0; j < k; j++) {
+                int fd = evs[j].data.fd;
+                ssize_t r = read(fd, g_buf, FANIN_MSG - pos[fd]);
+                if (r == 0) _exit(5);
+                if (r < 0) continue;
+                pos[fd] = (unsigned char)(pos[fd] + r);
+                if (pos[fd] < FANIN_MSG) continue;
+                pos[fd] = 0;
+                count++;
+                if (phase) send(fd, g_msg, FANIN_MSG, MSG_NOSIGNAL);
+            }
+            if (phase && now_s() >= deadline) break;
+        }
+        if (phase == 0) {
+            char c = 1;
+            if (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 1) _exit(6);
+            count = 0;
+        }
+    }
+    if (write(result_w, &count, sizeof count) != sizeof count) _exit(7);
+    pause(); /* keep the connections open until the parent is done */
+}
+
+static double run_fanin(int impl, const void *params, double *mem_per_conn)
+{
+    const fi_params *fp = params;
+    void (*server)(const void *) = impl == RAW ? raw_epoll_echo_server : lsock_echo_server;
+#ifdef BENCH_HAVE_LIBUV
+    if (impl == LIBUV) server = libuv_echo_server;
+#endif
+    pid_t spid = spawn(server, NULL);
+    usleep(20000);
+    double rss0 = rss_of(spid);
+    int ready[2], go[2], result[2];
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(result, O_CLOEXEC) < 0)
+        die("pipe: %s", strerror(errno));
+    pid_t cpid[FANIN_PROCS];
+    for (int i = 0; i < FANIN_PROCS; i++) {
+        long n = fp->clients / FANIN_PROCS + (i < fp->clients % FANIN_PROCS);
+        fflush(stdout);
+        cpid[i] = fork();
+        if (cpid[i] < 0) die("fork: %s", strerror(errno));
+        if (cpid[i] == 0) {
+            fanin_client(n, fp->seconds, ready[1], go[0], result[1]);
+            _exit(0);
+        }
+    }
+    char c;
+    for (int i = 0; i < FANIN_PROCS; i++)
+        if (read(ready[0], &c, 1) != 1) die("fanin: a client process failed");
+    usleep(100000); /* let the server settle with every connection idle */
+    double rss1 = rss_of(spid);
+    *mem_per_conn = (rss1 - rss0) / (double)fp->clients;
+    for (int i = 0; i < FANIN_PROCS; i++)
+        if (write(go[1], "g", 1) != 1) die("fanin: go");
+    int64_t total = 0;
+    for (int i = 0; i < FANIN_PROCS; i++) {
+        int64_t n;
+        if (read(result[0], &n, sizeof n) != sizeof n) die("fanin: a client process failed");
+        total += n;
+    }
+    for (int i = 0; i < FANIN_PROCS; i++) {
+        kill(cpid[i], SIGKILL);
+        waitpid(cpid[i], NULL, 0);
+    }
+    close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
+    close(result[0]), close(result[1]);
+    reap(spid);
+    return (double)total / fp->seconds;
+}
+
+static bool want(const char *only, const char *name);
+
+/* ---- the table ------------------------------------------------------------------------- */
+
+typedef struct row {
+    const char *name, *unit, *fmt;
+    double (*fn)(int impl, const void *params, double *extra);
+    const void *params;
+    int lower_better;  /* latency, memory */
+    double raw_target; /* lsock/raw must be <= (lower_better) or >= this; 0: none */
+    int beat_libuv;    /* lsock must be better than libuv */
+    double abs_max;    /* lsock value must be <= this; 0: none */
+    int completes;     /* the target is that it runs to the end */
+    struct row *extra; /* row receiving the extra value (fanin memory) */
+    double v[NIMPL][MAX_ROUNDS];
+    int nv[NIMPL];
+    int skip[NIMPL];
+} row;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const row *r, int impl)
+{
+    if (r->nv[impl] == 0) return -1;
+    double t[MAX_ROUNDS];
+    memcpy(t, r->v[impl], sizeof t);
+    qsort(t, (size_t)r->nv[impl], sizeof *t, cmp_double);
+    int n = r->nv[impl];
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
+static void fmt_val(char *out, size_t n, const row *r, int impl)
+{
+    double m = median(r, impl);
+    if (r->skip[impl] || m < 0)
+        snprintf(out, n, "%s", impl == LIBUV && !have_libuv ? "skipped" : "n/a");
+    else
+        snprintf(out, n, r->fmt, m);
+}
+
+static void target_text(char *out, size_t n, const row *r)
+{
+    char a[64] = "", b[32] = "";
+    if (r->completes)
+        snprintf(a, sizeof a, "completes");
+    else if (r->abs_max > 0)
+        snprintf(a, sizeof a, "<= %.0f %s", r->abs_max, r->unit);
+    else if (r->raw_target > 0)
+        snprintf(a, sizeof a, "%s %.2fx raw", r->lower_better ? "<=" : ">=", r->raw_target);
+    if (r->beat_libuv)
+        snprintf(b, sizeof b, "%s%slibuv", a[0] ? ", " : "",
+                 r->raw_target > 0 ? (r->lower_better ? "< " : "> ")
+                                   : (r->lower_better ? "<= " : ">= "));
+    snprintf(out, n, "%s%s", a[0] || b[0] ? a : "-", b);
+}
+
+/* "yes", "NO" or "-" (no target); "(yes)" when the libuv part could not be checked. */
+static const char *target_met(const row *r)
+{
+    double raw = median(r, RAW), ls = median(r, LSOCK), uv = median(r, LIBUV);
+    if (!r->completes && r->abs_max <= 0 && r->raw_target <= 0 && !r->beat_libuv) return "-";
+    if (ls < 0) return "NO";
+    if (r->completes) return "yes";
+    bool ok = true, partial = false;
+    if (r->abs_max > 0 && ls > r->abs_max) ok = false;
+    if (r->raw_target > 0) {
+        if (raw <= 0)
+            partial = true;
+        else if (r->lower_better ? ls / raw > r->raw_target : ls / raw < r->raw_target)
+            ok = false;
+    }
+    if (r->beat_libuv) {
+        if (uv < 0)
+            partial = true;
+        else if (r->lower_better ? ls > uv : ls < uv)
+            ok = false;
+        if (!r->lower_better && r->raw_target == 0 && ls == uv) ok = true;
+    }
+    if (!ok) return "NO";
+    return partial ? "(yes)" : "yes";
+}
+
+static void ratio_text(char *out, size_t n, double a, double b)
+{
+    if (a < 0 || b <= 0)
+        snprintf(out, n, "-");
+    else
+        snprintf(out, n, "%.3f", a / b);
+}
+
+static void print_table(row **rows, int nrows, int rounds)
+{
+    printf("\nMedians of %d rounds; ratios are lsock / other of the values shown.\n\n", rounds);
+    printf("%-30s %10s %10s %10s %9s %11s  %-26s %s\n", "workload", "raw", "lsock", "libuv",
+           "lsock/raw", "lsock/libuv", "target", "met?");
+    for (int i = 0; i < nrows; i++) {
+        row *r = rows[i];
+        char name[64], v[NIMPL][32], rr[16], ru[16], tg[64];
+        snprintf(name, sizeof name, "%s (%s)", r->name, r->unit);
+        for (int k = 0; k < NIMPL; k++)
+            fmt_val(v[k], sizeof v[k], r, k);
+        ratio_text(rr, sizeof rr, median(r, LSOCK), median(r, RAW));
+        ratio_text(ru, sizeof ru, median(r, LSOCK), r->skip[LIBUV] ? -1 : median(r, LIBUV));
+        target_text(tg, sizeof tg, r);
+        printf("%-30s %10s %10s %10s %9s %11s  %-26s %s\n", name, v[RAW], v[LSOCK], v[LIBUV], rr,
+               ru, tg, target_met(r));
+    }
+    fflush(stdout);
+}
+
+static int g_rusage; /* BENCH_RUSAGE=1: CPU time of each side of each measurement */
+
+static double tv_diff(const struct timeval *a, const struct timeval *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_usec - a->tv_usec) * 1e-6;
+}
+
+static void run_row(row *r, int rounds)
+{
+    printf("  %-28s", r->name);
+    fflush(stdout);
+    for (int round = 0; round < rounds; round++) {
+        for (int k = 0; k < NIMPL; k++) {
+            if (r->skip[k] || !want(g_impls, impl_name[k])) continue;
+            double extra = -1;
+            struct rusage self0, self1, kids0, kids1;
+            getrusage(RUSAGE_SELF, &self0);
+            getrusage(RUSAGE_CHILDREN, &kids0);
+            double val = r->fn(k, r->params, &extra);
+            getrusage(RUSAGE_SELF, &self1);
+            getrusage(RUSAGE_CHILDREN, &kids1);
+            if (g_rusage)
+                printf("\n    %-6s %12.4f  client user %.3f s sys %.3f s, servers user %.3f s sys "
+                       "%.3f s",
+                       impl_name[k], val, tv_diff(&self0.ru_utime, &self1.ru_utime),
+                       tv_diff(&self0.ru_stime, &self1.ru_stime),
+                       tv_diff(&kids0.ru_utime, &kids1.ru_utime),
+                       tv_diff(&kids0.ru_stime, &kids1.ru_stime));
+            if (val < 0) {
+                r->skip[k] = 1;
+                if (r->extra) r->extra->skip[k] = 1;
+                continue;
+            }
+            r->v[k][r->nv[k]++] = val;
+            if (r->extra && extra >= 0) r->extra->v[k][r->extra->nv[k]++] = extra;
+        }
+        printf(" .");
+        fflush(stdout);
+    }
+    printf("\n");
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+static bool want(const char *only, const char *name)
+{
+    if (!only) return true;
+    size_t n = strlen(name);
+    for (const char *p = only; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return true;
+    return false;
+}
+
+static const char *size_label(size_t s, char *buf, size_t n)
+{
+    if (s >= (1u << 20))
+        snprintf(buf, n, "%zu MiB", s >> 20);
+    else if (s >= 1024)
+        snprintf(buf, n, "%zu KiB", s >> 10);
+    else
+        snprintf(buf, n, "%zu B", s);
+    return buf;
+}
+
+static void run_sizes(bool short_mode, int rounds, const char *data_file)
+{
+    static const size_t full_sizes[] = {1, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576};
+    static const size_t short_sizes[] = {1, 1024, 65536, 1048576};
+    const size_t *sizes = short_mode ? short_sizes : full_sizes;
+    int nsizes = short_mode ? 4 : 10;
+    if (g_one_size) {
+        if (g_one_size > sizeof g_msg) die("--size: at most %zu", sizeof g_msg);
+        sizes = &g_one_size;
+        nsizes = 1;
+    }
+    static row pp_rows[10], st_rows[10];
+    static pp_params ppp[10];
+    static st_params stp[10];
+    printf("\nMessage sizes (pingpong latency and stream throughput per write size), %d rounds:\n",
+           rounds);
+    for (int i = 0; i < nsizes; i++) {
+        size_t s = sizes[i];
+        /* pingpong: enough round trips for ~0.2 s at raw speed; stream: 256 MiB or 200k writes */
+        long iters = short_mode ? 200 : 20000;
+        if (s >= 16384) iters = short_mode ? 50 : (long)((256u << 20) / s / 4);
+        if (iters < 50) iters = 50;
+        ppp[i] = (pp_params){s, iters};
+        uint64_t nwrites = short_mode ? 2000 : 200000;
+        uint64_t total = (uint64_t)s * nwrites;
+        uint64_t cap = short_mode ? (16u << 20) : (512u << 20);
+        if (total > cap) total = cap;
+        stp[i] = (st_params){s, total};
+        char label[24];
+        size_label(s, label, sizeof label);
+        static char names[2][10][48];
+        snprintf(names[0][i], sizeof names[0][i], "pingpong %s", label);
+        snprintf(names[1][i], sizeof names[1][i], "stream %s writes", label);
+        pp_rows[i] = (row){.name = names[0][i],
+                           .unit = "us",
+                           .fmt = "%.2f",
+                           .fn = run_pingpong,
+                           .params = &ppp[i],
+                           .lower_better = 1};
+        st_rows[i] = (row){.name = names[1][i],
+                           .unit = "GB/s",
+                           .fmt = "%.3f",
+                           .fn = run_stream,
+                           .params = &stp[i]};
+        if (!have_libuv) pp_rows[i].skip[LIBUV] = st_rows[i].skip[LIBUV] = 1;
+        run_row(&pp_rows[i], rounds);
+        run_row(&st_rows[i], rounds);
+    }
+    row *all[20];
+    for (int i = 0; i < nsizes; i++) {
+        all[i] = &pp_rows[i];
+        all[nsizes + i] = &st_rows[i];
+    }
+    print_table(all, 2 * nsizes, rounds);
+    if (data_file) {
+        FILE *f = fopen(data_file, "w");
+        if (!f) die("%s: %s", data_file, strerror(errno));
+        fprintf(f,
+                "# size pp_raw_us pp_lsock_us pp_libuv_us st_raw_GBs st_lsock_GBs st_libuv_GBs\n");
+        for (int i = 0; i < nsizes; i++)
+            fprintf(f, "%zu %.4f %.4f %.4f %.5f %.5f %.5f\n", sizes[i], median(&pp_rows[i], RAW),
+                    median(&pp_rows[i], LSOCK), median(&pp_rows[i], LIBUV),
+                    median(&st_rows[i], RAW), median(&st_rows[i], LSOCK),
+                    median(&st_rows[i], LIBUV));
+        fclose(f);
+        printf("\nsize data written to %s\n", data_file);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *s = getenv("BENCH_SHORT");
+    bool short_mode = s && *s && strcmp(s, "0") != 0, sizes = true;
+    int rounds = 0;
+    const char *only = NULL, *data_file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--short"))
+            short_mode = true;
+        else if (!strcmp(argv[i], "--no-sizes"))
+            sizes = false;
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
+        else if (!strcmp(argv[i], "--data") && i + 1 < argc)
+            data_file = argv[++i];
+        else if (!strcmp(argv[i], "--impl") && i + 1 < argc)
+            g_impls = argv[++i];
+        else if (!strcmp(argv[i], "--peer") && i + 1 < argc) {
+            const char *p = argv[++i];
+            for (int k = 0; k < NIMPL; k++)
+                if (!strcmp(p, impl_name[k])) g_peer = k;
+            if (g_peer < 0 || (g_peer == LIBUV && !have_libuv)) die("--peer: unknown %s", p);
+        } else if (!strcmp(argv[i], "--size") && i + 1 < argc)
+            g_one_size = (size_t)strtoull(argv[++i], NULL, 0);
+        else {
+            fprintf(stderr,
+                    "usage: %s [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]\n"
+                    "       [--impl raw,lsock,libuv] [--size BYTES] [--peer raw|lsock|libuv]\n"
+                    "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,sizes\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (rounds <= 0) rounds = short_mode ? 3 : 5;
+    g_rusage = getenv("BENCH_RUSAGE") && atoi(getenv("BENCH_RUSAGE")) > 0;
+    if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
+    signal(SIGPIPE, SIG_IGN);
+    memset(g_msg, 'm', sizeof g_msg);
+
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+
+    printf("lsock-bench: lsock %s (%s backend), libuv %s; %s mode, %d rounds\n", lsock_version(),
+#ifdef BENCH_HAVE_LIBUV
+           "epoll", uv_version_string(),
+#else
+           "epoll", "skipped (libuv1-dev not found when this was built)",
+#endif
+           short_mode ? "short" : "full", rounds);
+    if (!have_libuv) printf("libuv: skipped (install libuv1-dev and rebuild for its column)\n");
+
+    pp_params pp = {1, short_mode ? 2000 : 50000};
+    pp_params bl = {1, short_mode ? 2000 : 50000};
+    st_params st64 = {65536, short_mode ? (32u << 20) : (1u << 30)};
+    st_params st4 = {4096, short_mode ? (8u << 20) : (1u << 30)};
+    cr_params cr = {short_mode ? 500 : 20000};
+    fi_params fi1 = {short_mode ? 100 : 1000, short_mode ? 0.2 : 2.0};
+    fi_params fi10 = {short_mode ? 1000 : 10000, short_mode ? 0.2 : 2.0};
+
+    static row r_pp = {.name = "pingpong 1 B",
+                       .unit = "us",
+                       .fmt = "%.2f",
+                       .fn = run_pingpong,
+                       .lower_better = 1,
+                       .raw_target = 1.10,
+                       .beat_libuv = 1};
+    static row r_bl = {.name = "blocking 1 B",
+                       .unit = "us",
+                       .fmt = "%.2f",
+                       .fn = run_blocking,
+                       .lower_better = 1,
+                       .raw_target = 1.05};
+    static row r_st64 = {.name = "stream 64 KiB writes",
+                         .unit = "GB/s",
+                         .fmt = "%.3f",
+                         .fn = run_stream,
+                         .raw_target = 0.95,
+                         .beat_libuv = 1};
+    static row r_st4 = {.name = "stream 4 KiB writes",
+                        .unit = "GB/s",
+                        .fmt = "%.3f",
+                        .fn = run_stream,
+                        .raw_target = 0.90,
+                        .beat_libuv = 1};
+    static row r_cr = {.name = "connrate",
+                       .unit = "conn/s",
+                       .fmt = "%.0f",
+                       .fn = run_connrate,
+                       .raw_target = 0.80,
+                       .beat_libuv = 1};
+    static row r_fi1 = {.fn = run_fanin, .unit = "rt/s", .fmt = "%.0f", .beat_libuv = 1};
+    static row r_fi1m = {.unit = "B/conn", .fmt = "%.0f", .lower_better = 1};
+    static row r_fi10 = {.fn = run_fanin, .unit = "rt/s", .fmt = "%.0f", .completes = 1};
+    static row r_fi10m = {.unit = "B/conn", .fmt = "%.0f", .lower_better = 1, .abs_max = 2048};
+    static char n1[40], n1m[40], n10[40], n10m[40];
+    snprintf(n1, sizeof n1, "fanin %ld", fi1.clients);
+    snprintf(n1m, sizeof n1m, "fanin %ld idle mem", fi1.clients);
+    snprintf(n10, sizeof n10, "fanin %ld", fi10.clients);
+    snprintf(n10m, sizeof n10m, "fanin %ld idle mem", fi10.clients);
+    r_fi1.name = n1, r_fi1m.name = n1m, r_fi10.name = n10, r_fi10m.name = n10m;
+    r_pp.params = &pp, r_bl.params = &bl, r_st64.params = &st64, r_st4.params = &st4;
+    r_cr.params = &cr, r_fi1.params = &fi1, r_fi10.params = &fi10;
+    r_fi1.extra = &r_fi1m, r_fi10.extra = &r_fi10m;
+    r_bl.skip[LIBUV] = 1; /* no blocking API */
+
+    row *table[16];
+    int n = 0;
+    struct {
+        const char *key;
+        row *r;
+    } all[] = {{"pingpong", &r_pp}, {"blocking", &r_bl}, {"stream", &r_st64}, {"stream", &r_st4},
+               {"connrate", &r_cr}, {"fanin", &r_fi1},   {"fanin", &r_fi10}};
+    printf("\nRunning (one dot per round of raw, lsock, libuv):\n");
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        row *r = all[i].r;
+        if (!want(only, all[i].key)) continue;
+        if (!have_libuv) r->skip[LIBUV] = 1;
+        if (r == &r_fi10 && rl.rlim_cur < (rlim_t)fi10.clients + 64) {
+            printf("  %-28s skipped: RLIMIT_NOFILE hard limit %llu < %ld (raise it, e.g. "
+                   "ulimit -Hn)\n",
+                   r->name, (unsigned long long)rl.rlim_max, fi10.clients + 64);
+            continue;
+        }
+        if (r->extra && r->skip[LIBUV]) r->extra->skip[LIBUV] = 1;
+        run_row(r, rounds);
+        table[n++] = r;
+        if (r->extra) table[n++] = r->extra;
+    }
+    if (n) print_table(table, n, rounds);
+    if (sizes && want(only, "sizes")) run_sizes(short_mode, short_mode ? rounds : 3, data_file);
+    return 0;
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Renders the message-size chart: pingpong latency and stream throughput of raw syscalls,
+# lsock and libuv against message size, from the data `make bench` leaves in the build
+# directory (measured now, sizes only, when there is none).
+#
+#   bench/plot.sh [BUILD_DIR] [OUTPUT.png]        (make bench-plot)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+build=${1:-build-bench}
+out=${2:-docs/performance.png}
+data=$build/bench-sizes.dat
+
+if ! command -v gnuplot >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "bench-plot: installing gnuplot-nox"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnuplot-nox ||
+            { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+                --no-install-recommends gnuplot-nox; }
+    else
+        echo "bench-plot: gnuplot is not installed; install it (apt-get install gnuplot-nox as" \
+            "root) and run make bench-plot again" >&2
+        exit 1
+    fi
+fi
+
+if [ ! -s "$data" ]; then
+    echo "bench-plot: no $data from make bench; measuring the message sizes now"
+    "$build/bench/lsock-bench" --only sizes --data "$data" ${BENCH_ARGS:-}
+fi
+
+mkdir -p "$(dirname "$out")"
+gnuplot <<GP
+set terminal pngcairo size 1200,480 font ",10" noenhanced
+set output "$out"
+set multiplot layout 1,2 title "lsock vs raw syscalls vs libuv, AF_UNIX stream sockets ($(nproc) cores, $(uname -r))"
+set logscale x 2
+set grid
+set key top left
+set xlabel "message / write size (bytes)"
+set xtics ("1" 1, "16" 16, "256" 256, "4K" 4096, "64K" 65536, "1M" 1048576)
+set title "pingpong round trip (lower is better)"
+set ylabel "microseconds per round trip"
+set logscale y 10
+plot "$data" using 1:2 with linespoints title "raw", \
+     "$data" using 1:3 with linespoints title "lsock", \
+     "$data" using 1:(\$4 > 0 ? \$4 : NaN) with linespoints title "libuv"
+set title "stream throughput (higher is better)"
+set ylabel "GB/s"
+unset logscale y
+plot "$data" using 1:5 with linespoints title "raw", \
+     "$data" using 1:6 with linespoints title "lsock", \
+     "$data" using 1:(\$7 > 0 ? \$7 : NaN) with linespoints title "libuv"
+unset multiplot
+GP
+echo "bench-plot: wrote $out"
