@@ -6,6 +6,8 @@
 #   make test-asan       AddressSanitizer + UndefinedBehaviorSanitizer, Debug (./build-asan)
 #   make test-tsan       ThreadSanitizer, the tests labelled "threads" (./build-tsan)
 #   make test-valgrind   the tests labelled "core", each under valgrind, Debug (./build-vg)
+#   make test-windows    cross-build for Windows with mingw-w64 (./build-windows) and run the
+#                        tests and the examples under Wine, in a fresh WINEPREFIX there
 #   make bench           build bench/ (Release, ./build-bench) and run lsock against raw syscalls
 #                        and libuv; BENCH_SHORT=1 or BENCH_ARGS=--short for the quick CI mode
 #   make bench-plot      chart of latency and throughput against message size
@@ -31,7 +33,7 @@ MAKEFLAGS += --no-print-directory
 CTEST_FLAGS = --output-on-failure --no-tests=error -j$(JOBS)
 BENCH_BUILD ?= build-bench
 BENCH_ARGS ?=
-BUILD_DIRS = build build-poll build-asan build-tsan build-vg build-bench build-fuzz
+BUILD_DIRS = build build-poll build-asan build-tsan build-vg build-bench build-fuzz build-windows
 FORMAT_FILES = $(sort $(wildcard include/*.h src/*.[ch] src/*/*.[ch] tests/*.[ch] examples/*.c \
 	bench/*.c))
 
@@ -43,7 +45,7 @@ export ASAN_OPTIONS ?= detect_leaks=1:detect_stack_use_after_return=1:strict_str
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all build demo test test-poll test-asan test-tsan test-valgrind fuzz fuzz-build bench bench-build bench-plot \
+.PHONY: all build demo test test-poll test-asan test-tsan test-valgrind test-windows fuzz fuzz-build bench bench-build bench-plot \
 	format format-check clean
 
 all: build
@@ -108,6 +110,20 @@ fuzz: fuzz-build
 			-print_final_stats=1 -artifact_prefix=build-fuzz/$$t- \
 			build-fuzz/corpus/$$t fuzz/corpus/$$t; \
 	done
+
+# Windows: the toolchain file points CMake at x86_64-w64-mingw32-gcc and makes ctest start
+# every test .exe through wine. One wineserver stays up for the whole run (-p), so that each
+# test does not pay for starting one.
+WIN_BUILD = build-windows
+test-windows:
+	$(CMAKE) -S . -B $(WIN_BUILD) -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/mingw-w64-x86_64.cmake \
+		-DLSOCK_WERROR=ON $(CMAKE_FLAGS)
+	$(CMAKE) --build $(WIN_BUILD) -j $(JOBS)
+	rm -rf $(WIN_BUILD)/wineprefix
+	export WINEPREFIX="$(CURDIR)/$(WIN_BUILD)/wineprefix" WINEDEBUG=-all; \
+	wineboot -i >/dev/null 2>&1; wineserver -p; status=0; \
+	$(CTEST) --test-dir $(WIN_BUILD) $(CTEST_FLAGS) || status=$$?; \
+	wineserver -k; exit $$status
 
 bench-build:
 	$(CMAKE) -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release -DLSOCK_BUILD_BENCH=ON \

@@ -15,8 +15,9 @@
  *
  * Raw means blocking read()/write() on an AF_UNIX SOCK_STREAM socket (for fanin, whose server
  * must multiplex, raw is a minimal epoll loop with non-blocking sockets and no per-connection
- * state). Implementations are interleaved round by round (raw, lsock, libuv, raw, ...) and the
- * median of the rounds is reported.
+ * state). Implementations are interleaved round by round (raw, lsock, libuv, then lsock, libuv,
+ * raw, ...: the order rotates so that none always runs first) and the median of the rounds is
+ * reported.
  *
  *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE] [--impl LIST]
  *               [--size BYTES] [--peer IMPL]
@@ -60,6 +61,7 @@ static const bool have_libuv = false;
 static const char *const impl_name[NIMPL] = {"raw", "lsock", "libuv"};
 static const char *g_impls; /* --impl: the implementations to run; NULL: all */
 static size_t g_one_size;   /* --size: the one message size of the sizes sweep; 0: all */
+static int g_peer = -1;     /* --peer: the server side of pingpong and stream; -1: same */
 
 #define MAX_ROUNDS  15
 #define RBUF        65536
@@ -452,8 +454,6 @@ static void uv_connect_or_die(uv_loop_t *loop, uv_pipe_t *p)
 
 /* The server side of pingpong and stream: the implementation under test, or the one --peer
  * names for every implementation (to tell the cost of each side apart). */
-static int g_peer = -1;
-
 typedef void (*server_fn)(const void *);
 
 static server_fn echo_server_for(int impl)
@@ -1109,7 +1109,7 @@ static void target_text(char *out, size_t n, const row *r)
     snprintf(out, n, "%s%s", a[0] || b[0] ? a : "-", b);
 }
 
-/* "yes", "NO" or "-" (no target); "(yes)" when the libuv part could not be checked. */
+/* "yes", "NO" or "-" (no target); "?" when a column it needs was not measured. */
 static const char *target_met(const row *r)
 {
     double raw = median(r, RAW), ls = median(r, LSOCK), uv = median(r, LIBUV);
@@ -1132,7 +1132,8 @@ static const char *target_met(const row *r)
         if (!r->lower_better && r->raw_target == 0 && ls == uv) ok = true;
     }
     if (!ok) return "NO";
-    return partial ? "(yes)" : "yes";
+    if (partial) return have_libuv || raw <= 0 ? "?" : "yes (no libuv)";
+    return g_peer >= 0 ? "? (--peer)" : "yes";
 }
 
 static void ratio_text(char *out, size_t n, double a, double b)
@@ -1175,7 +1176,8 @@ static void run_row(row *r, int rounds)
     printf("  %-28s", r->name);
     fflush(stdout);
     for (int round = 0; round < rounds; round++) {
-        for (int k = 0; k < NIMPL; k++) {
+        for (int j = 0; j < NIMPL; j++) {
+            int k = (round + j) % NIMPL; /* rotated: no implementation always runs first */
             if (r->skip[k] || !want(g_impls, impl_name[k])) continue;
             double extra = -1;
             struct rusage self0, self1, kids0, kids1;

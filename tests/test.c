@@ -102,7 +102,8 @@ static DWORD WINAPI watchdog(LPVOID arg)
 
 static LONG WINAPI crashed(EXCEPTION_POINTERS *e)
 {
-    fprintf(stderr, "crashed: exception 0x%08lx\n", (unsigned long)e->ExceptionRecord->ExceptionCode);
+    unsigned long code = (unsigned long)e->ExceptionRecord->ExceptionCode;
+    fprintf(stderr, "crashed: exception 0x%08lx\n", code);
     fflush(stderr);
     ExitProcess(1);
     return EXCEPTION_EXECUTE_HANDLER;

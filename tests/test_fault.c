@@ -175,10 +175,10 @@ static long long heap_in_use(void)
 enum { MSG_MAGIC = 0x4c53434bu, HDR = 16, TRAILER = 4 };
 
 struct chaos_result {
-    int messages;   /* intact messages received, in order */
-    int partial;    /* bytes of an incomplete message left at the close */
-    int closes;     /* connections seen closing */
-    int connected;  /* identified itself */
+    int messages;  /* intact messages received, in order */
+    int partial;   /* bytes of an incomplete message left at the close */
+    int closes;    /* connections seen closing */
+    int connected; /* identified itself */
 };
 
 struct chaos {
@@ -195,8 +195,8 @@ struct chaos {
 
 struct chaos_conn {
     struct chaos *ch;
-    int id;         /* -1 until the first header */
-    uint32_t seq;   /* next expected */
+    int id;       /* -1 until the first header */
+    uint32_t seq; /* next expected */
 };
 
 static uint32_t chaos_len(uint32_t id, uint32_t seq, uint32_t max)
@@ -231,7 +231,7 @@ static void chaos_client(const char *name, uint32_t id, int nmsg, uint32_t maxle
     char g;
     errno = 0;
     if (nice(10) == -1 && errno != 0) _exit(9); /* the server and the driver keep up */
-    if (read(gate, &g, 1) != 0) _exit(8);      /* all start together when the gate closes */
+    if (read(gate, &g, 1) != 0) _exit(8);       /* all start together when the gate closes */
     lsock_socket *c = lsock_socket_new(NULL);
     if (!c || !lsock_socket_connect(c, name, LSOCK_READ_WRITE)) _exit(2);
     if (!lsock_socket_wait_for_connected(c, 30000)) _exit(3);
@@ -410,7 +410,8 @@ TEST(chaos_clients_killed_mid_write_lose_no_message_of_the_survivors)
     int survivors = 0, cut = 0, mid_message = 0;
     for (int i = 0; i < nclients; i++) {
         if (WIFEXITED(status[i])) {
-            if (WEXITSTATUS(status[i]) != 0) FAIL_("client %d exited %d", i, WEXITSTATUS(status[i]));
+            if (WEXITSTATUS(status[i]) != 0)
+                FAIL_("client %d exited %d", i, WEXITSTATUS(status[i]));
             survivors++;
             if (ch.res[i].messages != nmsg || ch.res[i].partial != 0 || ch.res[i].closes != 1)
                 FAIL_("surviving client %d: %d of %d messages, %d partial bytes, %d closes", i,
@@ -542,7 +543,8 @@ static void server_crash_then_restart(int reclaim)
         ASSERT(test_now_ms() < deadline);
         run_once_bounded(loop);
         all = 0;
-        for (int i = 0; i < n; i++) all += cl[i].disconnected;
+        for (int i = 0; i < n; i++)
+            all += cl[i].disconnected;
     }
     uint64_t last = 0;
     for (int i = 0; i < n; i++)

@@ -379,9 +379,9 @@ TEST(symlink_planted_at_the_name_during_listen_is_never_replaced_or_followed)
     ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_ADDRESS_IN_USE);
     struct stat st;
     ASSERT_EQ(lstat(name, &st), 0);
-    ASSERT(S_ISLNK(st.st_mode));          /* the link is still there, untouched */
-    ASSERT(lstat(target, &st) != 0);      /* nothing was made through it */
-    ASSERT_EQ(count_entries(dir), 1);     /* no private directory left behind */
+    ASSERT(S_ISLNK(st.st_mode));      /* the link is still there, untouched */
+    ASSERT(lstat(target, &st) != 0);  /* nothing was made through it */
+    ASSERT_EQ(count_entries(dir), 1); /* no private directory left behind */
     lsock_server_free(srv);
     ASSERT_EQ(lstat(name, &st), 0);
     remove_tree(dir);
@@ -603,7 +603,7 @@ TEST(long_path_with_access_options_fails_listen_when_clients_could_not_connect)
         lsock_socket *c = lsock_socket_new(NULL);
         bool reachable = lsock_socket_connect(c, path, LSOCK_READ_WRITE);
         fprintf(stderr, "options %u: listen %s, connect %s (%s)\n", opts[i], ok ? "ok" : "failed",
-               reachable ? "ok" : "failed", lsock_socket_error_string(c));
+                reachable ? "ok" : "failed", lsock_socket_error_string(c));
         ASSERT(!reachable);
         ASSERT_ERR(lsock_socket_error(c), LSOCK_ERR_SERVER_NOT_FOUND);
         lsock_socket_free(c);

@@ -626,6 +626,9 @@ static void long_path(char *out, size_t len)
 
 TEST(listen_with_path_of_108_bytes_fails_server_not_found_naming_the_limit)
 {
+#ifdef _WIN32
+    SKIP("the 107-byte sun_path limit is Unix's; a pipe name's limit is tested in test_win.c");
+#endif
     char path[200];
     long_path(path, 108);
     lsock_server *srv = lsock_server_new(NULL);
@@ -640,6 +643,9 @@ TEST(listen_with_path_of_108_bytes_fails_server_not_found_naming_the_limit)
 
 TEST(listen_with_path_of_107_bytes_works)
 {
+#ifdef _WIN32
+    SKIP("the 107-byte sun_path limit is Unix's; a pipe name's limit is tested in test_win.c");
+#endif
     char path[200];
     long_path(path, 107);
     lsock_server *srv = lsock_server_new(NULL);
@@ -652,6 +658,9 @@ TEST(listen_with_path_of_107_bytes_works)
 
 TEST(listen_with_too_long_relative_name_fails_server_not_found)
 {
+#ifdef _WIN32
+    SKIP("150 bytes pass the 256-character pipe name limit (tested in test_win.c)");
+#endif
     char name[200];
     memset(name, 'n', 150);
     name[150] = '\0';
@@ -811,6 +820,9 @@ TEST(server_close_removes_its_own_file)
 
 TEST(server_close_keeps_a_file_that_another_server_made)
 {
+#ifdef _WIN32
+    SKIP("a socket file unlinked and taken over is Unix-only: a named pipe is no file");
+#endif
     lsock_loop *loop = loop_new();
     const char *name = test_name("other");
     lsock_server *a = lsock_server_new(loop);

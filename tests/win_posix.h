@@ -20,9 +20,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#define WIN_UNIX_ONLY_(what, why)                                                                  \
-    SKIP("needs %s, which is Unix-only: %s", what, why)
-#define WIN_RAW_ "lsock uses named pipes on Windows, there are no raw AF_UNIX sockets"
+#define WIN_UNIX_ONLY_(what, why) SKIP("needs %s, which is Unix-only: %s", what, why)
+#define WIN_RAW_                  "lsock uses named pipes on Windows, there are no raw AF_UNIX sockets"
 
 typedef int socklen_t;
 struct sockaddr {

@@ -39,8 +39,8 @@
 #define PIPE_REJECT_REMOTE_CLIENTS 0x00000008
 #endif
 
-#define RBUF_SIZE  65536
-#define WCHUNK_MAX (256 * 1024)
+#define RBUF_SIZE     65536
+#define WCHUNK_MAX    (256 * 1024)
 #define PIPE_BUF_SIZE 65536
 /* Windows limits a pipe name to 256 characters, "\\.\pipe\" included. */
 #define PIPE_NAME_MAX 256
@@ -319,7 +319,7 @@ size_t lsock__plat_name_max(void)
 
 const char *lsock__plat_name_limit_text(void)
 {
-    return "name too long: a pipe name is at most 256 characters, \\\\.\\pipe\\ included";
+    return "name too long: the limit is 256 characters for a pipe name, \\\\.\\pipe\\ included";
 }
 
 /* UTF-8 to a malloc'd UTF-16 string; NULL with *err set. */
@@ -587,9 +587,9 @@ static int open_client(wobj *o, const char *path)
     wchar_t *w = widen(path, &err);
     if (!w) return -err;
     /* SECURITY_IDENTIFICATION: the server may learn who we are, not act as us. */
-    HANDLE h = CreateFileW(w, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_EXISTING,
-                           FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
-                           NULL);
+    HANDLE h =
+        CreateFileW(w, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_EXISTING,
+                    FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION, NULL);
     DWORD e = GetLastError();
     free(w);
     if (h == INVALID_HANDLE_VALUE) return -win_errno(e);
@@ -722,7 +722,8 @@ out:
 /* A new instance of l's pipe, waiting in ConnectNamedPipe. Returns 0 or -errno. */
 static int new_instance(wobj *l, int idx, int first)
 {
-    DWORD open = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
+    DWORD open =
+        PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
     /* PIPE_REJECT_REMOTE_CLIENTS: local means local, no SMB client reaches the pipe. */
     DWORD mode = PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
     HANDLE h = CreateNamedPipeW(l->wname, open, mode, PIPE_UNLIMITED_INSTANCES, PIPE_BUF_SIZE,
@@ -933,9 +934,7 @@ int lsock__plat_peer_credentials(int fd, lsock_credentials *out)
     return 0;
 }
 
-void lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
-{
-}
+void lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino) {}
 
 /* Qt: "On Windows, this function does nothing": a pipe goes with its last handle. */
 int lsock__plat_remove(const char *path)
