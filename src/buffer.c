@@ -30,7 +30,7 @@ static void reset(lsock__buf *b)
 
 char *lsock__buf_reserve(lsock__buf *b, size_t n)
 {
-    if (b->cap - b->tail >= n) return b->data + b->tail;
+    if (b->data && b->cap - b->tail >= n) return b->data + b->tail;
     size_t len = b->tail - b->head;
     if (n > SIZE_MAX / 2 - len) return NULL;
     /* Moving the live bytes down is enough when at least half the buffer would be free. */

@@ -195,8 +195,9 @@ void lsock__pending_cancel(lsock_loop *loop, lsock__pending *p)
 }
 
 /* Runs the work queued so far; work queued by these callbacks waits for the next round. */
-static void run_pending(lsock_loop *loop)
+static int run_pending(lsock_loop *loop)
 {
+    int ran = 0;
     lsock__pending *last = loop->pending_tail;
     while (loop->pending_head) {
         lsock__pending *p = loop->pending_head;
@@ -205,9 +206,11 @@ static void run_pending(lsock_loop *loop)
         p->queued = 0;
         p->next = NULL;
         int was_last = (p == last);
+        ran++;
         p->cb(p); /* may free p */
         if (was_last) break;
     }
+    return ran;
 }
 
 /* ---- loop ---------------------------------------------------------------------------- */
@@ -324,13 +327,15 @@ int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
     int alive = loop_alive(loop);
     while (alive && !loop->stop_flag) {
         run_timers(loop);
-        run_pending(loop);
+        int ran = run_pending(loop);
         if (!loop_alive(loop)) { /* the callbacks just run may have ended all work */
             alive = 0;
             break;
         }
         int timeout = 0;
-        if (mode != LSOCK_RUN_NOWAIT && !loop->stop_flag) timeout = next_timeout(loop);
+        /* RUN_ONCE does not block once deferred callbacks have run: they were the event. */
+        if (mode == LSOCK_RUN_DEFAULT || (mode == LSOCK_RUN_ONCE && ran == 0))
+            timeout = loop->stop_flag ? 0 : next_timeout(loop);
         lsock__backend_poll(loop->backend, timeout, report, loop);
         run_timers(loop);
         alive = loop_alive(loop);

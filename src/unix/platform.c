@@ -310,7 +310,12 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, int back
     if (fd < 0) return fd;
     int rc;
     if (access && !abstract) {
-        rc = listen_private(fd, path, access, backlog, dev, ino);
+        /* The socket is bound under a short private name and linked to its public one, which
+         * has no length limit: check first that clients can reach the public name. */
+        struct uaddr a;
+        rc = make_addr(&a, path, 0);
+        drop_addr(&a);
+        if (rc == 0) rc = listen_private(fd, path, access, backlog, dev, ino);
     } else {
         rc = bind_listen(fd, path, abstract, backlog);
         if (rc == 0 && !abstract) file_id(path, dev, ino);
