@@ -1,6 +1,6 @@
 /*
  * lsock: local inter-process communication with the model of Qt's QLocalSocket and
- * QLocalServer, in C. Unix domain sockets on Unix (named pipes on Windows to come).
+ * QLocalServer, in C. Unix domain sockets on Unix, named pipes on Windows.
  *
  * Two ways to use it:
  *  - event-driven: create an lsock_loop, give sockets and servers that loop, set callbacks,
@@ -144,7 +144,7 @@ LSOCK_API void lsock_loop_wakeup(lsock_loop *loop);
 LSOCK_API int lsock_loop_backend_fd(lsock_loop *loop);
 /* Milliseconds until the loop next needs to run (next timer): 0 if now, -1 if no timer. */
 LSOCK_API int lsock_loop_backend_timeout(lsock_loop *loop);
-/* "epoll" or "poll"; static storage. */
+/* "epoll" or "poll" (Unix), "iocp" (Windows); static storage. */
 LSOCK_API const char *lsock_loop_backend_name(lsock_loop *loop);
 
 /* A timer on loop, calling cb(timer, userdata) when it fires; NULL on bad argument/no memory. */
@@ -290,10 +290,12 @@ LSOCK_API bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs);
  * be LSOCK_CONNECTED. Fires state_changed(CONNECTED). False with
  * LSOCK_ERR_UNSUPPORTED_OPERATION for a descriptor that is not an open, connected stream
  * socket (-1 included), LSOCK_ERR_INVALID_ARGUMENT for another state or a bad open_mode,
- * LSOCK_ERR_OPERATION unless the socket is unconnected. */
+ * LSOCK_ERR_OPERATION unless the socket is unconnected. Not supported on Windows yet
+ * (LSOCK_ERR_UNSUPPORTED_OPERATION). */
 LSOCK_API bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state,
                                            unsigned open_mode);
-/* The descriptor, -1 when unconnected. Still owned by the socket. */
+/* The descriptor, -1 when unconnected. Still owned by the socket. On Windows this is lsock's
+ * own handle number, not the pipe's HANDLE. */
 LSOCK_API intptr_t lsock_socket_descriptor(const lsock_socket *s);
 
 /* The connected peer's pid, uid and gid. False when not connected or not supported. */
@@ -332,7 +334,8 @@ LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
  * LSOCK_ERR_SERVER_NOT_FOUND for an empty or too long name, LSOCK_ERR_OPERATION if already
  * listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not writable. */
 LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
-/* Listens on an already bound and listening socket descriptor, which the server then owns. */
+/* Listens on an already bound and listening socket descriptor, which the server then owns.
+ * Not supported on Windows yet (LSOCK_ERR_UNSUPPORTED_OPERATION). */
 LSOCK_API bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd);
 LSOCK_API bool lsock_server_is_listening(const lsock_server *srv);
 /* Stops listening and frees the connections still pending (as Qt); removes the socket file
