@@ -20,12 +20,14 @@
  * reported.
  *
  *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE] [--impl LIST]
- *               [--size BYTES] [--peer IMPL]
+ *               [--size BYTES] [--peer IMPL] [--cpus C,S]
  *
  * --only takes a comma-separated subset of pingpong,blocking,stream,connrate,fanin,sizes;
  * --impl a subset of raw,lsock,libuv (for profiling one implementation); --size BYTES limits
  * the sizes sweep to one message size; --peer IMPL runs the server side of pingpong and stream
- * with IMPL for every implementation (so only the client side differs).
+ * with IMPL for every implementation (so only the client side differs); --cpus C,S pins the
+ * measured (client) side to CPU C and the server processes to CPU S (C == S: one shared CPU).
+ * Unpinned, the scheduler's placement of the two processes is part of the noise.
  * BENCH_SHORT=1 in the environment is --short: tiny sizes, three rounds, for CI.
  */
 #include "lsock.h"
@@ -37,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -59,9 +62,22 @@ static const bool have_libuv = true;
 static const bool have_libuv = false;
 #endif
 static const char *const impl_name[NIMPL] = {"raw", "lsock", "libuv"};
-static const char *g_impls; /* --impl: the implementations to run; NULL: all */
-static size_t g_one_size;   /* --size: the one message size of the sizes sweep; 0: all */
-static int g_peer = -1;     /* --peer: the server side of pingpong and stream; -1: same */
+static const char *g_impls;   /* --impl: the implementations to run; NULL: all */
+static size_t g_one_size;     /* --size: the one message size of the sizes sweep; 0: all */
+static bool g_short;          /* --short */
+static int g_peer = -1;       /* --peer: the server side of pingpong and stream; -1: same */
+static int g_cpu_server = -1; /* --cpus C,S: the CPU of the server processes; -1: any */
+
+static void pin_to(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) < 0) {
+        fprintf(stderr, "lsock-bench: cannot pin to CPU %d: %s\n", cpu, strerror(errno));
+        exit(1);
+    }
+}
 
 #define MAX_ROUNDS  15
 #define RBUF        65536
@@ -122,6 +138,7 @@ static pid_t spawn(void (*fn)(const void *), const void *arg)
     if (pid < 0) die("fork: %s", strerror(errno));
     if (pid == 0) {
         close(p[0]);
+        if (g_cpu_server >= 0) pin_to(g_cpu_server);
         g_ready_w = p[1];
         fn(arg);
         _exit(0);
@@ -1146,7 +1163,10 @@ static void ratio_text(char *out, size_t n, double a, double b)
 
 static void print_table(row **rows, int nrows, int rounds)
 {
-    printf("\nMedians of %d rounds; ratios are lsock / other of the values shown.\n\n", rounds);
+    printf("\nMedians of %d rounds; ratios are lsock / other of the values shown.\n", rounds);
+    if (g_short)
+        printf("Short mode: sizes too small to measure anything; met? is not meaningful.\n");
+    printf("\n");
     printf("%-30s %10s %10s %10s %9s %11s  %-26s %s\n", "workload", "raw", "lsock", "libuv",
            "lsock/raw", "lsock/libuv", "target", "met?");
     for (int i = 0; i < nrows; i++) {
@@ -1322,18 +1342,26 @@ int main(int argc, char **argv)
             for (int k = 0; k < NIMPL; k++)
                 if (!strcmp(p, impl_name[k])) g_peer = k;
             if (g_peer < 0 || (g_peer == LIBUV && !have_libuv)) die("--peer: unknown %s", p);
+        } else if (!strcmp(argv[i], "--cpus") && i + 1 < argc) {
+            int c = -1, sv = -1;
+            if (sscanf(argv[++i], "%d,%d", &c, &sv) != 2 || c < 0 || sv < 0)
+                die("--cpus: CLIENT,SERVER CPU numbers, e.g. 0,1");
+            pin_to(c); /* the measured side and the fanin client processes */
+            g_cpu_server = sv;
         } else if (!strcmp(argv[i], "--size") && i + 1 < argc)
             g_one_size = (size_t)strtoull(argv[++i], NULL, 0);
         else {
             fprintf(stderr,
                     "usage: %s [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]\n"
                     "       [--impl raw,lsock,libuv] [--size BYTES] [--peer raw|lsock|libuv]\n"
+                    "       [--cpus CLIENT,SERVER]\n"
                     "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,sizes\n",
                     argv[0]);
             return 2;
         }
     }
     if (rounds <= 0) rounds = short_mode ? 3 : 5;
+    g_short = short_mode;
     g_rusage = getenv("BENCH_RUSAGE") && atoi(getenv("BENCH_RUSAGE")) > 0;
     if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
     signal(SIGPIPE, SIG_IGN);
@@ -1353,6 +1381,8 @@ int main(int argc, char **argv)
 #endif
            short_mode ? "short" : "full", rounds);
     if (!have_libuv) printf("libuv: skipped (install libuv1-dev and rebuild for its column)\n");
+    if (g_cpu_server >= 0)
+        printf("pinned: the measured side to one CPU, the servers to CPU %d\n", g_cpu_server);
 
     pp_params pp = {1, short_mode ? 2000 : 50000};
     pp_params bl = {1, short_mode ? 2000 : 50000};
