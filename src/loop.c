@@ -283,6 +283,7 @@ static int loop_alive(const lsock_loop *loop)
 
 static void run_timers(lsock_loop *loop)
 {
+    if (loop->nheap == 0) return; /* no clock read when no timer is started */
     uint64_t now = lsock__now_ms();
     while (loop->nheap > 0 && loop->heap[0]->due <= now) {
         lsock_timer *t = loop->heap[0];

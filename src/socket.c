@@ -401,6 +401,7 @@ static void on_io(lsock__io *io, unsigned revents)
 {
     lsock_socket *s = io->data;
     hold(s);
+    if (!s->cb.bytes_written) s->written_unreported = 0;
     if (s->broken) {
         handle_broken(s);
     } else {
@@ -816,7 +817,10 @@ bool lsock_socket_at_end(const lsock_socket *s)
  * a loop the count waits for the next wait_for_*() call. */
 static void defer_report(lsock_socket *s)
 {
-    if (s->loop && (s->broken || s->written_unreported)) lsock__pending_queue(s->loop, &s->pend);
+    /* Without a bytes_written callback there is nobody to tell: no deferred call per write
+     * (the count is dropped at the socket's next loop event, see on_io). */
+    if (s->loop && (s->broken || (s->written_unreported && s->cb.bytes_written)))
+        lsock__pending_queue(s->loop, &s->pend);
 }
 
 int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
