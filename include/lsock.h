@@ -294,8 +294,10 @@ LSOCK_API bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs);
  * (LSOCK_ERR_UNSUPPORTED_OPERATION). */
 LSOCK_API bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state,
                                            unsigned open_mode);
-/* The descriptor, -1 when unconnected. Still owned by the socket. On Windows this is lsock's
- * own handle number, not the pipe's HANDLE. */
+/* The descriptor, -1 when unconnected. Still owned by the socket. A socket without a loop
+ * that connected itself keeps its descriptor in blocking mode (lsock's own calls never block
+ * outside the waits); every other descriptor is non-blocking. On Windows this is lsock's own
+ * handle number, not the pipe's HANDLE. */
 LSOCK_API intptr_t lsock_socket_descriptor(const lsock_socket *s);
 
 /* The connected peer's pid, uid and gid. False when not connected or not supported. */

@@ -109,6 +109,11 @@ int lsock__plat_accept(int lfd);
 int64_t lsock__plat_read(int fd, void *buf, size_t n);
 /* Writes up to n bytes without SIGPIPE: count, or -errno (-EAGAIN when full). */
 int64_t lsock__plat_write(int fd, const void *buf, size_t n);
+/* A loop-less socket's descriptor is left blocking (every other call passes MSG_DONTWAIT)
+ * so that wait_for_ready_read(-1) blocks in recv() itself, one system call as with raw
+ * blocking I/O. set_blocking may decline (-errno); the core then polls as usual. */
+int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n);
+int lsock__plat_set_blocking(int fd);
 void lsock__plat_close(int fd);
 /* Waits until fd has any of events or timeout ms pass (-1: forever). Returns the ready
  * events, 0 on timeout, -errno. */

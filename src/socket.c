@@ -51,7 +51,8 @@ struct lsock_socket {
     int depth;
     int dead;
     int in_ready_read, in_bytes_written;
-    int was_connected;
+    int fd_blocking; /* loop-less: the descriptor is blocking (reads pass MSG_DONTWAIT) */
+    int block_next;  /* the next read_some blocks in recv() */
 };
 
 static const char *const empty = "";
@@ -111,6 +112,7 @@ static void drop_descriptor(lsock_socket *s)
     }
     lsock__plat_close(s->fd);
     s->fd = -1;
+    s->fd_blocking = 0;
     s->throttled = 0;
     s->broken = 0;
     s->written_unreported = 0;
@@ -294,7 +296,8 @@ static int64_t read_some(lsock_socket *s, int ignore_limit)
             char *p = lsock__buf_reserve(&s->rbuf, space);
             if (!p) return total > 0 ? total : -ENOMEM;
             asked = space;
-            r = lsock__plat_read(s->fd, p, space);
+            r = round == 0 && s->block_next ? lsock__plat_read_blocking(s->fd, p, space)
+                                            : lsock__plat_read(s->fd, p, space);
             if (r > 0) lsock__buf_commit(&s->rbuf, (size_t)r);
         } else {
             if (want > scratch_size) want = scratch_size;
@@ -446,6 +449,7 @@ static void connected_ok(lsock_socket *s)
     s->connecting_path = NULL;
     s->open_mode = s->connecting_mode;
     s->state = LSOCK_CONNECTED;
+    if (!s->loop && lsock__plat_set_blocking(s->fd) == 0) s->fd_blocking = 1;
     watch(s);
     emit_state(s, LSOCK_CONNECTED);
     if (!s->dead && s->state == LSOCK_CONNECTED && s->cb.connected) s->cb.connected(s, s->ud);
@@ -969,7 +973,8 @@ static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int
         if (!s->throttled || ignore_limit) ev |= LSOCK__READABLE;
         if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
         int left = remaining(deadline, msecs);
-        int rc = ev ? lsock__plat_wait(s->fd, ev, left) : 0;
+        int block = ev == LSOCK__READABLE && msecs < 0 && s->fd_blocking;
+        int rc = block ? LSOCK__READABLE : ev ? lsock__plat_wait(s->fd, ev, left) : 0;
         if (rc == 0 && !ev && left != 0) {
             /* Nothing can happen (read buffer full, nothing to write): wait out the time. */
             if (left < 0) return 0;
@@ -989,7 +994,10 @@ static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int
         }
         if (rc & LSOCK__READABLE) {
             if (ignore_limit && s->throttled) s->throttled = 0;
+            s->block_next = block;
             int r = on_readable(s, ignore_limit);
+            if (!s->dead) s->block_next = 0;
+            if (r == 0 && block) s->fd_blocking = 0; /* not blocking after all: poll from now */
             if (r < 0) return -1;
             got = r;
         }

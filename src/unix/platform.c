@@ -355,10 +355,28 @@ int lsock__plat_accept(int lfd)
     }
 }
 
+int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n)
+{
+    for (;;) {
+        ssize_t r = recv(fd, buf, n, 0);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
+int lsock__plat_set_blocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) return -errno;
+    return 0;
+}
+
 int64_t lsock__plat_read(int fd, void *buf, size_t n)
 {
     for (;;) {
-        ssize_t r = read(fd, buf, n);
+        ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
         if (r >= 0) return r;
         if (errno == EINTR) continue;
         if (errno == EWOULDBLOCK) return -EAGAIN;
@@ -369,7 +387,7 @@ int64_t lsock__plat_read(int fd, void *buf, size_t n)
 int64_t lsock__plat_write(int fd, const void *buf, size_t n)
 {
     for (;;) {
-        ssize_t r = send(fd, buf, n, MSG_NOSIGNAL);
+        ssize_t r = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r >= 0) return r;
         if (errno == EINTR) continue;
         if (errno == EWOULDBLOCK) return -EAGAIN;

@@ -456,6 +456,20 @@ static unsigned pipe_ready(wobj *o)
     return r;
 }
 
+/* Loop-less sockets keep polling their pipe's read-ahead on Windows: there is no blocking
+ * mode to switch to, so lsock__plat_set_blocking declines and the core never blocks in a
+ * read. */
+int lsock__plat_set_blocking(int fd)
+{
+    (void)fd;
+    return -ENOTSUP;
+}
+
+int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n)
+{
+    return lsock__plat_read(fd, buf, n);
+}
+
 int64_t lsock__plat_read(int fd, void *buf, size_t n)
 {
     wobj *o = get(fd);
