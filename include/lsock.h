@@ -290,14 +290,14 @@ LSOCK_API bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs);
  * be LSOCK_CONNECTED. Fires state_changed(CONNECTED). False with
  * LSOCK_ERR_UNSUPPORTED_OPERATION for a descriptor that is not an open, connected stream
  * socket (-1 included), LSOCK_ERR_INVALID_ARGUMENT for another state or a bad open_mode,
- * LSOCK_ERR_OPERATION unless the socket is unconnected. Not supported on Windows yet
- * (LSOCK_ERR_UNSUPPORTED_OPERATION). */
+ * LSOCK_ERR_OPERATION unless the socket is unconnected. On Windows fd is a connected pipe
+ * HANDLE opened with FILE_FLAG_OVERLAPPED. */
 LSOCK_API bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state,
                                            unsigned open_mode);
 /* The descriptor, -1 when unconnected. Still owned by the socket. A socket without a loop
  * that connected itself keeps its descriptor in blocking mode (lsock's own calls never block
- * outside the waits); every other descriptor is non-blocking. On Windows this is lsock's own
- * handle number, not the pipe's HANDLE. */
+ * outside the waits); every other descriptor is non-blocking. On Windows this is the pipe's
+ * HANDLE. */
 LSOCK_API intptr_t lsock_socket_descriptor(const lsock_socket *s);
 
 /* The connected peer's pid, uid and gid. False when not connected or not supported. */

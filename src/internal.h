@@ -120,9 +120,13 @@ void lsock__plat_close(int fd);
 int lsock__plat_wait(int fd, unsigned events, int timeout);
 /* Sleeps up to ms without busy-waiting (used between connect retries without a loop). */
 void lsock__plat_sleep_ms(int ms);
-/* Checks an fd adopted from the user: an open stream socket. Sets non-blocking and
- * close-on-exec. 0 or -errno (-ENOTSOCK for other kinds). */
-int lsock__plat_adopt(int fd, int listening);
+/* Adopts a descriptor (Unix) or HANDLE (Windows) from the user: a connected stream socket /
+ * pipe end, or with listening, a listening socket. Returns the descriptor number the core
+ * uses from then on, or -errno (-ENOTSOCK for other kinds); on failure the caller's
+ * descriptor is left as it was. */
+int lsock__plat_adopt(intptr_t handle, int listening);
+/* The platform's own handle behind a core descriptor (the fd itself on Unix). */
+intptr_t lsock__plat_native(int fd);
 int lsock__plat_peer_credentials(int fd, lsock_credentials *out);
 /* Removes path if it is still the file (dev, ino). */
 void lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino);

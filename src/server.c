@@ -328,15 +328,14 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
     static const char call[] = "lsock_server_listen_descriptor";
     if (!srv || srv->dead) return false;
     if (srv->fd >= 0) return fail(srv, LSOCK_ERR_OPERATION, call, "already listening");
-    if (fd < 0 || fd > 0x7fffffff)
-        return fail(srv, LSOCK_ERR_UNSUPPORTED_OPERATION, call, "invalid descriptor");
-    int rc = lsock__plat_adopt((int)fd, 1);
+    if (fd == -1) return fail(srv, LSOCK_ERR_UNSUPPORTED_OPERATION, call, "invalid descriptor");
+    int rc = lsock__plat_adopt(fd, 1);
     if (rc < 0)
         return fail(srv, LSOCK_ERR_UNSUPPORTED_OPERATION, call,
                     rc == -EINVAL ? "not a listening socket" : lsock__plat_strerror(rc));
     char *full = NULL;
     int abstract = 0;
-    if (lsock__plat_local_name(fd, &full, &abstract) < 0)
+    if (lsock__plat_local_name(rc, &full, &abstract) < 0)
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     const char *base = strrchr(full, '/');
     char *name = strdup(base && !abstract ? base + 1 : full);
@@ -345,7 +344,7 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
     if (abstract) srv->options |= LSOCK_ABSTRACT_NAMESPACE;
-    return start_listening(srv, (int)fd, name, full, 0);
+    return start_listening(srv, rc, name, full, 0);
 }
 
 bool lsock_server_is_listening(const lsock_server *srv)

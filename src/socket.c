@@ -1128,15 +1128,14 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     if (state != LSOCK_CONNECTED)
         return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "state must be LSOCK_CONNECTED");
     if (!valid_mode(open_mode)) return fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "open mode");
-    if (fd < 0 || fd > 0x7fffffff)
-        return fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call, "invalid descriptor");
-    int rc = lsock__plat_adopt((int)fd, 0);
+    if (fd == -1) return fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call, "invalid descriptor");
+    int rc = lsock__plat_adopt(fd, 0);
     if (rc < 0) return fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call, lsock__plat_strerror(rc));
     hold(s);
     lsock__err_clear(&s->err);
     lsock__buf_clear(&s->rbuf);
     lsock__buf_clear(&s->wbuf);
-    s->fd = (int)fd;
+    s->fd = rc;
     s->open_mode = open_mode;
     s->state = LSOCK_CONNECTED;
     watch(s);
@@ -1147,7 +1146,8 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
 
 intptr_t lsock_socket_descriptor(const lsock_socket *s)
 {
-    return s && s->state != LSOCK_UNCONNECTED && s->state != LSOCK_CONNECTING ? s->fd : -1;
+    if (!s || s->state == LSOCK_UNCONNECTED || s->state == LSOCK_CONNECTING || s->fd < 0) return -1;
+    return lsock__plat_native(s->fd);
 }
 
 bool lsock_socket_peer_credentials(lsock_socket *s, lsock_credentials *out)

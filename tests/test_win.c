@@ -251,15 +251,74 @@ TEST(win_abstract_namespace_is_ignored_as_qt_documents)
     lsock_server_free(srv);
 }
 
-TEST(win_adopting_a_foreign_handle_is_unsupported)
+TEST(win_set_descriptor_adopts_connected_pipe_handles)
+{
+    wchar_t wname[128];
+    swprintf(wname, 128, L"\\\\.\\pipe\\lsock-adopt-%lu", (unsigned long)GetCurrentProcessId());
+    HANDLE srv =
+        CreateNamedPipeW(wname, PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                         PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1, 65536, 65536, 0, NULL);
+    ASSERT(srv != INVALID_HANDLE_VALUE);
+    HANDLE cli = CreateFileW(wname, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_EXISTING,
+                             FILE_FLAG_OVERLAPPED, NULL);
+    ASSERT(cli != INVALID_HANDLE_VALUE);
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof ov);
+    ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
+    ASSERT(!ConnectNamedPipe(srv, &ov));
+    ASSERT_EQ(GetLastError(), ERROR_PIPE_CONNECTED);
+    CloseHandle(ov.hEvent);
+
+    lsock_socket *a = lsock_socket_new(NULL), *b = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_descriptor(a, (intptr_t)srv, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT(lsock_socket_set_descriptor(b, (intptr_t)cli, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(a), LSOCK_CONNECTED);
+    ASSERT_EQ(lsock_socket_descriptor(a), (intptr_t)srv); /* the HANDLE itself */
+    ASSERT_EQ(lsock_socket_descriptor(b), (intptr_t)cli);
+    ASSERT_EQ(lsock_socket_write(b, "ping\n", 5), 5);
+    ASSERT(lsock_socket_wait_for_ready_read(a, 5000));
+    char line[16];
+    ASSERT_EQ(lsock_socket_read_line(a, line, sizeof line), 5);
+    ASSERT_STR_EQ(line, "ping\n");
+    ASSERT_EQ(lsock_socket_write(a, "pong\n", 5), 5);
+    ASSERT(lsock_socket_wait_for_ready_read(b, 5000));
+    ASSERT_EQ(lsock_socket_read_line(b, line, sizeof line), 5);
+    ASSERT_STR_EQ(line, "pong\n");
+    {
+        lsock_credentials cr;
+        ASSERT(lsock_socket_peer_credentials(a, &cr));
+        ASSERT_EQ(cr.pid, (int64_t)GetCurrentProcessId());
+    }
+    lsock_socket_free(b); /* closes the client HANDLE */
+    ASSERT(lsock_socket_wait_for_disconnected(a, 5000));
+    ASSERT_ERR(lsock_socket_error(a), LSOCK_ERR_PEER_CLOSED);
+    lsock_socket_free(a);
+}
+
+TEST(win_set_descriptor_rejects_what_is_not_a_connected_pipe)
 {
     lsock_socket *s = lsock_socket_new(NULL);
-    ASSERT(!lsock_socket_set_descriptor(s, 4, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT(!lsock_socket_set_descriptor(s, -1, LSOCK_CONNECTED, LSOCK_READ_WRITE));
     ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    wchar_t path[MAX_PATH], file[MAX_PATH];
+    ASSERT(GetTempPathW(MAX_PATH, path) > 0);
+    ASSERT(GetTempFileNameW(path, L"lsk", 0, file) != 0);
+    HANDLE f = CreateFileW(file, GENERIC_READ | GENERIC_WRITE, 0, NULL, CREATE_ALWAYS,
+                           FILE_FLAG_DELETE_ON_CLOSE, NULL);
+    ASSERT(f != INVALID_HANDLE_VALUE);
+    ASSERT(!lsock_socket_set_descriptor(s, (intptr_t)f, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    CloseHandle(f); /* still the caller's: lsock left it alone */
     lsock_socket_free(s);
+}
+
+TEST(win_listen_descriptor_is_unsupported)
+{
     lsock_server *srv = lsock_server_new(NULL);
     ASSERT(!lsock_server_listen_descriptor(srv, 4));
     ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_UNSUPPORTED_OPERATION);
+    ASSERT(!lsock_server_is_listening(srv));
     lsock_server_free(srv);
 }
 

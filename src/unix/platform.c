@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -430,10 +431,16 @@ void lsock__plat_sleep_ms(int ms)
     poll(NULL, 0, ms);
 }
 
-int lsock__plat_adopt(int fd, int listening)
+intptr_t lsock__plat_native(int fd)
+{
+    return fd;
+}
+
+int lsock__plat_adopt(intptr_t handle, int listening)
 {
     struct stat st;
-    if (fd < 0) return -EBADF;
+    if (handle < 0 || handle > INT_MAX) return -EBADF;
+    int fd = (int)handle;
     if (fstat(fd, &st) < 0) return -errno;
     if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
     int type = 0;
@@ -457,7 +464,7 @@ int lsock__plat_adopt(int fd, int listening)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
-    return 0;
+    return fd;
 }
 
 int lsock__plat_peer_credentials(int fd, lsock_credentials *out)

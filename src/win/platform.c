@@ -927,11 +927,32 @@ int lsock__plat_wait(int fd, unsigned events, int timeout)
 
 /* ---- descriptors, credentials, files ---------------------------------------------------- */
 
-/* The core's descriptors are lsock's own table indices on Windows; a foreign HANDLE cannot
- * be adopted under the number the core would keep for it. */
-int lsock__plat_adopt(int fd, int listening)
+/* The core's descriptors are lsock's own table indices on Windows: an adopted HANDLE gets a
+ * slot of its own, and lsock__plat_native gives the HANDLE back. The pipe must have been
+ * opened for overlapped I/O (FILE_FLAG_OVERLAPPED), as lsock's own are. Adopting a listening
+ * pipe is not supported: a server is a set of instances lsock creates itself. */
+int lsock__plat_adopt(intptr_t handle, int listening)
 {
-    return -ENOTSUP;
+    HANDLE h = (HANDLE)handle;
+    if (listening) return -ENOTSUP;
+    if (h == NULL || h == INVALID_HANDLE_VALUE) return -EBADF;
+    if (GetFileType(h) != FILE_TYPE_PIPE) return -ENOTSOCK;
+    DWORD flags = 0;
+    if (!GetNamedPipeInfo(h, &flags, NULL, NULL, NULL)) return -ENOTSOCK;
+    DWORD avail = 0;
+    if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL) && GetLastError() == ERROR_PIPE_LISTENING)
+        return -ENOTCONN; /* a server instance nobody connected to */
+    wobj *o = obj_new(OBJ_PIPE);
+    if (!o) return -ENOMEM;
+    o->h = h;
+    o->server_end = (flags & PIPE_SERVER_END) != 0;
+    return o->fd;
+}
+
+intptr_t lsock__plat_native(int fd)
+{
+    wobj *o = get(fd);
+    return o && o->kind == OBJ_PIPE ? (intptr_t)o->h : (intptr_t)fd;
 }
 
 int lsock__plat_peer_credentials(int fd, lsock_credentials *out)
