@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 
 static const char *const names[] = {
@@ -50,4 +51,63 @@ void lsock__err_clear(lsock__errinfo *e)
 {
     e->code = LSOCK_ERR_NONE;
     e->text[0] = '\0';
+}
+
+/* The error mapping, one table for every platform (the platform layers report -errno values;
+ * the Windows layer maps its error codes to errno first). connect(2), as Qt maps it in
+ * QLocalSocketPrivate::_q_connectToSocket: */
+lsock_error lsock__connect_error(int err)
+{
+    switch (err < 0 ? -err : err) {
+    case ECONNREFUSED:
+    case EINVAL:
+    case ENOTSOCK:
+    case EPROTOTYPE:
+        return LSOCK_ERR_CONNECTION_REFUSED;
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG:
+        return LSOCK_ERR_SERVER_NOT_FOUND;
+    case EACCES:
+    case EPERM:
+        return LSOCK_ERR_SOCKET_ACCESS;
+    case ETIMEDOUT:
+        return LSOCK_ERR_SOCKET_TIMEOUT;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+        return LSOCK_ERR_SOCKET_RESOURCE;
+    case EADDRINUSE:
+        return LSOCK_ERR_ADDRESS_IN_USE;
+    default:
+        return LSOCK_ERR_UNKNOWN;
+    }
+}
+
+/* bind(2) and listen(2), and the files around them: */
+lsock_error lsock__listen_error(int err)
+{
+    switch (err < 0 ? -err : err) {
+    case EADDRINUSE:
+    case EEXIST:
+        return LSOCK_ERR_ADDRESS_IN_USE;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return LSOCK_ERR_SOCKET_ACCESS;
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG:
+        return LSOCK_ERR_SERVER_NOT_FOUND;
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+    case ENOBUFS:
+        return LSOCK_ERR_SOCKET_RESOURCE;
+    case EAFNOSUPPORT:
+        return LSOCK_ERR_UNSUPPORTED_OPERATION;
+    default:
+        return LSOCK_ERR_UNKNOWN;
+    }
 }

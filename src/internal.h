@@ -28,6 +28,9 @@ typedef struct lsock__errinfo {
 
 void lsock__err_set(lsock__errinfo *e, lsock_error code, const char *call, const char *detail);
 void lsock__err_clear(lsock__errinfo *e);
+/* The one error mapping: -errno (or errno) of connect / of bind, listen and their files. */
+lsock_error lsock__connect_error(int err);
+lsock_error lsock__listen_error(int err);
 
 /* ---- names ----------------------------------------------------------------------------- */
 
@@ -87,8 +90,8 @@ const char *lsock__backend_name(void);
 
 /* ---- platform: sockets (src/unix/platform.c) ------------------------------------------- */
 
-/* Negative results of lsock__plat_* are -errno values; map them with lsock__plat_error. */
-lsock_error lsock__plat_connect_error(int err);
+/* Negative results of lsock__plat_* are -errno values; lsock__connect_error and
+ * lsock__listen_error map them. */
 const char *lsock__plat_strerror(int err);
 
 /* A new non-blocking, close-on-exec stream socket connected (or connecting) to path.

@@ -234,32 +234,6 @@ static void on_io(lsock__io *io, unsigned revents)
 
 /* ---- listening ----------------------------------------------------------------------- */
 
-static lsock_error listen_error(int err)
-{
-    switch (-err) {
-    case EADDRINUSE:
-    case EEXIST:
-        return LSOCK_ERR_ADDRESS_IN_USE;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-        return LSOCK_ERR_SOCKET_ACCESS;
-    case ENOENT:
-    case ENOTDIR:
-    case ENAMETOOLONG:
-        return LSOCK_ERR_SERVER_NOT_FOUND;
-    case EMFILE:
-    case ENFILE:
-    case ENOMEM:
-    case ENOBUFS:
-        return LSOCK_ERR_SOCKET_RESOURCE;
-    case EAFNOSUPPORT:
-        return LSOCK_ERR_UNSUPPORTED_OPERATION;
-    default:
-        return LSOCK_ERR_UNKNOWN;
-    }
-}
-
 /* A socket file already at path: in use, stale (reclaimed if allowed), or not ours to touch. */
 static bool check_existing(lsock_server *srv, const char *path)
 {
@@ -275,7 +249,7 @@ static bool check_existing(lsock_server *srv, const char *path)
         return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call,
                     "stale socket file; lsock_remove_server() or LSOCK_RECLAIM_STALE");
     int rc = lsock__plat_remove(path);
-    if (rc < 0) return fail(srv, listen_error(rc), call, lsock__plat_strerror(rc));
+    if (rc < 0) return fail(srv, lsock__listen_error(rc), call, lsock__plat_strerror(rc));
     return true;
 }
 
@@ -317,7 +291,7 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     if (fd < 0) {
         free(full);
         free(copy);
-        return fail(srv, listen_error(fd), call,
+        return fail(srv, lsock__listen_error(fd), call,
                     fd == -ENAMETOOLONG ? lsock__plat_name_limit_text() : lsock__plat_strerror(fd));
     }
     return start_listening(srv, fd, copy, full, !abstract);

@@ -459,7 +459,7 @@ static void connect_failed(lsock_socket *s, int err)
 {
     lsock__plat_close(s->fd);
     s->fd = -1;
-    error_and_close(s, lsock__plat_connect_error(err), "lsock_socket_connect",
+    error_and_close(s, lsock__connect_error(err), "lsock_socket_connect",
                     err == ENAMETOOLONG ? lsock__plat_name_limit_text()
                                         : lsock__plat_strerror(err));
 }

@@ -45,36 +45,6 @@ const char *lsock__plat_strerror(int err)
     return strerror(err < 0 ? -err : err);
 }
 
-/* Qt's mapping of connect(2) errors (QLocalSocketPrivate::_q_connectToSocket). */
-lsock_error lsock__plat_connect_error(int err)
-{
-    switch (err < 0 ? -err : err) {
-    case ECONNREFUSED:
-    case EINVAL:
-    case ENOTSOCK:
-    case EPROTOTYPE:
-        return LSOCK_ERR_CONNECTION_REFUSED;
-    case ENOENT:
-    case ENOTDIR:
-    case ENAMETOOLONG:
-        return LSOCK_ERR_SERVER_NOT_FOUND;
-    case EACCES:
-    case EPERM:
-        return LSOCK_ERR_SOCKET_ACCESS;
-    case ETIMEDOUT:
-        return LSOCK_ERR_SOCKET_TIMEOUT;
-    case EMFILE:
-    case ENFILE:
-    case ENOBUFS:
-    case ENOMEM:
-        return LSOCK_ERR_SOCKET_RESOURCE;
-    case EADDRINUSE:
-        return LSOCK_ERR_ADDRESS_IN_USE;
-    default:
-        return LSOCK_ERR_UNKNOWN;
-    }
-}
-
 static int set_flags(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

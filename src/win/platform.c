@@ -263,36 +263,6 @@ const char *lsock__plat_strerror(int err)
     }
 }
 
-/* The same mapping as the Unix layer's (Qt's for connect errors). */
-lsock_error lsock__plat_connect_error(int err)
-{
-    switch (err < 0 ? -err : err) {
-    case ECONNREFUSED:
-    case EINVAL:
-    case ENOTSOCK:
-    case EPROTOTYPE:
-        return LSOCK_ERR_CONNECTION_REFUSED;
-    case ENOENT:
-    case ENOTDIR:
-    case ENAMETOOLONG:
-        return LSOCK_ERR_SERVER_NOT_FOUND;
-    case EACCES:
-    case EPERM:
-        return LSOCK_ERR_SOCKET_ACCESS;
-    case ETIMEDOUT:
-        return LSOCK_ERR_SOCKET_TIMEOUT;
-    case EMFILE:
-    case ENFILE:
-    case ENOBUFS:
-    case ENOMEM:
-        return LSOCK_ERR_SOCKET_RESOURCE;
-    case EADDRINUSE:
-        return LSOCK_ERR_ADDRESS_IN_USE;
-    default:
-        return LSOCK_ERR_UNKNOWN;
-    }
-}
-
 /* ---- time ------------------------------------------------------------------------------- */
 
 uint64_t lsock__now_ms(void)
