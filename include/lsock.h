@@ -128,10 +128,12 @@ LSOCK_API const char *lsock_version(void);
 /* A new event loop (epoll or poll backend, chosen at build time); NULL when out of resources. */
 LSOCK_API lsock_loop *lsock_loop_new(void);
 /* Frees the loop. Returns false and frees nothing while sockets, servers or timers still use
- * it (free them first); true on success or when loop is NULL. */
+ * it (free them first) or while lsock_loop_run() runs it (free it after the run returns);
+ * true on success or when loop is NULL. */
 LSOCK_API bool lsock_loop_free(lsock_loop *loop);
-/* Runs the loop in the given mode. Returns non-zero while work remains (active sockets,
- * listening servers, started timers), 0 when none remains; -1 on a bad argument. */
+/* Runs the loop in the given mode. Returns non-zero while work remains (sockets being read or
+ * written, listening servers even while their queue is full, started timers), 0 when none
+ * remains; -1 on a bad argument. */
 LSOCK_API int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode);
 /* Makes the running lsock_loop_run() return after the current iteration. Loop thread only. */
 LSOCK_API void lsock_loop_stop(lsock_loop *loop);

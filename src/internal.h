@@ -59,6 +59,7 @@ struct lsock__pending {
     lsock__pending *next;
     void (*cb)(lsock__pending *p);
     int queued;
+    unsigned gen;
 };
 
 void lsock__io_init(lsock__io *io, int fd, lsock__io_cb cb, void *data);
@@ -71,6 +72,8 @@ void lsock__pending_queue(lsock_loop *loop, lsock__pending *p);
 void lsock__pending_cancel(lsock_loop *loop, lsock__pending *p);
 /* Objects (sockets, servers, timers) that keep lsock_loop_free() from freeing the loop. */
 void lsock__loop_ref_objects(lsock_loop *loop, int delta);
+/* Listening servers: work for lsock_loop_run() even while accepting is paused. */
+void lsock__loop_ref_listeners(lsock_loop *loop, int delta);
 /* A 64 KiB scratch area for reads on this loop. */
 char *lsock__loop_scratch(lsock_loop *loop, size_t *size);
 

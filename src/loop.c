@@ -37,7 +37,10 @@ struct lsock_loop {
     size_t nheap, capheap;
     uint64_t timer_seq;
     lsock__pending *pending_head, *pending_tail;
+    unsigned pending_gen;
     int objects;
+    int listeners; /* listening servers: work even while paused (no watcher) */
+    int running;   /* lsock_loop_run depth: the loop cannot be freed inside it */
     int stop_flag;
     int wake_rfd, wake_wfd;
     lsock__io wake_io;
@@ -170,6 +173,7 @@ void lsock__pending_queue(lsock_loop *loop, lsock__pending *p)
 {
     if (p->queued) return;
     p->queued = 1;
+    p->gen = loop->pending_gen;
     p->next = NULL;
     if (loop->pending_tail)
         loop->pending_tail->next = p;
@@ -198,17 +202,15 @@ void lsock__pending_cancel(lsock_loop *loop, lsock__pending *p)
 static int run_pending(lsock_loop *loop)
 {
     int ran = 0;
-    lsock__pending *last = loop->pending_tail;
-    while (loop->pending_head) {
+    unsigned gen = loop->pending_gen++;
+    while (loop->pending_head && loop->pending_head->gen == gen) {
         lsock__pending *p = loop->pending_head;
         loop->pending_head = p->next;
         if (!loop->pending_head) loop->pending_tail = NULL;
         p->queued = 0;
         p->next = NULL;
-        int was_last = (p == last);
         ran++;
         p->cb(p); /* may free p */
-        if (was_last) break;
     }
     return ran;
 }
@@ -252,7 +254,7 @@ lsock_loop *lsock_loop_new(void)
 bool lsock_loop_free(lsock_loop *loop)
 {
     if (!loop) return true;
-    if (loop->objects > 0) return false;
+    if (loop->objects > 0 || loop->running > 0) return false;
     lsock__io_stop(loop, &loop->wake_io, LSOCK__READABLE | LSOCK__WRITABLE);
     lsock__plat_close(loop->wake_rfd);
     if (loop->wake_wfd != loop->wake_rfd) lsock__plat_close(loop->wake_wfd);
@@ -269,6 +271,11 @@ void lsock__loop_ref_objects(lsock_loop *loop, int delta)
     loop->objects += delta;
 }
 
+void lsock__loop_ref_listeners(lsock_loop *loop, int delta)
+{
+    loop->listeners += delta;
+}
+
 char *lsock__loop_scratch(lsock_loop *loop, size_t *size)
 {
     if (!loop->scratch) loop->scratch = malloc(SCRATCH_SIZE);
@@ -278,7 +285,8 @@ char *lsock__loop_scratch(lsock_loop *loop, size_t *size)
 
 static int loop_alive(const lsock_loop *loop)
 {
-    return loop->active_ios > 0 || loop->nheap > 0 || loop->pending_head != NULL;
+    return loop->active_ios > 0 || loop->listeners > 0 || loop->nheap > 0 ||
+           loop->pending_head != NULL;
 }
 
 static void run_timers(lsock_loop *loop)
@@ -289,7 +297,7 @@ static void run_timers(lsock_loop *loop)
         lsock_timer *t = loop->heap[0];
         heap_remove(loop, t);
         if (t->repeat) {
-            t->due = now + t->repeat;
+            t->due = t->repeat > UINT64_MAX - now ? UINT64_MAX : now + t->repeat;
             t->seq = loop->timer_seq++;
             heap_insert(loop, t); /* cannot fail: the slot was just freed */
         }
@@ -324,6 +332,7 @@ int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
 {
     if (!loop) return -1;
     if (mode != LSOCK_RUN_DEFAULT && mode != LSOCK_RUN_ONCE && mode != LSOCK_RUN_NOWAIT) return -1;
+    loop->running++;
     loop->stop_flag = 0;
     int alive = loop_alive(loop);
     while (alive && !loop->stop_flag) {
@@ -343,6 +352,7 @@ int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
         if (mode != LSOCK_RUN_DEFAULT) break;
     }
     loop->stop_flag = 0;
+    loop->running--;
     return alive;
 }
 

@@ -261,6 +261,7 @@ static bool start_listening(lsock_server *srv, int fd, char *name, char *full, i
     srv->owns_file = owns;
     lsock__err_clear(&srv->err);
     if (srv->loop) {
+        lsock__loop_ref_listeners(srv->loop, 1);
         lsock__io_init(&srv->io, fd, on_io, srv);
         set_watching(srv, 1);
     }
@@ -338,6 +339,7 @@ void lsock_server_close(lsock_server *srv)
     }
     if (srv->fd < 0) return;
     set_watching(srv, 0);
+    if (srv->loop) lsock__loop_ref_listeners(srv->loop, -1);
     lsock__plat_close(srv->fd);
     srv->fd = -1;
     if (srv->owns_file) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);

@@ -374,11 +374,28 @@ static void after_flush(lsock_socket *s)
     }
 }
 
+/* Reads what the peer sent before the connection broke, so that it stays readable (as Qt,
+ * whose dispatcher reads before it writes). Returns -1 if a callback ended the connection. */
+static int drain_before_loss(lsock_socket *s)
+{
+    if (s->fd < 0 || !(s->open_mode & LSOCK_READ_ONLY)) return 0;
+    int got = 0;
+    int64_t r;
+    while ((r = read_some(s, 1)) > 0)
+        got = 1;
+    if (got) {
+        emit_ready_read(s);
+        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
+    }
+    return 0;
+}
+
 /* A write failed earlier: report it now (from the loop or a wait call). */
 static void handle_broken(lsock_socket *s)
 {
     int err = s->broken;
     s->broken = 0;
+    if (drain_before_loss(s) < 0) return;
     connection_lost(s, err, "lsock_socket_write");
 }
 
@@ -387,7 +404,7 @@ static int on_writable(lsock_socket *s)
 {
     int64_t r = flush_some(s);
     if (r < 0) {
-        connection_lost(s, (int)-r, "lsock_socket_write");
+        if (drain_before_loss(s) == 0) connection_lost(s, (int)-r, "lsock_socket_write");
         return -1;
     }
     after_flush(s);
@@ -619,7 +636,7 @@ void lsock_socket_abort(lsock_socket *s)
     lsock__buf_clear(&s->wbuf);
     lsock__buf_clear(&s->rbuf);
     finish_close(s);
-    if (!s->dead) s->open_mode = 0;
+    if (!s->dead && s->state == LSOCK_UNCONNECTED) s->open_mode = 0;
     release(s);
 }
 
@@ -628,7 +645,8 @@ void lsock_socket_close(lsock_socket *s)
     if (!s || s->dead) return;
     hold(s);
     if (s->open_mode != 0 || s->state != LSOCK_UNCONNECTED) {
-        if (s->cb.about_to_close) s->cb.about_to_close(s, s->ud);
+        /* As QIODevice::close: about_to_close only for an open device. */
+        if (s->open_mode != 0 && s->cb.about_to_close) s->cb.about_to_close(s, s->ud);
         if (!s->dead) {
             lsock__buf_clear(&s->rbuf);
             after_consume(s);
@@ -843,6 +861,17 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
     if (s->broken) return len; /* the connection is ending; its error is on the way */
     if (len == 0) return 0;
     size_t done = 0;
+    if (s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
+        (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
+        /* The queue would refuse part of this: first give the kernel what it takes now. */
+        int64_t r = flush_some(s);
+        if (r < 0) {
+            s->broken = (int)-r;
+            defer_report(s);
+            return len;
+        }
+        after_flush(s);
+    }
     if (lsock__buf_len(&s->wbuf) == 0) {
         /* Fast path: straight to the kernel; only the remainder is queued. */
         int64_t r = lsock__plat_write(s->fd, buf, (size_t)len);
@@ -993,7 +1022,7 @@ static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int
             wrote = lsock__buf_len(&s->wbuf) < before;
         }
         if (rc & LSOCK__READABLE) {
-            if (ignore_limit && s->throttled) s->throttled = 0;
+            if (ignore_limit && s->throttled) set_throttle(s, 0);
             s->block_next = block;
             int r = on_readable(s, ignore_limit);
             if (!s->dead) s->block_next = 0;
@@ -1030,23 +1059,32 @@ bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs)
     return ok;
 }
 
+/* The waits on a CONNECTING socket first wait for the connection, out of the same time.
+ * Returns false if it did not come. */
+static bool connect_phase(lsock_socket *s, int *msecs)
+{
+    if (s->state != LSOCK_CONNECTING) return true;
+    uint64_t start = lsock__now_ms();
+    if (!wait_connected(s, *msecs)) return false;
+    if (*msecs >= 0) {
+        uint64_t used = lsock__now_ms() - start;
+        *msecs = used >= (uint64_t)*msecs ? 0 : *msecs - (int)used;
+    }
+    return true;
+}
+
 static bool wait_ready_read(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_ready_read";
-    uint64_t start = lsock__now_ms();
-    if (s->state == LSOCK_CONNECTING) {
-        if (!wait_connected(s, msecs)) return false;
-        if (msecs >= 0) {
-            uint64_t used = lsock__now_ms() - start;
-            msecs = used >= (uint64_t)msecs ? 0 : msecs - (int)used;
-        }
-    }
+    if (!connect_phase(s, &msecs)) return false;
     if (s->broken) {
         handle_broken(s);
         return false;
     }
     if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
         return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    if (s->throttled && lsock__buf_len(&s->wbuf) == 0)
+        return fail(s, LSOCK_ERR_OPERATION, call, "the read buffer is full: read from it first");
     int rc = wait_loop(s, msecs, done_read, 0);
     if (rc == 0) return timed_out(s, call);
     return rc > 0 && !s->dead;
@@ -1064,7 +1102,7 @@ bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs)
 static bool wait_bytes_written(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_bytes_written";
-    if (s->state == LSOCK_CONNECTING && !wait_connected(s, msecs)) return false;
+    if (!connect_phase(s, &msecs)) return false;
     if (s->broken) {
         handle_broken(s);
         return false;
@@ -1076,7 +1114,8 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
         return !s->dead;
     }
     if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
-    if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0) return false; /* nothing to wait for */
+    if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0)
+        return fail(s, LSOCK_ERR_OPERATION, call, "nothing written to wait for");
     int rc = wait_loop(s, msecs, done_written, 0);
     if (rc == 0) return timed_out(s, call);
     return rc > 0 && !s->dead;
@@ -1095,9 +1134,7 @@ static bool wait_disconnected(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_disconnected";
     if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
-    if (s->state == LSOCK_CONNECTING) {
-        if (!wait_connected(s, msecs)) return false;
-    }
+    if (!connect_phase(s, &msecs)) return false;
     if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && !s->broken) {
         finish_close(s);
         return !s->dead;
