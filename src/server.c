@@ -103,6 +103,8 @@ void *lsock_server_userdata(const lsock_server *srv)
     return srv ? srv->ud : NULL;
 }
 
+static void set_watching(lsock_server *srv, int on);
+
 /* ---- options ------------------------------------------------------------------------- */
 
 bool lsock_server_set_socket_options(lsock_server *srv, unsigned options)
@@ -142,6 +144,10 @@ bool lsock_server_set_max_pending_connections(lsock_server *srv, int n)
         return fail(srv, LSOCK_ERR_INVALID_ARGUMENT, "lsock_server_set_max_pending_connections",
                     "must be at least 1");
     srv->max_pending = n;
+    /* A larger queue resumes accepting at once (unless paused for lack of resources). */
+    if (srv->fd >= 0 && srv->nqueue < (size_t)n &&
+        !(srv->retry && lsock_timer_is_active(srv->retry)))
+        set_watching(srv, 1);
     return true;
 }
 
@@ -168,11 +174,13 @@ static void retry_cb(lsock_timer *t, void *ud)
     if (srv->fd >= 0 && srv->nqueue < (size_t)srv->max_pending) set_watching(srv, 1);
 }
 
-/* Out of descriptors or memory: stop watching and look again a little later. */
-static void pause_for_resources(lsock_server *srv, int err)
+/* Out of descriptors or memory (or another accept error that would repeat at once): stop
+ * watching and look again a little later, never spinning on a readable listener. */
+static void pause_accepting(lsock_server *srv, int err)
 {
-    lsock__err_set(&srv->err, LSOCK_ERR_SOCKET_RESOURCE, "lsock_server_accept",
-                   lsock__plat_strerror(err));
+    int resource = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+    lsock__err_set(&srv->err, resource ? LSOCK_ERR_SOCKET_RESOURCE : LSOCK_ERR_UNKNOWN,
+                   "lsock_server_accept", lsock__plat_strerror(err));
     set_watching(srv, 0);
     if (!srv->loop) return;
     if (!srv->retry) srv->retry = lsock_timer_new(srv->loop, retry_cb, srv);
@@ -193,7 +201,7 @@ static int push(lsock_server *srv, lsock_socket *s)
 }
 
 /* Accepts while the queue has room; fires the callback once per connection. Returns the
- * number accepted. */
+ * number accepted, or -1 when accepting failed before any (and is paused). */
 static int accept_some(lsock_server *srv)
 {
     int n = 0;
@@ -201,12 +209,8 @@ static int accept_some(lsock_server *srv)
         int fd = lsock__plat_accept(srv->fd);
         if (fd == -EAGAIN) break;
         if (fd < 0) {
-            if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM)
-                pause_for_resources(srv, -fd);
-            else
-                lsock__err_set(&srv->err, LSOCK_ERR_UNKNOWN, "lsock_server_accept",
-                               lsock__plat_strerror(fd));
-            break;
+            pause_accepting(srv, -fd);
+            return n > 0 ? n : -1;
         }
         lsock_socket *s = lsock__socket_from_accepted(srv->loop, fd, srv->name, srv->full);
         if (!s || push(srv, s) < 0) {
@@ -214,8 +218,8 @@ static int accept_some(lsock_server *srv)
                 lsock_socket_free(s);
             else
                 lsock__plat_close(fd);
-            pause_for_resources(srv, ENOMEM);
-            break;
+            pause_accepting(srv, ENOMEM);
+            return n > 0 ? n : -1;
         }
         n++;
         if (srv->cb) srv->cb(srv, srv->ud);
@@ -395,13 +399,13 @@ bool lsock_server_wait_for_new_connection(lsock_server *srv, int msecs, bool *ti
             fail(srv, LSOCK_ERR_UNKNOWN, call, lsock__plat_strerror(rc));
             break;
         }
-        accept_some(srv);
+        int got = accept_some(srv);
         if (srv->dead || srv->fd < 0) break;
         if (srv->nqueue > 0) {
             ok = true;
             break;
         }
-        if (srv->err.code == LSOCK_ERR_SOCKET_RESOURCE) {
+        if (got < 0) {
             /* Out of descriptors: do not spin on a readable listener we cannot accept. */
             int pause = left < 0 || left > RESOURCE_RETRY_MS ? RESOURCE_RETRY_MS : left;
             lsock__plat_sleep_ms(pause);

@@ -361,4 +361,32 @@ TEST(write_with_limit_offers_the_kernel_room_before_refusing)
     loop_free(loop);
 }
 
+static void count_connection(lsock_server *srv, void *u)
+{
+    (*(int *)u)++;
+}
+
+TEST(raising_max_pending_resumes_accepting_at_once)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("maxpend");
+    lsock_server *srv = lsock_server_new(loop);
+    int accepted = 0;
+    lsock_server_set_new_connection_callback(srv, count_connection, &accepted);
+    ASSERT(lsock_server_set_max_pending_connections(srv, 1));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *a = lsock_socket_new(NULL), *b = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(a, name, LSOCK_READ_WRITE));
+    ASSERT(lsock_socket_connect(b, name, LSOCK_READ_WRITE));
+    RUN_UNTIL(loop, accepted == 1, 5000);
+    run_for(loop, 20); /* paused at one: the second waits in the kernel's backlog */
+    ASSERT_EQ(accepted, 1);
+    ASSERT(lsock_server_set_max_pending_connections(srv, 3));
+    RUN_UNTIL(loop, accepted == 2, 5000); /* nothing taken from the queue */
+    lsock_socket_free(a);
+    lsock_socket_free(b);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
 TEST_MAIN()
