@@ -1083,7 +1083,8 @@ static bool wait_ready_read(lsock_socket *s, int msecs)
     }
     if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
         return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
-    if (s->throttled && lsock__buf_len(&s->wbuf) == 0)
+    if (s->rbuf_limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= s->rbuf_limit &&
+        lsock__buf_len(&s->wbuf) == 0)
         return fail(s, LSOCK_ERR_OPERATION, call, "the read buffer is full: read from it first");
     int rc = wait_loop(s, msecs, done_read, 0);
     if (rc == 0) return timed_out(s, call);

@@ -63,7 +63,12 @@ const char *test_name(const char *tag)
     static char slots[8][96];
     static unsigned counter;
     char *out = slots[counter % 8];
-    snprintf(out, sizeof slots[0], "lsock-test-%ld-%u-%s", (long)getpid(), counter, tag);
+    /* A random part too: a file left by a killed run must not collide with a later process
+     * that gets the same pid. */
+    static unsigned salt;
+    if (!salt) salt = ((unsigned)test_now_ms() * 2654435761u) ^ ((unsigned)getpid() << 16) ^ 1u;
+    snprintf(out, sizeof slots[0], "lsock-test-%ld-%u-%06x-%s", (long)getpid(), counter,
+             salt & 0xffffff, tag);
     counter++;
     return out;
 }
