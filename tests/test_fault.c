@@ -335,7 +335,9 @@ static void chaos_new_connection(lsock_server *srv, void *ud)
 TEST(chaos_clients_killed_mid_write_lose_no_message_of_the_survivors)
 {
     rng_seed("chaos");
-    const int nclients = scaled(200, 8), nmsg = under_valgrind() ? 8 : 16;
+    /* Each client sends more than its connection holds in flight (the kernel takes about
+     * 1 MiB), so that a kill cuts it off while it still has messages to send. */
+    const int nclients = scaled(200, 8), nmsg = under_valgrind() ? 8 : 64;
     const int nkill = nclients / 4 > 0 ? nclients / 4 : 1;
     const uint32_t maxlen = under_valgrind() ? 4096 : 65536;
     const char *name = test_name("chaos");
@@ -1070,8 +1072,9 @@ static void write_to_killed_peer(int on_loop)
     static const lsock_socket_callbacks cbs = {.error_occurred = vanish_error,
                                                .disconnected = vanish_disconnected};
     lsock_socket_set_callbacks(s, &cbs, &v);
-    /* Fill the kernel and queue some more, then the peer dies. */
-    static unsigned char data[1 << 20];
+    /* Fill the kernel (its send buffer is 512 KiB, doubled by Linux) and queue some more,
+     * then the peer dies. */
+    static unsigned char data[4 << 20];
     memset(data, 'q', sizeof data);
     ASSERT_EQ(lsock_socket_write(s, data, sizeof data), (int64_t)sizeof data);
     ASSERT(lsock_socket_bytes_to_write(s) > 0);
