@@ -120,6 +120,8 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n);
  * blocking I/O. set_blocking may decline (-errno); the core then polls as usual. */
 int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n);
 int lsock__plat_set_blocking(int fd);
+/* Raises the kernel's send buffer of a connection that streams (best effort). */
+void lsock__plat_grow_send_buffer(int fd);
 void lsock__plat_close(int fd);
 /* Waits until fd has any of events or timeout ms pass (-1: forever). Returns the ready
  * events, 0 on timeout, -errno. */

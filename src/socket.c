@@ -51,8 +51,9 @@ struct lsock_socket {
     int depth;
     int dead;
     int in_ready_read, in_bytes_written;
-    int fd_blocking; /* loop-less: the descriptor is blocking (reads pass MSG_DONTWAIT) */
-    int block_next;  /* the next read_some blocks in recv() */
+    int fd_blocking;  /* loop-less: the descriptor is blocking (reads pass MSG_DONTWAIT) */
+    int sndbuf_grown; /* the kernel refused a write once: its send buffer was raised */
+    int block_next;   /* the next read_some blocks in recv() */
 };
 
 static const char *const empty = "";
@@ -113,6 +114,7 @@ static void drop_descriptor(lsock_socket *s)
     lsock__plat_close(s->fd);
     s->fd = -1;
     s->fd_blocking = 0;
+    s->sndbuf_grown = 0;
     s->throttled = 0;
     s->broken = 0;
     s->written_unreported = 0;
@@ -875,6 +877,14 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
     if (lsock__buf_len(&s->wbuf) == 0) {
         /* Fast path: straight to the kernel; only the remainder is queued. */
         int64_t r = lsock__plat_write(s->fd, buf, (size_t)len);
+        if ((r >= 0 || r == -EAGAIN) && (r < 0 ? 0 : r) < len && !s->sndbuf_grown) {
+            /* The connection streams: give it a larger kernel buffer and offer the rest. */
+            s->sndbuf_grown = 1;
+            lsock__plat_grow_send_buffer(s->fd);
+            int64_t more = lsock__plat_write(s->fd, (const char *)buf + (r > 0 ? r : 0),
+                                             (size_t)(len - (r > 0 ? r : 0)));
+            if (more > 0) r = (r > 0 ? r : 0) + more;
+        }
         if (r > 0) {
             done = (size_t)r;
             s->written_unreported += r;

@@ -59,11 +59,12 @@ static int set_flags(int fd)
  * 208 KiB on Linux) makes two event loops streaming to each other wake each other far more
  * often than blocking writers do; 512 KiB measured 0.8-0.9x of raw blocking throughput ->
  * 0.95-1.2x (docs/performance.md). The cost: a reader that stops reading can pin that much
- * kernel memory per connection instead of the default.
+ * kernel memory per connection instead of the default. Raised the first time the kernel
+ * refuses a write, so short exchanges pay no system call for it.
  */
 #define SEND_BUFFER_SIZE (512 * 1024)
 
-static void tune_buffers(int fd)
+void lsock__plat_grow_send_buffer(int fd)
 {
     int size = SEND_BUFFER_SIZE;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size); /* best effort */
@@ -87,7 +88,6 @@ static int new_socket(void)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
-    tune_buffers(fd);
     return fd;
 }
 
@@ -323,7 +323,6 @@ int lsock__plat_accept(int lfd)
         int fd = accept(lfd, NULL, NULL);
 #endif
         if (fd >= 0) {
-            tune_buffers(fd);
 #ifndef __linux__
             int rc = set_flags(fd);
             if (rc < 0) {

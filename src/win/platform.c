@@ -429,6 +429,12 @@ static unsigned pipe_ready(wobj *o)
 /* Loop-less sockets keep polling their pipe's read-ahead on Windows: there is no blocking
  * mode to switch to, so lsock__plat_set_blocking declines and the core never blocks in a
  * read. */
+/* A pipe's buffer is fixed when the server creates the instance. */
+void lsock__plat_grow_send_buffer(int fd)
+{
+    (void)fd;
+}
+
 int lsock__plat_set_blocking(int fd)
 {
     (void)fd;
