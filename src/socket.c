@@ -1013,13 +1013,9 @@ static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int
         if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
         int left = remaining(deadline, msecs);
         int block = ev == LSOCK__READABLE && msecs < 0 && s->fd_blocking;
+        /* ev is never empty here: a full read buffer is refused before waiting to read, and
+         * the other waits have data to write or ignore the limit. */
         int rc = block ? LSOCK__READABLE : ev ? lsock__plat_wait(s->fd, ev, left) : 0;
-        if (rc == 0 && !ev && left != 0) {
-            /* Nothing can happen (read buffer full, nothing to write): wait out the time. */
-            if (left < 0) return 0;
-            lsock__plat_sleep_ms(left);
-            return 0;
-        }
         if (rc == 0) return 0;
         if (rc < 0) {
             connection_lost(s, -rc, "lsock_socket_wait");
