@@ -1,7 +1,7 @@
 /*
  * Helpers shared by the Qt conformance and interop suites (test_conformance.c,
- * test_interop.c): a ticking loop, RUN_UNTIL, a callback recorder whose log uses the same
- * tokens as tests/qt/qt_peer.cpp, the test pattern and its FNV-1a checksum.
+ * test_interop.c): a callback recorder whose log uses the same tokens as tests/qt/qt_peer.cpp,
+ * the test pattern and its FNV-1a checksum. The loop helpers are in loop_util.h.
  */
 #ifndef LSOCK_TEST_COMPAT_H
 #define LSOCK_TEST_COMPAT_H
@@ -11,65 +11,7 @@
 
 #include <stdbool.h>
 
-#define UNUSED __attribute__((unused))
-
-/* A timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a deadline. */
-static UNUSED void compat_tick(lsock_timer *t, void *u)
-{
-    (void)t;
-    (void)u;
-}
-
-static lsock_timer *compat_ticker;
-
-static UNUSED lsock_loop *loop_new(void)
-{
-    lsock_loop *loop = lsock_loop_new();
-    ASSERT(loop != NULL);
-    compat_ticker = lsock_timer_new(loop, compat_tick, NULL);
-    ASSERT(compat_ticker != NULL);
-    ASSERT(lsock_timer_start(compat_ticker, 10, 10));
-    return loop;
-}
-
-static UNUSED void loop_free(lsock_loop *loop)
-{
-    lsock_timer_free(compat_ticker);
-    compat_ticker = NULL;
-    ASSERT(lsock_loop_free(loop));
-}
-
-/* Runs the loop until cond holds; fails the test after ms milliseconds. */
-#define RUN_UNTIL(loop, cond, ms)                                                                  \
-    do {                                                                                           \
-        uint64_t dl_ = test_now_ms() + (ms);                                                       \
-        while (!(cond)) {                                                                          \
-            if (test_now_ms() > dl_) FAIL_("timed out waiting for %s", #cond);                     \
-            lsock_loop_run((loop), LSOCK_RUN_ONCE);                                                \
-        }                                                                                          \
-    } while (0)
-
-static UNUSED void run_for(lsock_loop *loop, int ms)
-{
-    uint64_t end = test_now_ms() + (uint64_t)ms;
-    while (test_now_ms() < end)
-        lsock_loop_run(loop, LSOCK_RUN_ONCE);
-}
-
-static UNUSED const char *state_name(lsock_state st)
-{
-    switch (st) {
-    case LSOCK_UNCONNECTED:
-        return "UNCONNECTED";
-    case LSOCK_CONNECTING:
-        return "CONNECTING";
-    case LSOCK_CONNECTED:
-        return "CONNECTED";
-    case LSOCK_CLOSING:
-        return "CLOSING";
-    }
-    return "?";
-}
+#include "loop_util.h"
 
 /* Records a socket's callbacks. The log leaves out ready_read, bytes_written and connected
  * (their number depends on timing) and names the rest as qt_peer does. */

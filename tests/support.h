@@ -26,7 +26,7 @@
 #endif
 #include <unistd.h>
 
-#define UNUSED __attribute__((unused))
+#include "loop_util.h"
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -55,49 +55,6 @@ static UNUSED const char *path_of(const char *name)
 static UNUSED bool starts_with(const char *s, const char *prefix)
 {
     return s && strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-/* A timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a test's deadline. */
-static lsock_timer *g_tick;
-static UNUSED void tick_cb(lsock_timer *t, void *u)
-{
-    (void)t;
-    (void)u;
-}
-
-static UNUSED lsock_loop *loop_new(void)
-{
-    lsock_loop *loop = lsock_loop_new();
-    ASSERT(loop != NULL);
-    g_tick = lsock_timer_new(loop, tick_cb, NULL);
-    ASSERT(g_tick != NULL);
-    ASSERT(lsock_timer_start(g_tick, 10, 10));
-    return loop;
-}
-
-static UNUSED void loop_free(lsock_loop *loop)
-{
-    lsock_timer_free(g_tick);
-    g_tick = NULL;
-    ASSERT(lsock_loop_free(loop));
-}
-
-/* Runs the loop until cond holds; fails the test after ms milliseconds. */
-#define RUN_UNTIL(loop, cond, ms)                                                                  \
-    do {                                                                                           \
-        uint64_t dl_ = test_now_ms() + (ms);                                                       \
-        while (!(cond)) {                                                                          \
-            if (test_now_ms() > dl_) FAIL_("timed out waiting for %s", #cond);                     \
-            lsock_loop_run((loop), LSOCK_RUN_ONCE);                                                \
-        }                                                                                          \
-    } while (0)
-
-/* Runs the loop for about ms milliseconds (to show that something does NOT happen). */
-static UNUSED void run_for(lsock_loop *loop, int ms)
-{
-    uint64_t end = test_now_ms() + (uint64_t)ms;
-    while (test_now_ms() < end)
-        lsock_loop_run(loop, LSOCK_RUN_ONCE);
 }
 
 /* Records every callback of a socket into a log ("state:CONNECTING connected ..."). */
@@ -139,21 +96,6 @@ static UNUSED void maybe_free(lsock_socket *s, rec *r, const char *cb)
         r->freed = true;
         lsock_socket_free(s);
     }
-}
-
-static UNUSED const char *state_name(lsock_state st)
-{
-    switch (st) {
-    case LSOCK_UNCONNECTED:
-        return "UNCONNECTED";
-    case LSOCK_CONNECTING:
-        return "CONNECTING";
-    case LSOCK_CONNECTED:
-        return "CONNECTED";
-    case LSOCK_CLOSING:
-        return "CLOSING";
-    }
-    return "?";
 }
 
 static UNUSED void on_connected(lsock_socket *s, void *u)
@@ -341,6 +283,29 @@ static UNUSED int fill_backlog(const char *path, int *fds, int max)
         close(fd);
         return n;
     }
+}
+
+/* A raw listener with backlog 0 whose backlog is full: a connect to it stays CONNECTING. */
+typedef struct fullsrv {
+    char name[128];
+    int lfd;
+    int fds[512];
+    int n;
+} fullsrv;
+
+static UNUSED void fullsrv_open(fullsrv *f, const char *tag)
+{
+    snprintf(f->name, sizeof f->name, "%s", test_name(tag));
+    f->lfd = raw_listener(path_of(f->name), 0);
+    f->n = fill_backlog(path_of(f->name), f->fds, 512);
+}
+
+static UNUSED void fullsrv_close(fullsrv *f)
+{
+    for (int i = 0; i < f->n; i++)
+        close(f->fds[i]);
+    close(f->lfd);
+    unlink(path_of(f->name));
 }
 
 static UNUSED unsigned char pattern_byte(size_t i)

@@ -612,10 +612,9 @@ TEST(write_while_closing_fails_operation)
 
 TEST(connect_while_connecting_fails_operation)
 {
-    const char *name = test_name("connecting");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "connecting");
+    const char *name = f.name;
     lsock_socket *s = lsock_socket_new(NULL);
     ASSERT(lsock_socket_set_connect_timeout(s, 5000));
     ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
@@ -630,19 +629,15 @@ TEST(connect_while_connecting_fails_operation)
     lsock_socket_abort(s);
     ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
     lsock_socket_free(s);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
 }
 
 TEST(free_while_connecting_on_a_loop_is_clean)
 {
     lsock_loop *loop = loop_new();
-    const char *name = test_name("freeconnecting");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "freeconnecting");
+    const char *name = f.name;
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(loop);
@@ -653,20 +648,16 @@ TEST(free_while_connecting_on_a_loop_is_clean)
     lsock_socket_free(s);
     run_for(loop, 30);
     ASSERT_STR_EQ(r.log, "state:CONNECTING");
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
     loop_free(loop);
 }
 
 TEST(disconnect_while_connecting_returns_to_unconnected)
 {
     lsock_loop *loop = loop_new();
-    const char *name = test_name("discconnecting");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "discconnecting");
+    const char *name = f.name;
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(loop);
@@ -678,10 +669,7 @@ TEST(disconnect_while_connecting_returns_to_unconnected)
     run_for(loop, 30);
     ASSERT_EQ(r.connected, 0);
     lsock_socket_free(s);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
     loop_free(loop);
 }
 

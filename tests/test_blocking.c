@@ -465,10 +465,9 @@ static void *accept_one(void *arg)
 
 TEST(wait_for_connected_succeeds_when_a_server_thread_accepts)
 {
-    const char *name = test_name("bfull");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "bfull");
+    const char *name = f.name;
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(NULL);
@@ -476,7 +475,7 @@ TEST(wait_for_connected_succeeds_when_a_server_thread_accepts)
     ASSERT(lsock_socket_set_connect_timeout(s, 5000));
     ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
-    int io[2] = {lfd, -1};
+    int io[2] = {f.lfd, -1};
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, accept_one, io), 0);
     ASSERT(lsock_socket_wait_for_connected(s, 5000));
@@ -486,10 +485,7 @@ TEST(wait_for_connected_succeeds_when_a_server_thread_accepts)
     ASSERT(io[1] >= 0);
     lsock_socket_free(s);
     close(io[1]);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
 }
 
 TEST(blocking_connect_to_missing_server_fails_synchronously)
@@ -608,10 +604,9 @@ TEST(free_server_inside_new_connection_fired_by_a_wait)
 TEST(wait_for_connected_on_a_loop_socket_times_out_and_frees_cleanly)
 {
     lsock_loop *loop = loop_new();
-    const char *name = test_name("bloopfull");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "bloopfull");
+    const char *name = f.name;
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(loop);
@@ -625,10 +620,7 @@ TEST(wait_for_connected_on_a_loop_socket_times_out_and_frees_cleanly)
     run_for(loop, 30); /* the retry timer must not fire any more */
     ASSERT_EQ(r.errors, 1);
     lsock_socket_free(s);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
     loop_free(loop);
 }
 

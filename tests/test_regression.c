@@ -309,26 +309,19 @@ TEST(wait_for_bytes_written_with_nothing_written_says_why)
 
 TEST(close_while_connecting_fires_no_about_to_close)
 {
-    const char *path = test_name("busy");
-    char full[256];
-    snprintf(full, sizeof full, "%s", path_of(path));
-    int lfd = raw_listener(full, 0);
-    int fds[64];
-    int n = fill_backlog(full, fds, 64);
+    fullsrv f;
+    fullsrv_open(&f, "busy");
     lsock_socket *s = lsock_socket_new(NULL);
     rec r;
     rec_init(&r);
     lsock_socket_set_callbacks(s, &rec_cbs, &r);
-    ASSERT(lsock_socket_connect(s, path, LSOCK_READ_WRITE));
+    ASSERT(lsock_socket_connect(s, f.name, LSOCK_READ_WRITE));
     int connecting = lsock_socket_state(s) == LSOCK_CONNECTING;
     rec_init(&r);
     lsock_socket_close(s);
     int fired = strstr(r.log, "about_to_close") != NULL;
     lsock_socket_free(s);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(full);
+    fullsrv_close(&f);
     ASSERT(connecting);
     ASSERT(!fired);
 }

@@ -327,10 +327,9 @@ TEST(connect_to_socket_in_inaccessible_directory_fails_socket_access)
 
 TEST(connect_to_full_backlog_times_out_with_socket_timeout)
 {
-    const char *name = test_name("full");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "full");
+    const char *name = f.name;
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(NULL);
@@ -348,19 +347,15 @@ TEST(connect_to_full_backlog_times_out_with_socket_timeout)
     ASSERT_STR_EQ(r.log, "state:CONNECTING error:SOCKET_TIMEOUT state:UNCONNECTED");
     ASSERT_EQ(r.connected, 0);
     lsock_socket_free(s);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
 }
 
 TEST(connect_to_full_backlog_times_out_on_the_loop)
 {
     lsock_loop *loop = loop_new();
-    const char *name = test_name("fullloop");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "fullloop");
+    const char *name = f.name;
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(loop);
@@ -373,20 +368,16 @@ TEST(connect_to_full_backlog_times_out_on_the_loop)
     ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
     ASSERT_STR_EQ(r.log, "state:CONNECTING error:SOCKET_TIMEOUT state:UNCONNECTED");
     lsock_socket_free(s);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
     loop_free(loop);
 }
 
 TEST(connect_to_full_backlog_succeeds_once_server_accepts)
 {
-    const char *name = test_name("fullok");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
-    ASSERT(n > 0);
+    fullsrv f;
+    fullsrv_open(&f, "fullok");
+    const char *name = f.name;
+    ASSERT(f.n > 0);
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(NULL);
@@ -399,26 +390,22 @@ TEST(connect_to_full_backlog_succeeds_once_server_accepts)
     ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_TIMEOUT);
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
     /* ...then the server accepts one queued connection, which makes room. */
-    int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    int afd = accept4(f.lfd, NULL, NULL, SOCK_CLOEXEC);
     ASSERT(afd >= 0);
     ASSERT(lsock_socket_wait_for_connected(s, 5000));
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
     ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
     lsock_socket_free(s);
     close(afd);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
 }
 
 TEST(connect_to_full_backlog_succeeds_on_the_loop_once_server_accepts)
 {
     lsock_loop *loop = loop_new();
-    const char *name = test_name("fullokloop");
-    int lfd = raw_listener(path_of(name), 0);
-    int fds[512];
-    int n = fill_backlog(path_of(name), fds, 512);
+    fullsrv f;
+    fullsrv_open(&f, "fullokloop");
+    const char *name = f.name;
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(loop);
@@ -428,17 +415,14 @@ TEST(connect_to_full_backlog_succeeds_on_the_loop_once_server_accepts)
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
     run_for(loop, 50);
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
-    int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    int afd = accept4(f.lfd, NULL, NULL, SOCK_CLOEXEC);
     ASSERT(afd >= 0);
     RUN_UNTIL(loop, r.connected > 0, 5000);
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
     ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
     lsock_socket_free(s);
     close(afd);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path_of(name));
+    fullsrv_close(&f);
     loop_free(loop);
 }
 
@@ -1695,33 +1679,11 @@ TEST(free_socket_inside_state_changed_closing_with_queued_data)
 }
 
 /* Fills a raw listener's backlog; the socket connects (CONNECTING) on loop. */
-typedef struct fullsrv {
-    char name[128];
-    int lfd;
-    int fds[512];
-    int n;
-} fullsrv;
-
-static void fullsrv_open(fullsrv *f)
-{
-    snprintf(f->name, sizeof f->name, "%s", test_name("full"));
-    f->lfd = raw_listener(path_of(f->name), 0);
-    f->n = fill_backlog(path_of(f->name), f->fds, 512);
-}
-
-static void fullsrv_close(fullsrv *f)
-{
-    for (int i = 0; i < f->n; i++)
-        close(f->fds[i]);
-    close(f->lfd);
-    unlink(path_of(f->name));
-}
-
 TEST(free_socket_inside_connected_fired_by_the_retry_on_the_loop)
 {
     lsock_loop *loop = loop_new();
     fullsrv f;
-    fullsrv_open(&f);
+    fullsrv_open(&f, "full");
     rec r;
     rec_init(&r);
     r.free_in = "connected";
@@ -1742,7 +1704,7 @@ TEST(free_socket_inside_error_occurred_for_connect_timeout_on_the_loop)
 {
     lsock_loop *loop = loop_new();
     fullsrv f;
-    fullsrv_open(&f);
+    fullsrv_open(&f, "full");
     rec r;
     rec_init(&r);
     r.free_in = "error_occurred";

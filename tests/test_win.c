@@ -5,6 +5,7 @@
  */
 #include "test.h"
 #include "internal.h"
+#include "loop_util.h"
 
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
@@ -14,18 +15,6 @@ static bool ends_with(const char *s, const char *suffix)
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
-
-/* A timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a test's deadline. */
-static void tick_cb(lsock_timer *t, void *u) {}
-
-#define RUN_UNTIL(loop, cond, ms)                                                                  \
-    do {                                                                                           \
-        uint64_t dl_ = test_now_ms() + (ms);                                                       \
-        while (!(cond)) {                                                                          \
-            if (test_now_ms() > dl_) FAIL_("timed out waiting for %s", #cond);                     \
-            lsock_loop_run((loop), LSOCK_RUN_ONCE);                                                \
-        }                                                                                          \
-    } while (0)
 
 static void check_name(const char *name, const char *want)
 {
