@@ -1771,4 +1771,37 @@ TEST(write_buffer_size_rejects_negative)
     lsock_socket_free(s);
 }
 
+static uint64_t cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+TEST(connect_retry_on_full_backlog_does_not_spin)
+{
+    lsock_loop *loop = loop_new();
+    fullsrv f;
+    fullsrv_open(&f, "nospin");
+    lsock_socket *a = lsock_socket_new(loop), *b = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_connect_timeout(a, 600));
+    ASSERT(lsock_socket_set_connect_timeout(b, 600));
+    uint64_t wall0 = test_now_ms(), cpu0 = cpu_ms();
+    ASSERT(lsock_socket_connect(a, f.name, LSOCK_READ_WRITE));
+    ASSERT(lsock_socket_connect(b, f.name, LSOCK_READ_WRITE));
+    ASSERT(!lsock_socket_wait_for_connected(b, 5000));                 /* retries without a loop */
+    RUN_UNTIL(loop, lsock_socket_state(a) == LSOCK_UNCONNECTED, 5000); /* and on the loop */
+    uint64_t wall = test_now_ms() - wall0, cpu = cpu_ms() - cpu0;
+    ASSERT_ERR(lsock_socket_error(a), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_ERR(lsock_socket_error(b), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT(wall >= 500);
+    if (cpu * 5 > wall)
+        FAIL_("retrying used %llu ms of CPU in %llu ms", (unsigned long long)cpu,
+              (unsigned long long)wall);
+    lsock_socket_free(a);
+    lsock_socket_free(b);
+    fullsrv_close(&f);
+    loop_free(loop);
+}
+
 TEST_MAIN()
