@@ -229,11 +229,11 @@ static const char *const form_names[] = {"bare name", "absolute path"};
 static void make_name(int form, const char *tag, char *name, size_t size, char *full, size_t fsize)
 {
     if (form == BARE) {
-        snprintf(name, size, "lsock-qt-%s", tag);
-        snprintf(full, fsize, "%s/%s", tmpdir_path, name);
+        ASSERT(snprintf(name, size, "lsock-qt-%s", tag) < (int)size);
+        ASSERT(snprintf(full, fsize, "%s/%s", tmpdir_path, name) < (int)fsize);
     } else {
-        snprintf(name, size, "%s/abs/%s", tmpdir_path, tag);
-        snprintf(full, fsize, "%s", name);
+        ASSERT(snprintf(name, size, "%s/abs/%s", tmpdir_path, tag) < (int)size);
+        ASSERT(snprintf(full, fsize, "%s", name) < (int)fsize);
     }
 }
 
