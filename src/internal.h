@@ -74,6 +74,8 @@ void lsock__pending_cancel(lsock_loop *loop, lsock__pending *p);
 void lsock__loop_ref_objects(lsock_loop *loop, int delta);
 /* Listening servers: work for lsock_loop_run() even while accepting is paused. */
 void lsock__loop_ref_listeners(lsock_loop *loop, int delta);
+/* How many times the loop has polled its backend (a new value per iteration). */
+uint64_t lsock__loop_iteration(const lsock_loop *loop);
 /* A 64 KiB scratch area for reads on this loop. */
 char *lsock__loop_scratch(lsock_loop *loop, size_t *size);
 

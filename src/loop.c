@@ -42,6 +42,7 @@ struct lsock_loop {
     int listeners; /* listening servers: work even while paused (no watcher) */
     int running;   /* lsock_loop_run depth: the loop cannot be freed inside it */
     int stop_flag;
+    uint64_t iteration; /* polls so far: tells a server whether its listener fired twice in a row */
     int wake_rfd, wake_wfd;
     lsock__io wake_io;
     atomic_int wake_pending;
@@ -346,6 +347,7 @@ int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
         /* RUN_ONCE does not block once deferred callbacks have run: they were the event. */
         if (mode == LSOCK_RUN_DEFAULT || (mode == LSOCK_RUN_ONCE && ran == 0))
             timeout = loop->stop_flag ? 0 : next_timeout(loop);
+        loop->iteration++;
         lsock__backend_poll(loop->backend, timeout, report, loop);
         run_timers(loop);
         alive = loop_alive(loop);
@@ -365,6 +367,11 @@ void lsock_loop_wakeup(lsock_loop *loop)
 {
     if (!loop) return;
     if (atomic_exchange(&loop->wake_pending, 1) == 0) lsock__plat_wakeup_signal(loop->wake_wfd);
+}
+
+uint64_t lsock__loop_iteration(const lsock_loop *loop)
+{
+    return loop->iteration;
 }
 
 int lsock_loop_backend_fd(lsock_loop *loop)

@@ -14,6 +14,8 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +43,8 @@ struct lsock_server {
     lsock_timer *retry;
     lsock__errinfo err;
     int depth, dead;
+    int batch;          /* accepts per readiness event (adaptive, see on_io) */
+    uint64_t full_iter; /* loop iteration whose accepts all succeeded up to batch; 0: none */
 };
 
 static const char *const empty = "";
@@ -200,14 +204,19 @@ static int push(lsock_server *srv, lsock_socket *s)
     return 0;
 }
 
-/* Accepts while the queue has room; fires the callback once per connection. Returns the
- * number accepted, or -1 when accepting failed before any (and is paused). */
-static int accept_some(lsock_server *srv)
+/* Accepts up to limit connections while the queue has room; fires the callback once per
+ * connection. Returns the number accepted, or -1 when accepting failed before any (and is
+ * paused); *drained tells whether the backlog was seen empty. */
+static int accept_some(lsock_server *srv, int limit, bool *drained)
 {
     int n = 0;
-    while (!srv->dead && srv->fd >= 0 && srv->nqueue < (size_t)srv->max_pending) {
+    *drained = false;
+    while (n < limit && !srv->dead && srv->fd >= 0 && srv->nqueue < (size_t)srv->max_pending) {
         int fd = lsock__plat_accept(srv->fd);
-        if (fd == -EAGAIN) break;
+        if (fd == -EAGAIN) {
+            *drained = true;
+            break;
+        }
         if (fd < 0) {
             pause_accepting(srv, -fd);
             return n > 0 ? n : -1;
@@ -228,11 +237,36 @@ static int accept_some(lsock_server *srv)
     return n;
 }
 
+/* Adaptive accept. Draining the backlog until EAGAIN costs a failing accept() per wake-up,
+ * and a server woken for one connection at a time (the common case) pays it every time. With
+ * a level-triggered backend a listener that still has connections is simply reported again
+ * at the next iteration, so one accept per event loses nothing; when that happens on two
+ * iterations in a row the connections come in a burst, and the batch doubles (up to
+ * ACCEPT_BATCH_MAX) until an accept finds the backlog empty. Windows' completion packets are
+ * not re-sent for what is left, so there the backlog is always drained. */
+#ifdef _WIN32
+#define ACCEPT_ADAPTIVE 0
+#else
+#define ACCEPT_ADAPTIVE 1
+#endif
+#define ACCEPT_BATCH_MAX 1024
+
 static void on_io(lsock__io *io, unsigned revents)
 {
     lsock_server *srv = io->data;
+    bool drained;
     hold(srv);
-    accept_some(srv);
+    if (ACCEPT_ADAPTIVE) {
+        uint64_t it = lsock__loop_iteration(srv->loop);
+        if (srv->full_iter && srv->full_iter + 1 == it)
+            srv->batch = srv->batch >= ACCEPT_BATCH_MAX / 2 ? ACCEPT_BATCH_MAX : srv->batch * 2;
+        else
+            srv->batch = 1;
+        int n = accept_some(srv, srv->batch, &drained);
+        srv->full_iter = n == srv->batch && !drained ? it : 0;
+    } else {
+        accept_some(srv, INT_MAX, &drained);
+    }
     release(srv);
 }
 
@@ -399,7 +433,8 @@ bool lsock_server_wait_for_new_connection(lsock_server *srv, int msecs, bool *ti
             fail(srv, LSOCK_ERR_UNKNOWN, call, lsock__plat_strerror(rc));
             break;
         }
-        int got = accept_some(srv);
+        bool drained;
+        int got = accept_some(srv, INT_MAX, &drained);
         if (srv->dead || srv->fd < 0) break;
         if (srv->nqueue > 0) {
             ok = true;

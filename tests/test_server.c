@@ -688,6 +688,44 @@ TEST(taking_connections_inside_new_connection_keeps_accepting)
     loop_free(loop);
 }
 
+/* A listener is accepted from one connection per event at first (no failing accept() for a
+ * server woken per connection); a backlog that is still there at the next iteration doubles
+ * the batch, so a burst takes a few iterations, not one per connection, and none is lost. */
+TEST(a_burst_of_connections_is_accepted_in_growing_batches)
+{
+    enum { N = 100 };
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("burst");
+    srvrec r;
+    memset(&r, 0, sizeof r);
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, on_new_connection, &r);
+    lsock_server_set_listen_backlog_size(srv, 2 * N);
+    ASSERT(lsock_server_set_max_pending_connections(srv, 2 * N));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c[N];
+    for (int i = 0; i < N; i++)
+        c[i] = connect_client(loop, name);
+    int iterations = 0;
+    uint64_t deadline = test_now_ms() + 5000;
+    while (r.new_connections < N) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+        iterations++;
+    }
+    ASSERT_EQ(r.new_connections, N);
+    ASSERT(iterations <= 20); /* 1 + 2 + 4 + ... reaches 100 in 7; one per event would be 100 */
+    for (int i = 0; i < N; i++) {
+        lsock_socket *s = lsock_server_next_pending_connection(srv);
+        ASSERT(s != NULL);
+        lsock_socket_free(s);
+        lsock_socket_free(c[i]);
+    }
+    ASSERT(lsock_server_next_pending_connection(srv) == NULL);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
 TEST(server_close_frees_pending_connections_and_their_clients_see_the_close)
 {
     lsock_loop *loop = loop_new();
