@@ -15,9 +15,17 @@
  *
  * Raw means blocking read()/write() on an AF_UNIX SOCK_STREAM socket (for fanin, whose server
  * must multiplex, raw is a minimal epoll loop with non-blocking sockets and no per-connection
- * state). Implementations are interleaved round by round (raw, lsock, libuv, then lsock, libuv,
- * raw, ...: the order rotates so that none always runs first) and the median of the rounds is
- * reported.
+ * state). Epoll (pingpong 1 B and connrate only) is the floor of any event-driven design: the
+ * same workload as a minimal hand-written epoll loop on both sides, no library, no per-connection
+ * state; lsock/epoll is then lsock's own cost, lsock/raw adds the cost of waiting in epoll_wait
+ * instead of in read().
+ *
+ * The two processes of pingpong and connrate either share one CPU or run on two; the round trip
+ * differs several times between the two (a wake-up across CPUs is slow on some virtual machines),
+ * and unpinned the scheduler picks, so the headline rows are followed by one row per placement,
+ * pinned (", 1 CPU": both on CPU 0; ", 2 CPUs": client on 0, server on 1). Implementations are
+ * interleaved round by round (raw, lsock, libuv, then lsock, libuv, raw, ...: the order rotates so
+ * that none always runs first) and the median of the rounds is reported.
  *
  *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE] [--impl LIST]
  *               [--size BYTES] [--peer IMPL] [--cpus C,S]
@@ -55,18 +63,31 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { RAW, LSOCK, LIBUV, NIMPL };
+enum { RAW, LSOCK, LIBUV, EPOLL, NIMPL };
 #ifdef BENCH_HAVE_LIBUV
 static const bool have_libuv = true;
 #else
 static const bool have_libuv = false;
 #endif
-static const char *const impl_name[NIMPL] = {"raw", "lsock", "libuv"};
+static const char *const impl_name[NIMPL] = {"raw", "lsock", "libuv", "epoll"};
 static const char *g_impls;   /* --impl: the implementations to run; NULL: all */
 static size_t g_one_size;     /* --size: the one message size of the sizes sweep; 0: all */
 static bool g_short;          /* --short */
 static int g_peer = -1;       /* --peer: the server side of pingpong and stream; -1: same */
 static int g_cpu_server = -1; /* --cpus C,S: the CPU of the server processes; -1: any */
+
+/* The first two CPUs this process may run on; returns how many there are (at most 2). */
+static int usable_cpus(int out[2])
+{
+    cpu_set_t set;
+    int n = 0;
+    out[0] = out[1] = 0;
+    if (sched_getaffinity(0, sizeof set, &set) < 0) return 1;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET(c, &set)) out[n++] = c;
+    if (n == 1) out[1] = out[0];
+    return n ? n : 1;
+}
 
 static void pin_to(int cpu)
 {
@@ -255,9 +276,12 @@ static void raw_echo_server(const void *arg)
     }
 }
 
-/* Raw multiplexing echo server for fanin: epoll, non-blocking, no per-connection state. */
+/* Raw multiplexing echo server for fanin (and, with arg non-NULL, the epoll floor of pingpong
+ * and connrate: one accept per wake-up, level-triggered epoll reports the rest): epoll,
+ * non-blocking, no per-connection state. */
 static void raw_epoll_echo_server(const void *arg)
 {
+    bool accept_one = arg != NULL;
     int lfd = raw_listen();
     fcntl(lfd, F_SETFL, O_NONBLOCK);
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -273,6 +297,7 @@ static void raw_epoll_echo_server(const void *arg)
                 while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
                     struct epoll_event e = {.events = EPOLLIN, .data.fd = c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, c, &e);
+                    if (accept_one) break;
                 }
                 continue;
             }
@@ -473,9 +498,15 @@ static void uv_connect_or_die(uv_loop_t *loop, uv_pipe_t *p)
  * names for every implementation (to tell the cost of each side apart). */
 typedef void (*server_fn)(const void *);
 
+static void epoll_echo_server(const void *arg)
+{
+    raw_epoll_echo_server("accept one");
+}
+
 static server_fn echo_server_for(int impl)
 {
     if (g_peer >= 0) impl = g_peer;
+    if (impl == EPOLL) return epoll_echo_server;
 #ifdef BENCH_HAVE_LIBUV
     if (impl == LIBUV) return libuv_echo_server;
 #endif
@@ -629,9 +660,41 @@ static double libuv_pingpong(const pp_params *pp)
 }
 #endif
 
+/* The epoll floor: a non-blocking socket in a minimal epoll loop. */
+static double epoll_pingpong(const pp_params *pp)
+{
+    if (pp->size > 4096) return -1; /* one send always takes it whole */
+    pid_t pid = spawn(echo_server_for(EPOLL), NULL);
+    int fd = raw_connect(), ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    if (ep < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+        die("epoll pingpong: %s", strerror(errno));
+    size_t got = 0;
+    double t0 = now_s();
+    if (send(fd, g_msg, pp->size, MSG_NOSIGNAL) != (ssize_t)pp->size) die("epoll pingpong: send");
+    for (long done = 0; done < pp->iters;) {
+        if (epoll_wait(ep, &ev, 1, -1) < 1) continue;
+        ssize_t r = read(fd, g_buf, sizeof g_buf);
+        if (r < 0 && errno == EAGAIN) continue;
+        if (r <= 0) die("epoll pingpong: %s", r == 0 ? "end of stream" : strerror(errno));
+        got += (size_t)r;
+        if (got < pp->size) continue;
+        got -= pp->size;
+        if (++done < pp->iters && send(fd, g_msg, pp->size, MSG_NOSIGNAL) != (ssize_t)pp->size)
+            die("epoll pingpong: send");
+    }
+    double t = now_s() - t0;
+    close(fd);
+    close(ep);
+    reap(pid);
+    return t / (double)pp->iters * 1e6;
+}
+
 static double run_pingpong(int impl, const void *params, double *extra)
 {
     switch (impl) {
+    case EPOLL:
+        return epoll_pingpong(params);
     case RAW:
         return raw_pingpong(params);
     case LSOCK:
@@ -948,9 +1011,35 @@ static double libuv_connrate(const cr_params *cp)
 }
 #endif
 
+/* The epoll floor: each connection registered, waited on and closed (close removes it from
+ * the epoll set: nothing else holds the descriptor). */
+static double epoll_connrate(const cr_params *cp)
+{
+    pid_t pid = spawn(echo_server_for(EPOLL), NULL);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) die("epoll connrate: %s", strerror(errno));
+    double t0 = now_s();
+    for (long i = 0; i < cp->conns; i++) {
+        int fd = raw_connect();
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll connrate: %s", strerror(errno));
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) die("epoll connrate: send");
+        while (epoll_wait(ep, &ev, 1, -1) < 1) {
+        }
+        if (read(fd, g_buf, 1) != 1) die("epoll connrate: read");
+        close(fd);
+    }
+    double t = now_s() - t0;
+    close(ep);
+    reap(pid);
+    return (double)cp->conns / t;
+}
+
 static double run_connrate(int impl, const void *params, double *extra)
 {
     switch (impl) {
+    case EPOLL:
+        return epoll_connrate(params);
     case RAW:
         return raw_connrate(params);
     case LSOCK:
@@ -1080,6 +1169,9 @@ typedef struct row {
     double abs_max;    /* lsock value must be <= this; 0: none */
     int completes;     /* the target is that it runs to the end */
     struct row *extra; /* row receiving the extra value (fanin memory) */
+    int epoll_floor;   /* also measured as a minimal epoll loop (the EPOLL column) */
+    int pinned;        /* run with the client on CPU cpu_client and the server on cpu_server */
+    int cpu_client, cpu_server;
     double v[NIMPL][MAX_ROUNDS];
     int nv[NIMPL];
     int skip[NIMPL];
@@ -1104,7 +1196,9 @@ static double median(const row *r, int impl)
 static void fmt_val(char *out, size_t n, const row *r, int impl)
 {
     double m = median(r, impl);
-    if (r->skip[impl] || m < 0)
+    if (impl == EPOLL && !r->epoll_floor)
+        snprintf(out, n, "-");
+    else if (r->skip[impl] || m < 0)
         snprintf(out, n, "%s", impl == LIBUV && !have_libuv ? "skipped" : "n/a");
     else
         snprintf(out, n, r->fmt, m);
@@ -1167,19 +1261,27 @@ static void print_table(row **rows, int nrows, int rounds)
     if (g_short)
         printf("Short mode: sizes too small to measure anything; met? is not meaningful.\n");
     printf("\n");
-    printf("%-30s %10s %10s %10s %9s %11s  %-26s %s\n", "workload", "raw", "lsock", "libuv",
+    bool floor = false;
+    for (int i = 0; i < nrows; i++)
+        floor |= rows[i]->epoll_floor;
+    printf("%-36s %10s %10s %10s %9s %11s  %-26s %-5s", "workload", "raw", "lsock", "libuv",
            "lsock/raw", "lsock/libuv", "target", "met?");
+    if (floor) printf(" %10s %11s", "epoll", "lsock/epoll");
+    printf("\n");
     for (int i = 0; i < nrows; i++) {
         row *r = rows[i];
-        char name[64], v[NIMPL][32], rr[16], ru[16], tg[64];
+        char name[64], v[NIMPL][32], rr[16], ru[16], re[16], tg[64];
         snprintf(name, sizeof name, "%s (%s)", r->name, r->unit);
         for (int k = 0; k < NIMPL; k++)
             fmt_val(v[k], sizeof v[k], r, k);
         ratio_text(rr, sizeof rr, median(r, LSOCK), median(r, RAW));
         ratio_text(ru, sizeof ru, median(r, LSOCK), r->skip[LIBUV] ? -1 : median(r, LIBUV));
+        ratio_text(re, sizeof re, median(r, LSOCK), r->epoll_floor ? median(r, EPOLL) : -1);
         target_text(tg, sizeof tg, r);
-        printf("%-30s %10s %10s %10s %9s %11s  %-26s %s\n", name, v[RAW], v[LSOCK], v[LIBUV], rr,
+        printf("%-36s %10s %10s %10s %9s %11s  %-26s %-5s", name, v[RAW], v[LSOCK], v[LIBUV], rr,
                ru, tg, target_met(r));
+        if (floor) printf(" %10s %11s", v[EPOLL], re);
+        printf("\n");
     }
     fflush(stdout);
 }
@@ -1193,12 +1295,20 @@ static double tv_diff(const struct timeval *a, const struct timeval *b)
 
 static void run_row(row *r, int rounds)
 {
-    printf("  %-28s", r->name);
+    printf("  %-34s", r->name);
     fflush(stdout);
+    cpu_set_t saved;
+    int saved_server = g_cpu_server;
+    if (r->pinned) {
+        if (sched_getaffinity(0, sizeof saved, &saved) < 0) die("sched_getaffinity");
+        pin_to(r->cpu_client);
+        g_cpu_server = r->cpu_server;
+    }
     for (int round = 0; round < rounds; round++) {
         for (int j = 0; j < NIMPL; j++) {
             int k = (round + j) % NIMPL; /* rotated: no implementation always runs first */
-            if (r->skip[k] || !want(g_impls, impl_name[k])) continue;
+            if (r->skip[k] || (k == EPOLL && !r->epoll_floor) || !want(g_impls, impl_name[k]))
+                continue;
             double extra = -1;
             struct rusage self0, self1, kids0, kids1;
             getrusage(RUSAGE_SELF, &self0);
@@ -1225,6 +1335,10 @@ static void run_row(row *r, int rounds)
         fflush(stdout);
     }
     printf("\n");
+    if (r->pinned) {
+        if (sched_setaffinity(0, sizeof saved, &saved) < 0) die("sched_setaffinity");
+        g_cpu_server = saved_server;
+    }
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
@@ -1437,21 +1551,41 @@ int main(int argc, char **argv)
     r_cr.params = &cr, r_fi1.params = &fi1, r_fi10.params = &fi10;
     r_fi1.extra = &r_fi1m, r_fi10.extra = &r_fi10m;
     r_bl.skip[LIBUV] = 1; /* no blocking API */
+    r_pp.epoll_floor = r_cr.epoll_floor = 1;
 
-    row *table[16];
+    /* The same two rows pinned, once per placement (not when --cpus pins everything). */
+    int cpus[2], ncpus = usable_cpus(cpus);
+    static row r_pp1, r_pp2, r_cr1, r_cr2;
+    r_pp1 = r_pp, r_pp2 = r_pp, r_cr1 = r_cr, r_cr2 = r_cr;
+    r_pp1.name = "pingpong 1 B, 1 CPU", r_pp2.name = "pingpong 1 B, 2 CPUs";
+    r_cr1.name = "connrate, 1 CPU", r_cr2.name = "connrate, 2 CPUs";
+    r_pp1.pinned = r_pp2.pinned = r_cr1.pinned = r_cr2.pinned = g_cpu_server < 0;
+    r_pp1.cpu_client = r_pp1.cpu_server = r_cr1.cpu_client = r_cr1.cpu_server = cpus[0];
+    r_pp2.cpu_client = r_cr2.cpu_client = cpus[0];
+    r_pp2.cpu_server = r_cr2.cpu_server = cpus[1];
+
+    row *table[20];
     int n = 0;
     struct {
         const char *key;
         row *r;
-    } all[] = {{"pingpong", &r_pp}, {"blocking", &r_bl}, {"stream", &r_st64}, {"stream", &r_st4},
-               {"connrate", &r_cr}, {"fanin", &r_fi1},   {"fanin", &r_fi10}};
-    printf("\nRunning (one dot per round of raw, lsock, libuv):\n");
+    } all[] = {{"pingpong", &r_pp}, {"pingpong", &r_pp1}, {"pingpong", &r_pp2},
+               {"blocking", &r_bl}, {"stream", &r_st64},  {"stream", &r_st4},
+               {"connrate", &r_cr}, {"connrate", &r_cr1}, {"connrate", &r_cr2},
+               {"fanin", &r_fi1},   {"fanin", &r_fi10}};
+    printf("\nRunning (one dot per round of raw, lsock, libuv, epoll where measured):\n");
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         row *r = all[i].r;
         if (!want(only, all[i].key)) continue;
+        if ((r == &r_pp1 || r == &r_pp2 || r == &r_cr1 || r == &r_cr2) && !r->pinned)
+            continue; /* --cpus: everything is pinned already */
+        if ((r == &r_pp2 || r == &r_cr2) && ncpus < 2) {
+            printf("  %-34s skipped: only one CPU is usable\n", r->name);
+            continue;
+        }
         if (!have_libuv) r->skip[LIBUV] = 1;
         if (r == &r_fi10 && rl.rlim_cur < (rlim_t)fi10.clients + 64) {
-            printf("  %-28s skipped: RLIMIT_NOFILE hard limit %llu < %ld (raise it, e.g. "
+            printf("  %-34s skipped: RLIMIT_NOFILE hard limit %llu < %ld (raise it, e.g. "
                    "ulimit -Hn)\n",
                    r->name, (unsigned long long)rl.rlim_max, fi10.clients + 64);
             continue;
