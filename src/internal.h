@@ -67,6 +67,8 @@ void lsock__io_init(lsock__io *io, int fd, lsock__io_cb cb, void *data);
 int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events);
 /* Removes events; with all events removed the descriptor leaves the backend. */
 void lsock__io_stop(lsock_loop *loop, lsock__io *io, unsigned events);
+/* Stops io for good: its descriptor is closed right after. shared: see lsock__backend_forget. */
+void lsock__io_close(lsock_loop *loop, lsock__io *io, int shared);
 /* Queues p to run at the next iteration (once, however often it is queued). */
 void lsock__pending_queue(lsock_loop *loop, lsock__pending *p);
 void lsock__pending_cancel(lsock_loop *loop, lsock__pending *p);
@@ -87,6 +89,10 @@ lsock__backend *lsock__backend_new(void);
 void lsock__backend_free(lsock__backend *b);
 /* Changes what the backend watches on fd from old to events (0: remove). 0 or -errno. */
 int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events);
+/* Like lsock__backend_set(b, fd, old, 0), for a descriptor that is closed right after. Unless
+ * shared (someone else may hold the open file: the descriptor was handed out or adopted), a
+ * backend whose registrations close() ends (epoll) may skip the system call. */
+int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared);
 /* Waits up to timeout ms (-1 forever) and calls report(loop, fd, revents) per ready fd. */
 int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loop *, int, unsigned),
                         lsock_loop *loop);

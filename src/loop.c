@@ -155,17 +155,30 @@ int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
     return 0;
 }
 
-void lsock__io_stop(lsock_loop *loop, lsock__io *io, unsigned events)
+static void io_change(lsock_loop *loop, lsock__io *io, unsigned events, int closing, int shared)
 {
     unsigned want = io->events & ~events;
     io->events = want;
     if (want == io->installed) return;
-    lsock__backend_set(loop->backend, io->fd, io->installed, want);
+    if (closing)
+        lsock__backend_forget(loop->backend, io->fd, io->installed, shared);
+    else
+        lsock__backend_set(loop->backend, io->fd, io->installed, want);
     if (want == 0) {
         if (io != &loop->wake_io) loop->active_ios--;
         if (io->fd < loop->nwatchers && loop->watchers[io->fd] == io) loop->watchers[io->fd] = NULL;
     }
     io->installed = want;
+}
+
+void lsock__io_stop(lsock_loop *loop, lsock__io *io, unsigned events)
+{
+    io_change(loop, io, events, 0, 0);
+}
+
+void lsock__io_close(lsock_loop *loop, lsock__io *io, int shared)
+{
+    io_change(loop, io, LSOCK__READABLE | LSOCK__WRITABLE, 1, shared);
 }
 
 /* ---- deferred work ------------------------------------------------------------------- */

@@ -52,6 +52,7 @@ struct lsock_socket {
     int dead;
     int in_ready_read, in_bytes_written;
     int fd_blocking;  /* loop-less: the descriptor is blocking (reads pass MSG_DONTWAIT) */
+    int fd_shared;    /* handed out or adopted: others may hold the file (lsock__io_close) */
     int sndbuf_grown; /* the kernel refused a write once: its send buffer was raised */
     int block_next;   /* the next read_some blocks in recv() */
 };
@@ -104,7 +105,7 @@ lsock_socket *lsock_socket_new(lsock_loop *loop)
 static void drop_descriptor(lsock_socket *s)
 {
     if (s->loop) {
-        if (s->fd >= 0) lsock__io_stop(s->loop, &s->io, LSOCK__READABLE | LSOCK__WRITABLE);
+        if (s->fd >= 0) lsock__io_close(s->loop, &s->io, s->fd_shared);
         lsock__pending_cancel(s->loop, &s->pend);
     }
     if (s->retry) {
@@ -114,6 +115,7 @@ static void drop_descriptor(lsock_socket *s)
     lsock__plat_close(s->fd);
     s->fd = -1;
     s->fd_blocking = 0;
+    s->fd_shared = 0;
     s->sndbuf_grown = 0;
     s->throttled = 0;
     s->broken = 0;
@@ -1180,6 +1182,7 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     lsock__buf_clear(&s->rbuf);
     lsock__buf_clear(&s->wbuf);
     s->fd = rc;
+    s->fd_shared = 1; /* the application may keep its own copies */
     s->open_mode = open_mode;
     s->state = LSOCK_CONNECTED;
     watch(s);
@@ -1191,6 +1194,10 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
 intptr_t lsock_socket_descriptor(const lsock_socket *s)
 {
     if (!s || s->state == LSOCK_UNCONNECTED || s->state == LSOCK_CONNECTING || s->fd < 0) return -1;
+    /* Once handed out, the descriptor may be dup'ed: closing must unregister it explicitly.
+     * (Every lsock_socket is heap-allocated and mutable; const is the API's promise of no
+     * visible change.) */
+    ((lsock_socket *)s)->fd_shared = 1;
     return lsock__plat_native(s->fd);
 }
 

@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support.h"
+
 static volatile sig_atomic_t ticks;
 
 static void on_tick(int sig)
@@ -266,6 +268,98 @@ TEST(long_path_with_too_long_last_component_names_the_limit)
     ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
     ASSERT(strstr(lsock_server_error_string(srv), "limit is 107") != NULL);
     lsock_server_free(srv);
+}
+
+/* ---- closing a descriptor that another holder keeps open ------------------------------ */
+
+/* Loop iterations in about ms milliseconds. An idle loop (the 10 ms ticker of loop_new) makes
+ * a few dozen; a registration left behind for a closed but still open, readable file makes
+ * the backend report it at once, every time: thousands. */
+static int iterations_in(lsock_loop *loop, int ms)
+{
+    int n = 0;
+    uint64_t end = test_now_ms() + (uint64_t)ms;
+    while (test_now_ms() < end) {
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+        n++;
+    }
+    return n;
+}
+
+/* Both ends freed: the connection's files are at end of stream (readable) from now on. */
+static void free_both_ends(pair *p)
+{
+    lsock_socket_free(p->client);
+    lsock_socket_free(p->peer);
+    p->client = p->peer = NULL;
+}
+
+TEST(closing_a_handed_out_and_copied_descriptor_leaves_the_loop_idle)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    int copy = dup((int)lsock_socket_descriptor(p.peer));
+    ASSERT(copy >= 0);
+    free_both_ends(&p);
+    int n = iterations_in(loop, 200);
+    close(copy);
+    ASSERT(n < 100);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(closing_an_adopted_descriptor_with_a_copy_kept_leaves_the_loop_idle)
+{
+    lsock_loop *loop = loop_new();
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int copy = dup(sv[0]);
+    ASSERT(copy >= 0);
+    lsock_socket *s = lsock_socket_new(loop);
+    ASSERT(lsock_socket_set_descriptor(s, sv[0], LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    close(sv[1]); /* end of stream: readable from now on */
+    lsock_socket_free(s);
+    int n = iterations_in(loop, 200);
+    close(copy);
+    ASSERT(n < 100);
+    loop_free(loop);
+}
+
+TEST(sockets_closed_after_a_fork_leave_the_loop_idle)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    /* The child keeps the server end (p.peer, never handed out) and drops the client end, so
+     * that the server end is at end of stream once the parent frees both. */
+    int client_fd = (int)lsock_socket_descriptor(p.client);
+    int go[2], ready[2];
+    ASSERT_EQ(pipe(go), 0);
+    ASSERT_EQ(pipe(ready), 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        close(go[1]);
+        close(client_fd);
+        char c = 1;
+        if (write(ready[1], &c, 1) != 1) _exit(1);
+        ssize_t r = read(go[0], &c, 1); /* until the parent is done */
+        _exit(r == 0 ? 0 : 1);
+    }
+    close(go[0]);
+    close(ready[1]);
+    char c;
+    ASSERT_EQ(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    free_both_ends(&p);
+    int n = iterations_in(loop, 200);
+    close(go[1]);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(n < 100);
+    pair_close(&p);
+    loop_free(loop);
 }
 
 TEST_MAIN()

@@ -1,10 +1,20 @@
 /*
  * epoll backend (Linux), level-triggered: a watcher that leaves data unread is reported
  * again, so a read-buffer limit or a callback that returns early never loses an event.
+ *
+ * Closing a descriptor skips EPOLL_CTL_DEL when nothing else can hold its open file: the
+ * kernel drops a registration when the last descriptor of the file closes, so the call is
+ * pure cost there (two of the system calls of a short connection). A registration whose file
+ * lives on elsewhere would stay, though, and keep reporting under a number that may be reused:
+ * so the DEL still happens for a descriptor the application was given or handed in
+ * (lsock_socket_descriptor, lsock_socket_set_descriptor), and for every descriptor once the
+ * process has forked (a child holds copies of them all; pthread_atfork tells).
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -16,8 +26,22 @@ struct lsock__backend {
     struct epoll_event events[MAX_EVENTS];
 };
 
+static atomic_int forked;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void note_fork(void)
+{
+    atomic_store(&forked, 1);
+}
+
+static void watch_forks(void)
+{
+    if (pthread_atfork(note_fork, NULL, NULL) != 0) note_fork(); /* cannot tell: assume so */
+}
+
 lsock__backend *lsock__backend_new(void)
 {
+    pthread_once(&atfork_once, watch_forks);
     lsock__backend *b = malloc(sizeof *b);
     if (!b) return NULL;
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -47,6 +71,12 @@ int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events)
         return 0;
     if (op == EPOLL_CTL_DEL && (errno == ENOENT || errno == EBADF)) return 0;
     return -errno;
+}
+
+int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared)
+{
+    if (!shared && !atomic_load(&forked)) return 0;
+    return lsock__backend_set(b, fd, old, 0);
 }
 
 int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loop *, int, unsigned),

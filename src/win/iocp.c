@@ -47,6 +47,12 @@ int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events)
     return lsock__win_watch(fd, b->port, events & ~old);
 }
 
+int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared)
+{
+    (void)shared; /* the backend's own table must always forget the descriptor */
+    return lsock__backend_set(b, fd, old, 0);
+}
+
 int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loop *, int, unsigned),
                         lsock_loop *loop)
 {
