@@ -90,8 +90,9 @@ void lsock__backend_free(lsock__backend *b);
 /* Changes what the backend watches on fd from old to events (0: remove). 0 or -errno. */
 int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events);
 /* Like lsock__backend_set(b, fd, old, 0), for a descriptor that is closed right after. Unless
- * shared (someone else may hold the open file: the descriptor was handed out or adopted), a
- * backend whose registrations close() ends (epoll) may skip the system call. */
+ * shared (someone else may hold the open file: the descriptor was handed out or adopted, or
+ * the process forked while it was open), a backend whose registrations close() ends (epoll)
+ * may skip the system call. */
 int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared);
 /* Waits up to timeout ms (-1 forever) and calls report(loop, fd, revents) per ready fd. */
 int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loop *, int, unsigned),
@@ -100,6 +101,11 @@ int lsock__backend_fd(lsock__backend *b);
 const char *lsock__backend_name(void);
 
 /* ---- platform: sockets (src/unix/platform.c) ------------------------------------------- */
+
+/* Counts the process's forks (pthread_atfork; 0 where there is no fork). Read it before
+ * creating a descriptor: if it has changed when the descriptor is closed, a child may hold a
+ * copy of it. */
+unsigned lsock__plat_fork_epoch(void);
 
 /* Negative results of lsock__plat_* are -errno values; lsock__connect_error and
  * lsock__listen_error map them. */
@@ -167,8 +173,8 @@ void lsock__plat_wakeup_drain(int rfd);
 /* ---- socket and server, shared between socket.c and server.c ---------------------------- */
 
 /* Makes a connected socket on loop for an accepted fd (server use). NULL on no memory. */
-lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, const char *name,
-                                          const char *full);
+lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned fork_epoch,
+                                          const char *name, const char *full);
 /* Starts watching an accepted socket handed to the user. */
 void lsock__socket_activate(lsock_socket *s);
 

@@ -2,19 +2,15 @@
  * epoll backend (Linux), level-triggered: a watcher that leaves data unread is reported
  * again, so a read-buffer limit or a callback that returns early never loses an event.
  *
- * Closing a descriptor skips EPOLL_CTL_DEL when nothing else can hold its open file: the
- * kernel drops a registration when the last descriptor of the file closes, so the call is
- * pure cost there (two of the system calls of a short connection). A registration whose file
- * lives on elsewhere would stay, though, and keep reporting under a number that may be reused:
- * so the DEL still happens for a descriptor the application was given or handed in
- * (lsock_socket_descriptor, lsock_socket_set_descriptor), and for every descriptor once the
- * process has forked (a child holds copies of them all; pthread_atfork tells).
+ * Closing a descriptor skips EPOLL_CTL_DEL when nothing else can hold its open file (the
+ * core tells: lsock__io_close): the kernel drops a registration when the last descriptor of
+ * the file closes, so the call is pure cost there (two of the system calls of a short
+ * connection). A registration whose file lived on elsewhere would stay, and keep reporting
+ * under a number that may be reused; for those the DEL still happens.
  */
 #include "internal.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -26,22 +22,8 @@ struct lsock__backend {
     struct epoll_event events[MAX_EVENTS];
 };
 
-static atomic_int forked;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void note_fork(void)
-{
-    atomic_store(&forked, 1);
-}
-
-static void watch_forks(void)
-{
-    if (pthread_atfork(note_fork, NULL, NULL) != 0) note_fork(); /* cannot tell: assume so */
-}
-
 lsock__backend *lsock__backend_new(void)
 {
-    pthread_once(&atfork_once, watch_forks);
     lsock__backend *b = malloc(sizeof *b);
     if (!b) return NULL;
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -75,7 +57,7 @@ int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events)
 
 int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared)
 {
-    if (!shared && !atomic_load(&forked)) return 0;
+    if (!shared) return 0;
     return lsock__backend_set(b, fd, old, 0);
 }
 

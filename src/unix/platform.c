@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,30 @@ static int set_flags(int fd)
     int fdfl = fcntl(fd, F_GETFD);
     if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -errno;
     return 0;
+}
+
+/* ---- forks --------------------------------------------------------------------------- */
+
+static atomic_uint fork_epoch;
+static atomic_int fork_unknown;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void count_fork(void)
+{
+    atomic_fetch_add(&fork_epoch, 1);
+}
+
+static void watch_forks(void)
+{
+    if (pthread_atfork(count_fork, NULL, NULL) != 0) atomic_store(&fork_unknown, 1);
+}
+
+unsigned lsock__plat_fork_epoch(void)
+{
+    pthread_once(&fork_once, watch_forks);
+    /* Forks cannot be counted: a new value per call, so every descriptor counts as shared. */
+    if (atomic_load(&fork_unknown)) return atomic_fetch_add(&fork_epoch, 1) + 1;
+    return atomic_load(&fork_epoch);
 }
 
 /*

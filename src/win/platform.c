@@ -815,6 +815,11 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, int back
     return l->fd;
 }
 
+unsigned lsock__plat_fork_epoch(void)
+{
+    return 0; /* no fork(): only handed-out and adopted handles are shared */
+}
+
 int lsock__plat_accept(int lfd)
 {
     wobj *l = get(lfd);
