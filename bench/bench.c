@@ -31,7 +31,7 @@
  *               [--size BYTES] [--peer IMPL] [--cpus C,S]
  *
  * --only takes a comma-separated subset of pingpong,blocking,stream,connrate,fanin,sizes;
- * --impl a subset of raw,lsock,libuv (for profiling one implementation); --size BYTES limits
+ * --impl a subset of raw,lsock,libuv,epoll (for profiling one implementation); --size BYTES limits
  * the sizes sweep to one message size; --peer IMPL runs the server side of pingpong and stream
  * with IMPL for every implementation (so only the client side differs); --cpus C,S pins the
  * measured (client) side to CPU C and the server processes to CPU S (C == S: one shared CPU).
@@ -1465,12 +1465,13 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--size") && i + 1 < argc)
             g_one_size = (size_t)strtoull(argv[++i], NULL, 0);
         else {
-            fprintf(stderr,
-                    "usage: %s [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]\n"
-                    "       [--impl raw,lsock,libuv] [--size BYTES] [--peer raw|lsock|libuv]\n"
-                    "       [--cpus CLIENT,SERVER]\n"
-                    "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,sizes\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]\n"
+                "       [--impl raw,lsock,libuv,epoll] [--size BYTES] [--peer raw|lsock|libuv]\n"
+                "       [--cpus CLIENT,SERVER]\n"
+                "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,sizes\n",
+                argv[0]);
             return 2;
         }
     }
