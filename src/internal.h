@@ -102,10 +102,12 @@ const char *lsock__backend_name(void);
 
 /* ---- platform: sockets (src/unix/platform.c) ------------------------------------------- */
 
-/* Counts the process's forks (pthread_atfork; 0 where there is no fork). Read it before
- * creating a descriptor: if it has changed when the descriptor is closed, a child may hold a
- * copy of it. */
-unsigned lsock__plat_fork_epoch(void);
+/* Forks and descriptors: take a stamp before creating a descriptor; when closing it,
+ * lsock__plat_forked_since(stamp) tells whether a fork may have copied it into a child
+ * (pthread_atfork handlers count forks; children made without them, posix_spawn and vfork,
+ * run exec at once and close-on-exec drops their copies). Always 0 where there is no fork. */
+unsigned lsock__plat_fork_stamp(void);
+int lsock__plat_forked_since(unsigned stamp);
 
 /* Negative results of lsock__plat_* are -errno values; lsock__connect_error and
  * lsock__listen_error map them. */
@@ -173,7 +175,7 @@ void lsock__plat_wakeup_drain(int rfd);
 /* ---- socket and server, shared between socket.c and server.c ---------------------------- */
 
 /* Makes a connected socket on loop for an accepted fd (server use). NULL on no memory. */
-lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned fork_epoch,
+lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned fork_stamp,
                                           const char *name, const char *full);
 /* Starts watching an accepted socket handed to the user. */
 void lsock__socket_activate(lsock_socket *s);

@@ -212,7 +212,7 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
     int n = 0;
     *drained = false;
     while (n < limit && !srv->dead && srv->fd >= 0 && srv->nqueue < (size_t)srv->max_pending) {
-        unsigned epoch = lsock__plat_fork_epoch();
+        unsigned stamp = lsock__plat_fork_stamp();
         int fd = lsock__plat_accept(srv->fd);
         if (fd == -EAGAIN) {
             *drained = true;
@@ -222,7 +222,7 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
             pause_accepting(srv, -fd);
             return n > 0 ? n : -1;
         }
-        lsock_socket *s = lsock__socket_from_accepted(srv->loop, fd, epoch, srv->name, srv->full);
+        lsock_socket *s = lsock__socket_from_accepted(srv->loop, fd, stamp, srv->name, srv->full);
         if (!s || push(srv, s) < 0) {
             if (s)
                 lsock_socket_free(s);

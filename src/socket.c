@@ -51,11 +51,11 @@ struct lsock_socket {
     int depth;
     int dead;
     int in_ready_read, in_bytes_written;
-    int fd_blocking;   /* loop-less: the descriptor is blocking (reads pass MSG_DONTWAIT) */
-    int fd_shared;     /* handed out or adopted: others may hold the file (lsock__io_close) */
-    unsigned fd_epoch; /* lsock__plat_fork_epoch() from before the descriptor was made */
-    int sndbuf_grown;  /* the kernel refused a write once: its send buffer was raised */
-    int block_next;    /* the next read_some blocks in recv() */
+    int fd_blocking;        /* loop-less: the descriptor is blocking (reads pass MSG_DONTWAIT) */
+    int fd_shared;          /* handed out or adopted: others may hold the file (lsock__io_close) */
+    unsigned fd_fork_stamp; /* lsock__plat_fork_stamp() from before the descriptor was made */
+    int sndbuf_grown;       /* the kernel refused a write once: its send buffer was raised */
+    int block_next;         /* the next read_some blocks in recv() */
 };
 
 static const char *const empty = "";
@@ -108,7 +108,7 @@ static void drop_descriptor(lsock_socket *s)
     if (s->loop) {
         if (s->fd >= 0)
             lsock__io_close(s->loop, &s->io,
-                            s->fd_shared || s->fd_epoch != lsock__plat_fork_epoch());
+                            s->fd_shared || lsock__plat_forked_since(s->fd_fork_stamp));
         lsock__pending_cancel(s->loop, &s->pend);
     }
     if (s->retry) {
@@ -562,7 +562,7 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
     }
     s->connecting_path = path;
     int fd = -1;
-    s->fd_epoch = lsock__plat_fork_epoch();
+    s->fd_fork_stamp = lsock__plat_fork_stamp();
     int rc = lsock__plat_connect(path, (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0, &fd);
     s->fd = fd;
     if (rc >= 0) {
@@ -1219,7 +1219,7 @@ bool lsock_socket_peer_credentials(lsock_socket *s, lsock_credentials *out)
 
 /* ---- accepted connections (server.c) ------------------------------------------------- */
 
-lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned fork_epoch,
+lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned fork_stamp,
                                           const char *name, const char *full)
 {
     lsock_socket *s = alloc_socket(loop);
@@ -1232,7 +1232,7 @@ lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned for
         return NULL;
     }
     s->fd = fd;
-    s->fd_epoch = fork_epoch;
+    s->fd_fork_stamp = fork_stamp;
     s->state = LSOCK_CONNECTED;
     s->open_mode = LSOCK_READ_WRITE;
     return s;

@@ -58,26 +58,43 @@ static int set_flags(int fd)
 
 /* ---- forks --------------------------------------------------------------------------- */
 
-static atomic_uint fork_epoch;
+/* Forks begun (the prepare handler) and finished (the parent's and the child's handlers),
+ * each counted in steps of 2. A stamp is the begun count, made odd when a fork was under way
+ * as it was read: that fork may still copy a descriptor made after the stamp. */
+static atomic_uint forks_begun, forks_done;
 static atomic_int fork_unknown;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
-static void count_fork(void)
+static void fork_begins(void)
 {
-    atomic_fetch_add(&fork_epoch, 1);
+    atomic_fetch_add(&forks_begun, 2);
+}
+
+static void fork_done(void)
+{
+    atomic_fetch_add(&forks_done, 2);
 }
 
 static void watch_forks(void)
 {
-    if (pthread_atfork(count_fork, NULL, NULL) != 0) atomic_store(&fork_unknown, 1);
+    if (pthread_atfork(fork_begins, fork_done, fork_done) != 0) atomic_store(&fork_unknown, 1);
 }
 
-unsigned lsock__plat_fork_epoch(void)
+unsigned lsock__plat_fork_stamp(void)
 {
     pthread_once(&fork_once, watch_forks);
-    /* Forks cannot be counted: a new value per call, so every descriptor counts as shared. */
-    if (atomic_load(&fork_unknown)) return atomic_fetch_add(&fork_epoch, 1) + 1;
-    return atomic_load(&fork_epoch);
+    unsigned begun = atomic_load(&forks_begun); /* begun first: see lsock__plat_forked_since */
+    unsigned done = atomic_load(&forks_done);
+    return begun | (done != begun ? 1u : 0u);
+}
+
+/* A fork that copied the descriptor either had begun before the stamp was read (begun !=
+ * done then: odd stamp) or began after it (begun has moved on). One that had begun and
+ * finished before the stamp ran its fork(2) before the descriptor existed. */
+int lsock__plat_forked_since(unsigned stamp)
+{
+    if (atomic_load(&fork_unknown)) return 1; /* forks cannot be counted: assume one */
+    return (stamp & 1u) || stamp != atomic_load(&forks_begun);
 }
 
 /*

@@ -815,8 +815,14 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, int back
     return l->fd;
 }
 
-unsigned lsock__plat_fork_epoch(void)
+unsigned lsock__plat_fork_stamp(void)
 {
+    return 0;
+}
+
+int lsock__plat_forked_since(unsigned stamp)
+{
+    (void)stamp;
     return 0; /* no fork(): only handed-out and adopted handles are shared */
 }
 
