@@ -1564,6 +1564,17 @@ int main(int argc, char **argv)
     r_pp1.cpu_client = r_pp1.cpu_server = r_cr1.cpu_client = r_cr1.cpu_server = cpus[0];
     r_pp2.cpu_client = r_cr2.cpu_client = cpus[0];
     r_pp2.cpu_server = r_cr2.cpu_server = cpus[1];
+    /* fanin with the clients on one CPU and the server alone on the other: how much a server
+     * serves when the scheduler's sharing of the CPUs is out of the picture. */
+    static row r_fi1p;
+    static char n1p[48];
+    r_fi1p = r_fi1;
+    snprintf(n1p, sizeof n1p, "fanin %ld, server's own CPU", fi1.clients);
+    r_fi1p.name = n1p;
+    r_fi1p.extra = NULL;
+    r_fi1p.pinned = g_cpu_server < 0;
+    r_fi1p.cpu_client = cpus[0];
+    r_fi1p.cpu_server = cpus[1];
 
     row *table[20];
     int n = 0;
@@ -1573,14 +1584,15 @@ int main(int argc, char **argv)
     } all[] = {{"pingpong", &r_pp}, {"pingpong", &r_pp1}, {"pingpong", &r_pp2},
                {"blocking", &r_bl}, {"stream", &r_st64},  {"stream", &r_st4},
                {"connrate", &r_cr}, {"connrate", &r_cr1}, {"connrate", &r_cr2},
-               {"fanin", &r_fi1},   {"fanin", &r_fi10}};
+               {"fanin", &r_fi1},   {"fanin", &r_fi1p},   {"fanin", &r_fi10}};
     printf("\nRunning (one dot per round of raw, lsock, libuv, epoll where measured):\n");
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         row *r = all[i].r;
         if (!want(only, all[i].key)) continue;
-        if ((r == &r_pp1 || r == &r_pp2 || r == &r_cr1 || r == &r_cr2) && !r->pinned)
+        if ((r == &r_pp1 || r == &r_pp2 || r == &r_cr1 || r == &r_cr2 || r == &r_fi1p) &&
+            !r->pinned)
             continue; /* --cpus: everything is pinned already */
-        if ((r == &r_pp2 || r == &r_cr2) && ncpus < 2) {
+        if ((r == &r_pp2 || r == &r_cr2 || r == &r_fi1p) && ncpus < 2) {
             printf("  %-34s skipped: only one CPU is usable\n", r->name);
             continue;
         }
