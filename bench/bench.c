@@ -1343,6 +1343,19 @@ static void run_row(row *r, int rounds)
 
 /* ---- main ------------------------------------------------------------------------------ */
 
+/* src pinned: the client side to CPU client, the servers to CPU server (-1: no such CPU, the
+ * row is skipped). */
+static row placed(const row *src, const char *name, int client, int server)
+{
+    row r = *src;
+    r.name = name;
+    r.extra = NULL; /* the memory row stays with the unpinned row */
+    r.pinned = 1;
+    r.cpu_client = client;
+    r.cpu_server = server;
+    return r;
+}
+
 static bool want(const char *only, const char *name)
 {
     if (!only) return true;
@@ -1554,27 +1567,19 @@ int main(int argc, char **argv)
     r_bl.skip[LIBUV] = 1; /* no blocking API */
     r_pp.epoll_floor = r_cr.epoll_floor = 1;
 
-    /* The same two rows pinned, once per placement (not when --cpus pins everything). */
-    int cpus[2], ncpus = usable_cpus(cpus);
-    static row r_pp1, r_pp2, r_cr1, r_cr2;
-    r_pp1 = r_pp, r_pp2 = r_pp, r_cr1 = r_cr, r_cr2 = r_cr;
-    r_pp1.name = "pingpong 1 B, 1 CPU", r_pp2.name = "pingpong 1 B, 2 CPUs";
-    r_cr1.name = "connrate, 1 CPU", r_cr2.name = "connrate, 2 CPUs";
-    r_pp1.pinned = r_pp2.pinned = r_cr1.pinned = r_cr2.pinned = g_cpu_server < 0;
-    r_pp1.cpu_client = r_pp1.cpu_server = r_cr1.cpu_client = r_cr1.cpu_server = cpus[0];
-    r_pp2.cpu_client = r_cr2.cpu_client = cpus[0];
-    r_pp2.cpu_server = r_cr2.cpu_server = cpus[1];
-    /* fanin with the clients on one CPU and the server alone on the other: how much a server
-     * serves when the scheduler's sharing of the CPUs is out of the picture. */
-    static row r_fi1p;
+    /* The same two rows pinned, once per placement, and fanin 1,000 with the clients on one
+     * CPU and the server alone on the other: how much a server serves when the scheduler's
+     * sharing of the CPUs is out of the picture. Left out when --cpus pins everything. */
+    int cpus[2];
+    int two = usable_cpus(cpus) > 1 ? cpus[1] : -1;
+    static row r_pp1, r_pp2, r_cr1, r_cr2, r_fi1p;
     static char n1p[48];
-    r_fi1p = r_fi1;
     snprintf(n1p, sizeof n1p, "fanin %ld, server's own CPU", fi1.clients);
-    r_fi1p.name = n1p;
-    r_fi1p.extra = NULL;
-    r_fi1p.pinned = g_cpu_server < 0;
-    r_fi1p.cpu_client = cpus[0];
-    r_fi1p.cpu_server = cpus[1];
+    r_pp1 = placed(&r_pp, "pingpong 1 B, 1 CPU", cpus[0], cpus[0]);
+    r_pp2 = placed(&r_pp, "pingpong 1 B, 2 CPUs", cpus[0], two);
+    r_cr1 = placed(&r_cr, "connrate, 1 CPU", cpus[0], cpus[0]);
+    r_cr2 = placed(&r_cr, "connrate, 2 CPUs", cpus[0], two);
+    r_fi1p = placed(&r_fi1, n1p, cpus[0], two);
 
     row *table[20];
     int n = 0;
@@ -1589,10 +1594,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         row *r = all[i].r;
         if (!want(only, all[i].key)) continue;
-        if ((r == &r_pp1 || r == &r_pp2 || r == &r_cr1 || r == &r_cr2 || r == &r_fi1p) &&
-            !r->pinned)
-            continue; /* --cpus: everything is pinned already */
-        if ((r == &r_pp2 || r == &r_cr2 || r == &r_fi1p) && ncpus < 2) {
+        if (r->pinned && g_cpu_server >= 0) continue; /* --cpus: everything is pinned already */
+        if (r->pinned && r->cpu_server < 0) {
             printf("  %-34s skipped: only one CPU is usable\n", r->name);
             continue;
         }
