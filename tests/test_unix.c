@@ -272,20 +272,6 @@ TEST(long_path_with_too_long_last_component_names_the_limit)
 
 /* ---- closing a descriptor that another holder keeps open ------------------------------ */
 
-/* Loop iterations in about ms milliseconds. An idle loop (the 10 ms ticker of loop_new) makes
- * a few dozen; a registration left behind for a closed but still open, readable file makes
- * the backend report it at once, every time: thousands. */
-static int iterations_in(lsock_loop *loop, int ms)
-{
-    int n = 0;
-    uint64_t end = test_now_ms() + (uint64_t)ms;
-    while (test_now_ms() < end) {
-        lsock_loop_run(loop, LSOCK_RUN_ONCE);
-        n++;
-    }
-    return n;
-}
-
 /* Both ends freed: the connection's files are at end of stream (readable) from now on. */
 static void free_both_ends(pair *p)
 {
@@ -302,7 +288,7 @@ TEST(closing_a_handed_out_and_copied_descriptor_leaves_the_loop_idle)
     int copy = dup((int)lsock_socket_descriptor(p.peer));
     ASSERT(copy >= 0);
     free_both_ends(&p);
-    int n = iterations_in(loop, 200);
+    int n = run_for(loop, 200);
     close(copy);
     ASSERT(n < 100);
     pair_close(&p);
@@ -320,7 +306,7 @@ TEST(closing_an_adopted_descriptor_with_a_copy_kept_leaves_the_loop_idle)
     ASSERT(lsock_socket_set_descriptor(s, sv[0], LSOCK_CONNECTED, LSOCK_READ_WRITE));
     close(sv[1]); /* end of stream: readable from now on */
     lsock_socket_free(s);
-    int n = iterations_in(loop, 200);
+    int n = run_for(loop, 200);
     close(copy);
     ASSERT(n < 100);
     loop_free(loop);
@@ -353,7 +339,7 @@ TEST(sockets_closed_after_a_fork_leave_the_loop_idle)
     ASSERT_EQ(read(ready[0], &c, 1), 1);
     close(ready[0]);
     free_both_ends(&p);
-    int n = iterations_in(loop, 200);
+    int n = run_for(loop, 200);
     close(go[1]);
     int status = 0;
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
