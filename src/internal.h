@@ -98,6 +98,9 @@ int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared);
 int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loop *, int, unsigned),
                         lsock_loop *loop);
 int lsock__backend_fd(lsock__backend *b);
+/* 1 when a descriptor left ready is reported again at the next poll (level-triggered), so a
+ * server may accept less than the whole backlog per event. */
+int lsock__backend_reports_again(void);
 const char *lsock__backend_name(void);
 
 /* ---- platform: sockets (src/unix/platform.c) ------------------------------------------- */

@@ -243,13 +243,8 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
  * a level-triggered backend a listener that still has connections is simply reported again
  * at the next iteration, so one accept per event loses nothing; when that happens on two
  * iterations in a row the connections come in a burst, and the batch doubles (up to
- * ACCEPT_BATCH_MAX) until an accept finds the backlog empty. Windows' completion packets are
- * not re-sent for what is left, so there the backlog is always drained. */
-#ifdef _WIN32
-#define ACCEPT_ADAPTIVE 0
-#else
-#define ACCEPT_ADAPTIVE 1
-#endif
+ * ACCEPT_BATCH_MAX) until an accept finds the backlog empty. A backend that does not report
+ * again (Windows' completion port) gets the whole backlog drained. */
 #define ACCEPT_BATCH_MAX 1024
 
 static void on_io(lsock__io *io, unsigned revents)
@@ -257,7 +252,7 @@ static void on_io(lsock__io *io, unsigned revents)
     lsock_server *srv = io->data;
     bool drained;
     hold(srv);
-    if (ACCEPT_ADAPTIVE) {
+    if (lsock__backend_reports_again()) {
         uint64_t it = lsock__loop_iteration(srv->loop);
         if (srv->full_iter && srv->full_iter + 1 == it)
             srv->batch = srv->batch >= ACCEPT_BATCH_MAX / 2 ? ACCEPT_BATCH_MAX : srv->batch * 2;

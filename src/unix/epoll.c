@@ -55,6 +55,11 @@ int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events)
     return -errno;
 }
 
+int lsock__backend_reports_again(void)
+{
+    return 1; /* level-triggered */
+}
+
 int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared)
 {
     if (!shared) return 0;

@@ -83,6 +83,11 @@ int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events)
     return 0;
 }
 
+int lsock__backend_reports_again(void)
+{
+    return 1; /* level-triggered */
+}
+
 int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared)
 {
     (void)shared; /* the backend's own table must always forget the descriptor */

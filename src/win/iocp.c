@@ -47,6 +47,12 @@ int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events)
     return lsock__win_watch(fd, b->port, events & ~old);
 }
 
+int lsock__backend_reports_again(void)
+{
+    /* Packets say "look again" once; what is left after a partial accept gets none. */
+    return 0;
+}
+
 int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared)
 {
     (void)shared; /* the backend's own table must always forget the descriptor */
