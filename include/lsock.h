@@ -13,6 +13,25 @@
  * object without a loop from one thread at a time). lsock_loop_wakeup() is the one call that is
  * safe from any thread.
  *
+ * Fork (Unix): a child made with fork() shares its parent's descriptors, the open file of the
+ * epoll backend among them. The rule, as libuv's: objects inherited by a child never change
+ * anything of the parent's.
+ *  - In the child, freeing, closing or aborting an inherited socket, server, timer or loop
+ *    only lets go of the child's copies: the parent's loop keeps watching what it watched,
+ *    and a server removes its socket file only in the process that created it (so a child's
+ *    lsock_server_free() never unlinks the parent's live name).
+ *  - An inherited loop is not run: lsock_loop_run() returns -1 in the child, and anything
+ *    that would make the loop watch a descriptor (a write that has to be queued, a connect)
+ *    fails on that object with LSOCK_ERR_SOCKET_RESOURCE, instead of changing the backend the
+ *    parent polls.
+ *  - A child that wants to keep using an inherited loop calls lsock_loop_fork() first: the
+ *    loop gets a backend and a wakeup channel of its own, watching what it watched before,
+ *    and every inherited object on it works in the child from then on. The parent's objects
+ *    are not affected.
+ *  - Loop-less objects (blocking use) need nothing: what a child does on an inherited
+ *    connection (reading, writing) is shared with the parent as with any descriptor.
+ * Windows has no fork(); lsock_loop_fork() has nothing to do there.
+ *
  * Errors: calls that fail return false, -1 or NULL; the object's error()/error_string() then
  * say why, and the string names the call that failed ("lsock_socket_connect: Connection
  * refused"). A NULL object argument makes a call fail without touching anything.
@@ -148,6 +167,13 @@ LSOCK_API int lsock_loop_backend_fd(lsock_loop *loop);
 LSOCK_API int lsock_loop_backend_timeout(lsock_loop *loop);
 /* "epoll" or "poll" (Unix), "iocp" (Windows); static storage. */
 LSOCK_API const char *lsock_loop_backend_name(lsock_loop *loop);
+/* In a child made by fork(): gives the inherited loop a backend and a wakeup channel of its
+ * own, watching the same descriptors, so that the child can run it (see "Fork" above; as
+ * libuv's uv_loop_fork()). Call it before any other call on the loop or its objects. Returns
+ * true on success, and at once (doing nothing) in the process that created the loop or one
+ * that already called it, and on Windows; false when out of resources or on NULL (the loop
+ * is then left as it was: still not runnable in the child). */
+LSOCK_API bool lsock_loop_fork(lsock_loop *loop);
 
 /* A timer on loop, calling cb(timer, userdata) when it fires; NULL on bad argument/no memory. */
 LSOCK_API lsock_timer *lsock_timer_new(lsock_loop *loop, void (*cb)(lsock_timer *, void *),

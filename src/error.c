@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 static const char *const names[] = {
 #define NAME_(name, text) #name,
@@ -41,10 +42,21 @@ const char *lsock_version(void)
 void lsock__err_set(lsock__errinfo *e, lsock_error code, const char *call, const char *detail)
 {
     e->code = code;
+    int n;
     if (detail && *detail)
-        snprintf(e->text, sizeof e->text, "%s: %s (%s)", call, lsock_strerror(code), detail);
+        n = snprintf(e->text, sizeof e->text, "%s: %s (%s)", call, lsock_strerror(code), detail);
     else
-        snprintf(e->text, sizeof e->text, "%s: %s", call, lsock_strerror(code));
+        n = snprintf(e->text, sizeof e->text, "%s: %s", call, lsock_strerror(code));
+    if (n < 0 || (size_t)n < sizeof e->text) return;
+    /* Too long (only a detail can be): end at the last whole word that leaves room for the
+     * mark. */
+    static const char more[] = "...)";
+    size_t end = sizeof e->text - sizeof more;
+    while (end > 0 && e->text[end] != ' ')
+        end--;
+    while (end > 0 && e->text[end - 1] == ' ')
+        end--;
+    memcpy(e->text + end, more, sizeof more);
 }
 
 void lsock__err_clear(lsock__errinfo *e)

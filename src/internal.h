@@ -20,10 +20,14 @@
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
-/* An error with the text of its call: "lsock_socket_connect: Connection refused". */
+/* An error with the text of its call: "lsock_socket_connect: Connection refused". Sized for
+ * the longest text lsock writes (a call, a message, and a detail such as the name limit's
+ * explanation, with room to spare); a longer detail (a long strerror()) is cut at a word
+ * boundary and marked with "...", never in the middle of a word. */
+#define LSOCK__ERRTEXT_SIZE 384
 typedef struct lsock__errinfo {
     lsock_error code;
-    char text[160];
+    char text[LSOCK__ERRTEXT_SIZE];
 } lsock__errinfo;
 
 void lsock__err_set(lsock__errinfo *e, lsock_error code, const char *call, const char *detail);
@@ -53,13 +57,14 @@ struct lsock__io {
     void *data;
 };
 
-/* Work deferred to the next loop iteration (e.g. bytes_written after a direct write). */
+/* Work deferred to the next loop iteration (e.g. bytes_written after a direct write). An
+ * intrusive node of a circular doubly-linked list: queued and cancelled in O(1), wherever it
+ * is (the loop's queue or the snapshot a run of the queue works through). */
 typedef struct lsock__pending lsock__pending;
 struct lsock__pending {
-    lsock__pending *next;
+    lsock__pending *next, *prev;
     void (*cb)(lsock__pending *p);
     int queued;
-    unsigned gen;
 };
 
 void lsock__io_init(lsock__io *io, int fd, lsock__io_cb cb, void *data);
@@ -94,7 +99,8 @@ int lsock__backend_set(lsock__backend *b, int fd, unsigned old, unsigned events)
  * the process forked while it was open), a backend whose registrations close() ends (epoll)
  * may skip the system call. */
 int lsock__backend_forget(lsock__backend *b, int fd, unsigned old, int shared);
-/* Waits up to timeout ms (-1 forever) and calls report(loop, fd, revents) per ready fd. */
+/* Waits up to timeout ms (-1 forever) and calls report(loop, fd, revents) per ready fd.
+ * Returns the number reported, or -errno (-EINTR when a signal came first). */
 int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loop *, int, unsigned),
                         lsock_loop *loop);
 int lsock__backend_fd(lsock__backend *b);
@@ -111,6 +117,10 @@ const char *lsock__backend_name(void);
  * run exec at once and close-on-exec drops their copies). Always 0 where there is no fork. */
 unsigned lsock__plat_fork_stamp(void);
 int lsock__plat_forked_since(unsigned stamp);
+/* Changes in a child made by fork() (each process has its own value; the parent's never
+ * changes): a loop made under another generation was inherited across a fork. Always 0
+ * where there is no fork. */
+unsigned lsock__plat_fork_generation(void);
 
 /* Negative results of lsock__plat_* are -errno values; lsock__connect_error and
  * lsock__listen_error map them. */

@@ -10,6 +10,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,12 +37,12 @@ struct lsock_loop {
     lsock_timer **heap;
     size_t nheap, capheap;
     uint64_t timer_seq;
-    lsock__pending *pending_head, *pending_tail;
-    unsigned pending_gen;
+    lsock__pending pending; /* sentinel of the deferred work queue */
     int objects;
-    int listeners; /* listening servers: work even while paused (no watcher) */
-    int running;   /* lsock_loop_run depth: the loop cannot be freed inside it */
-    int stop_flag;
+    int listeners;      /* listening servers: work even while paused (no watcher) */
+    int running;        /* lsock_loop_run depth: the loop cannot be freed inside it */
+    int stop_flag;      /* lsock_loop_stop(): cleared when the outermost run returns */
+    unsigned fork_gen;  /* lsock__plat_fork_generation() of the process the backend is for */
     uint64_t iteration; /* polls so far: tells a server whether its listener fired twice in a row */
     int wake_rfd, wake_wfd;
     lsock__io wake_io;
@@ -140,6 +141,13 @@ static int grow_watchers(lsock_loop *loop, int fd)
     return 0;
 }
 
+/* A loop inherited across fork() whose child has not called lsock_loop_fork(): its backend
+ * (an epoll instance is one open file, shared with the parent) is the parent's to change. */
+static int inherited(const lsock_loop *loop)
+{
+    return loop->fork_gen != lsock__plat_fork_generation();
+}
+
 int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
 {
     unsigned want = io->events | events;
@@ -147,6 +155,7 @@ int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
         io->events = want;
         return 0;
     }
+    if (inherited(loop)) return -EPERM; /* see the fork policy in lsock.h */
     if (grow_watchers(loop, io->fd) < 0) return -1;
     if (lsock__backend_set(loop->backend, io->fd, io->installed, want) < 0) return -1;
     if (io->installed == 0 && io != &loop->wake_io) loop->active_ios++;
@@ -160,7 +169,9 @@ static void io_change(lsock_loop *loop, lsock__io *io, unsigned events, int clos
     unsigned want = io->events & ~events;
     io->events = want;
     if (want == io->installed) return;
-    if (closing)
+    if (inherited(loop))
+        ; /* the child lets go of its copy only: the parent's registrations stay as they are */
+    else if (closing)
         lsock__backend_forget(loop->backend, io->fd, io->installed, shared);
     else
         lsock__backend_set(loop->backend, io->fd, io->installed, want);
@@ -183,48 +194,61 @@ void lsock__io_close(lsock_loop *loop, lsock__io *io, int shared)
 
 /* ---- deferred work ------------------------------------------------------------------- */
 
+static void pending_unlink(lsock__pending *p)
+{
+    p->prev->next = p->next;
+    p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+static void pending_append(lsock__pending *head, lsock__pending *p)
+{
+    p->prev = head->prev;
+    p->next = head;
+    head->prev->next = p;
+    head->prev = p;
+}
+
+static int pending_empty(const lsock__pending *head)
+{
+    return head->next == head;
+}
+
 void lsock__pending_queue(lsock_loop *loop, lsock__pending *p)
 {
     if (p->queued) return;
     p->queued = 1;
-    p->gen = loop->pending_gen;
-    p->next = NULL;
-    if (loop->pending_tail)
-        loop->pending_tail->next = p;
-    else
-        loop->pending_head = p;
-    loop->pending_tail = p;
+    pending_append(&loop->pending, p);
 }
 
 void lsock__pending_cancel(lsock_loop *loop, lsock__pending *p)
 {
+    (void)loop;
     if (!p->queued) return;
-    lsock__pending **pp = &loop->pending_head, *prev = NULL;
-    while (*pp && *pp != p) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (*pp) {
-        *pp = p->next;
-        if (loop->pending_tail == p) loop->pending_tail = prev;
-    }
+    pending_unlink(p); /* from the loop's queue or from a run's snapshot alike */
     p->queued = 0;
-    p->next = NULL;
 }
 
-/* Runs the work queued so far; work queued by these callbacks waits for the next round. */
+/* Runs the work queued so far, from a snapshot of the queue (as libuv's uv__run_pending):
+ * work queued by these callbacks waits for the next round, and a nested lsock_loop_run()
+ * inside one of them runs only what was queued after the snapshot, never leaving an item of
+ * this snapshot behind. */
 static int run_pending(lsock_loop *loop)
 {
+    if (pending_empty(&loop->pending)) return 0;
+    lsock__pending snap;
+    snap.next = loop->pending.next;
+    snap.prev = loop->pending.prev;
+    snap.next->prev = &snap;
+    snap.prev->next = &snap;
+    loop->pending.next = loop->pending.prev = &loop->pending;
     int ran = 0;
-    unsigned gen = loop->pending_gen++;
-    while (loop->pending_head && loop->pending_head->gen == gen) {
-        lsock__pending *p = loop->pending_head;
-        loop->pending_head = p->next;
-        if (!loop->pending_head) loop->pending_tail = NULL;
+    while (!pending_empty(&snap)) {
+        lsock__pending *p = snap.next;
+        pending_unlink(p);
         p->queued = 0;
-        p->next = NULL;
         ran++;
-        p->cb(p); /* may free p */
+        p->cb(p); /* may free p, cancel or queue others */
     }
     return ran;
 }
@@ -242,6 +266,8 @@ lsock_loop *lsock_loop_new(void)
 {
     lsock_loop *loop = calloc(1, sizeof *loop);
     if (!loop) return NULL;
+    loop->pending.next = loop->pending.prev = &loop->pending;
+    loop->fork_gen = lsock__plat_fork_generation();
     loop->backend = lsock__backend_new();
     if (!loop->backend) {
         free(loop);
@@ -300,14 +326,18 @@ char *lsock__loop_scratch(lsock_loop *loop, size_t *size)
 static int loop_alive(const lsock_loop *loop)
 {
     return loop->active_ios > 0 || loop->listeners > 0 || loop->nheap > 0 ||
-           loop->pending_head != NULL;
+           !pending_empty(&loop->pending);
 }
 
+/* Runs the timers due now that were started before this pass: a timer (re)started by a
+ * callback of the pass, even with 0 ms, waits for the next pass (as libuv's), so a timer
+ * restarting itself cannot keep one pass going forever. Timers started during the pass
+ * have a larger seq and, due no earlier than now, sort after every timer eligible now. */
 static void run_timers(lsock_loop *loop)
 {
     if (loop->nheap == 0) return; /* no clock read when no timer is started */
-    uint64_t now = lsock__now_ms();
-    while (loop->nheap > 0 && loop->heap[0]->due <= now) {
+    uint64_t now = lsock__now_ms(), pass = loop->timer_seq;
+    while (loop->nheap > 0 && loop->heap[0]->due <= now && loop->heap[0]->seq < pass) {
         lsock_timer *t = loop->heap[0];
         heap_remove(loop, t);
         if (t->repeat) {
@@ -324,7 +354,7 @@ static void run_timers(lsock_loop *loop)
 
 static int next_timeout(const lsock_loop *loop)
 {
-    if (loop->pending_head) return 0;
+    if (!pending_empty(&loop->pending)) return 0;
     if (loop->nheap == 0) return -1;
     uint64_t now = lsock__now_ms(), due = loop->heap[0]->due;
     if (due <= now) return 0;
@@ -342,12 +372,30 @@ static void report(lsock_loop *loop, int fd, unsigned revents)
     if (ev) io->cb(io, ev);
 }
 
+/* Polls the backend; a signal (EINTR) before any event or the timeout is waited through with
+ * the time that is left, so that LSOCK_RUN_ONCE returns only after something happened. */
+static void poll_backend(lsock_loop *loop, int timeout)
+{
+    uint64_t deadline = timeout > 0 ? lsock__now_ms() + (uint64_t)timeout : 0;
+    while (lsock__backend_poll(loop->backend, timeout, report, loop) == -EINTR) {
+        if (loop->stop_flag) return;
+        if (timeout > 0) {
+            uint64_t now = lsock__now_ms();
+            if (now >= deadline) return;
+            timeout = (int)(deadline - now);
+        }
+    }
+}
+
 int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
 {
     if (!loop) return -1;
     if (mode != LSOCK_RUN_DEFAULT && mode != LSOCK_RUN_ONCE && mode != LSOCK_RUN_NOWAIT) return -1;
+    if (inherited(loop)) return -1; /* a child runs an inherited loop after lsock_loop_fork() */
+    /* A stop asked for outside any run is forgotten; one asked for inside a run (a nested
+     * one included) ends every run up to the outermost. */
+    if (loop->running == 0) loop->stop_flag = 0;
     loop->running++;
-    loop->stop_flag = 0;
     int alive = loop_alive(loop);
     while (alive && !loop->stop_flag) {
         run_timers(loop);
@@ -361,13 +409,12 @@ int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
         if (mode == LSOCK_RUN_DEFAULT || (mode == LSOCK_RUN_ONCE && ran == 0))
             timeout = loop->stop_flag ? 0 : next_timeout(loop);
         loop->iteration++;
-        lsock__backend_poll(loop->backend, timeout, report, loop);
+        poll_backend(loop, timeout);
         run_timers(loop);
         alive = loop_alive(loop);
         if (mode != LSOCK_RUN_DEFAULT) break;
     }
-    loop->stop_flag = 0;
-    loop->running--;
+    if (--loop->running == 0) loop->stop_flag = 0;
     return alive;
 }
 
@@ -378,7 +425,8 @@ void lsock_loop_stop(lsock_loop *loop)
 
 void lsock_loop_wakeup(lsock_loop *loop)
 {
-    if (!loop) return;
+    if (!loop || inherited(loop))
+        return; /* the wakeup channel of an inherited loop is the parent's */
     if (atomic_exchange(&loop->wake_pending, 1) == 0) lsock__plat_wakeup_signal(loop->wake_wfd);
 }
 
@@ -400,6 +448,43 @@ int lsock_loop_backend_timeout(lsock_loop *loop)
 const char *lsock_loop_backend_name(lsock_loop *loop)
 {
     return lsock__backend_name();
+}
+
+bool lsock_loop_fork(lsock_loop *loop)
+{
+    if (!loop) return false;
+    unsigned gen = lsock__plat_fork_generation();
+    if (loop->fork_gen == gen) return true; /* not inherited: nothing to do */
+    lsock__backend *b = lsock__backend_new();
+    int rfd = -1, wfd = -1;
+    if (!b || lsock__plat_wakeup_open(&rfd, &wfd) < 0 || grow_watchers(loop, rfd) < 0) goto fail;
+    /* The new backend watches what the inherited one did for this process, the old wakeup
+     * channel (shared with the parent) replaced by a new one. */
+    for (int fd = 0; fd < loop->nwatchers; fd++) {
+        lsock__io *io = loop->watchers[fd];
+        if (!io || io == &loop->wake_io || io->installed == 0) continue;
+        if (lsock__backend_set(b, fd, 0, io->installed) < 0) goto fail;
+    }
+    if (lsock__backend_set(b, rfd, 0, LSOCK__READABLE) < 0) goto fail;
+    /* Only the child's copies of the old backend and wakeup descriptors close here. */
+    if (loop->watchers[loop->wake_rfd] == &loop->wake_io) loop->watchers[loop->wake_rfd] = NULL;
+    lsock__plat_close(loop->wake_rfd);
+    if (loop->wake_wfd != loop->wake_rfd) lsock__plat_close(loop->wake_wfd);
+    lsock__backend_free(loop->backend);
+    loop->backend = b;
+    loop->wake_rfd = rfd;
+    loop->wake_wfd = wfd;
+    loop->wake_io.fd = rfd;
+    loop->wake_io.events = loop->wake_io.installed = LSOCK__READABLE;
+    loop->watchers[rfd] = &loop->wake_io;
+    atomic_store(&loop->wake_pending, 0);
+    loop->fork_gen = gen;
+    return true;
+fail:
+    if (rfd >= 0) lsock__plat_close(rfd);
+    if (wfd >= 0 && wfd != rfd) lsock__plat_close(wfd);
+    if (b) lsock__backend_free(b);
+    return false;
 }
 
 /* ---- timers -------------------------------------------------------------------------- */

@@ -2,6 +2,8 @@
 #include "test.h"
 #include "lsock.h"
 
+#include "internal.h" /* the error text of a call (lsock__err_set) */
+
 TEST(error_names_match_enum)
 {
     ASSERT_STR_EQ(lsock_error_name(LSOCK_ERR_NONE), "NONE");
@@ -49,6 +51,48 @@ TEST(version_matches_macros)
     snprintf(want, sizeof want, "%d.%d.%d", LSOCK_VERSION_MAJOR, LSOCK_VERSION_MINOR,
              LSOCK_VERSION_PATCH);
     ASSERT_STR_EQ(lsock_version(), want);
+}
+
+TEST(error_text_of_a_name_too_long_keeps_the_whole_explanation)
+{
+    char name[400];
+#ifdef _WIN32
+    memset(name, 'n', 300);
+    name[300] = '\0';
+#else
+    memcpy(name, "/tmp/", 5);
+    memset(name + 5, 'n', 300);
+    name[305] = '\0';
+#endif
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(!lsock_server_listen(srv, name));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
+    const char *text = lsock_server_error_string(srv);
+    const char *why = lsock__plat_name_limit_text();
+    const char *at = strstr(text, why);
+    ASSERT(at != NULL);
+    ASSERT_STR_EQ(at + strlen(why), ")");
+    lsock_server_free(srv);
+}
+
+TEST(error_text_too_long_is_cut_at_a_word_boundary)
+{
+    char detail[2000], full[2100];
+    size_t n = 0;
+    while (n + 12 < sizeof detail)
+        n += (size_t)snprintf(detail + n, sizeof detail - n, "word%zu ", n);
+    detail[n - 1] = '\0';
+    snprintf(full, sizeof full, "lsock_x: %s (%s)", lsock_strerror(LSOCK_ERR_UNKNOWN), detail);
+    lsock__errinfo e;
+    lsock__err_set(&e, LSOCK_ERR_UNKNOWN, "lsock_x", detail);
+    ASSERT_ERR(e.code, LSOCK_ERR_UNKNOWN);
+    size_t len = strlen(e.text);
+    ASSERT(len < sizeof e.text && len > sizeof e.text / 2);
+    ASSERT_STR_EQ(e.text + len - 4, "...)");
+    size_t kept = len - 4;
+    ASSERT(strncmp(e.text, full, kept) == 0); /* a prefix of the whole text... */
+    ASSERT(full[kept] == ' ');                /* ...ending where a word ends */
+    ASSERT(e.text[kept - 1] != ' ');
 }
 
 TEST_MAIN()

@@ -6,6 +6,12 @@
 #include <poll.h>
 #endif
 #include <pthread.h>
+#ifndef _WIN32
+#include <signal.h>
+#include <sys/time.h>
+#endif
+
+#include "internal.h" /* deferred work (lsock__pending) is internal */
 
 TEST(loop_run_without_work_returns_zero)
 {
@@ -264,6 +270,192 @@ TEST(loop_wakeup_from_other_thread_returns_run_once)
     start = test_now_ms();
     lsock_loop_run(loop, LSOCK_RUN_ONCE);
     ASSERT(test_now_ms() - start < 10000);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+/* ---- deferred work, timers and stop under re-entrancy --------------------------------- */
+
+typedef struct deferred {
+    lsock__pending p;
+    lsock_loop *loop;
+    int ran;
+    struct deferred *queue_first; /* queued by this one's callback, before the nested run */
+    int nested;
+} deferred;
+
+static void deferred_cb(lsock__pending *p)
+{
+    deferred *d = (deferred *)p;
+    d->ran++;
+    if (d->queue_first) lsock__pending_queue(d->loop, &d->queue_first->p);
+    if (d->nested) lsock_loop_run(d->loop, LSOCK_RUN_NOWAIT);
+}
+
+static void deferred_init(deferred *d, lsock_loop *loop)
+{
+    memset(d, 0, sizeof *d);
+    d->p.cb = deferred_cb;
+    d->loop = loop;
+}
+
+TEST(nested_run_in_a_deferred_callback_leaves_no_deferred_work_behind)
+{
+    lsock_loop *loop = lsock_loop_new();
+    deferred a, b, c;
+    deferred_init(&a, loop);
+    deferred_init(&b, loop);
+    deferred_init(&c, loop);
+    a.queue_first = &c; /* a queues c, then runs the loop from inside its callback */
+    a.nested = 1;
+    lsock__pending_queue(loop, &a.p);
+    lsock__pending_queue(loop, &b.p);
+    for (int i = 0; i < 3; i++)
+        lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    ASSERT_EQ(a.ran, 1);
+    ASSERT_EQ(b.ran, 1);
+    ASSERT_EQ(c.ran, 1);
+    ASSERT_EQ(lsock_loop_backend_timeout(loop), -1); /* nothing left: no busy spin */
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_NOWAIT), 0);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(deferred_work_cancelled_by_an_earlier_callback_of_the_same_round_never_runs)
+{
+    lsock_loop *loop = lsock_loop_new();
+    deferred a, b;
+    deferred_init(&a, loop);
+    deferred_init(&b, loop);
+    lsock__pending_queue(loop, &a.p);
+    lsock__pending_queue(loop, &b.p);
+    lsock__pending_cancel(loop, &a.p);
+    lsock__pending_queue(loop, &a.p); /* now after b */
+    lsock__pending_cancel(loop, &b.p);
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_NOWAIT), 0);
+    ASSERT_EQ(a.ran, 1);
+    ASSERT_EQ(b.ran, 0);
+    ASSERT(lsock_loop_free(loop));
+}
+
+static int restarts;
+static void restart_with_zero(lsock_timer *t, void *u)
+{
+    (void)u;
+    restarts++;
+    lsock_timer_start(t, 0, 0);
+}
+
+TEST(timer_restarted_with_zero_in_its_callback_waits_for_the_next_pass)
+{
+    lsock_loop *loop = lsock_loop_new();
+    lsock_timer *t = lsock_timer_new(loop, restart_with_zero, NULL);
+    ASSERT(lsock_timer_start(t, 0, 0));
+    lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    /* One pass runs timers before and after polling: once each at most. */
+    ASSERT(restarts >= 1 && restarts <= 2);
+    int before = restarts;
+    lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    ASSERT(restarts > before && restarts <= before + 2);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+typedef struct stopper {
+    lsock_loop *loop;
+    int calls;
+} stopper;
+
+static void stop_then_nest(lsock_timer *t, void *u)
+{
+    (void)t;
+    stopper *st = u;
+    st->calls++;
+    if (st->calls == 1 || st->calls >= 50) lsock_loop_stop(st->loop);
+    if (st->calls == 1) lsock_loop_run(st->loop, LSOCK_RUN_NOWAIT);
+}
+
+TEST(nested_run_keeps_a_pending_stop_for_the_outer_run)
+{
+    lsock_loop *loop = lsock_loop_new();
+    stopper st = {loop, 0};
+    lsock_timer *t = lsock_timer_new(loop, stop_then_nest, &st);
+    ASSERT(lsock_timer_start(t, 1, 1));
+    ASSERT(lsock_loop_run(loop, LSOCK_RUN_DEFAULT) != 0); /* stopped with the timer running */
+    ASSERT_EQ(st.calls, 1);
+    /* The stop ended that run only: the next one runs. */
+    uint64_t deadline = test_now_ms() + 5000;
+    while (st.calls < 2 && test_now_ms() < deadline)
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    ASSERT_EQ(st.calls, 2);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_stop_outside_a_run_is_forgotten)
+{
+    lsock_loop *loop = lsock_loop_new();
+    stopper st = {loop, 0};
+    lsock_timer *t = lsock_timer_new(loop, stop_then_nest, &st);
+    ASSERT(lsock_timer_start(t, 1, 1));
+    lsock_loop_stop(loop);
+    ASSERT(lsock_loop_run(loop, LSOCK_RUN_DEFAULT) != 0);
+    ASSERT_EQ(st.calls, 1); /* ran until the callback's own stop */
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+static int fired_once;
+static void mark_fired(lsock_timer *t, void *u)
+{
+    (void)t;
+    (void)u;
+    fired_once++;
+}
+
+#ifndef _WIN32
+static void ignore_tick(int sig)
+{
+    (void)sig;
+}
+#endif
+
+TEST(run_once_waits_through_signals_until_an_event)
+{
+#ifdef _WIN32
+    SKIP("Windows has no signals that interrupt a wait (no EINTR from a completion port)");
+#else
+    lsock_loop *loop = lsock_loop_new();
+    lsock_timer *t = lsock_timer_new(loop, mark_fired, NULL);
+    ASSERT(lsock_timer_start(t, 200, 0));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ignore_tick; /* no SA_RESTART: every wait is interrupted */
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+    struct itimerval it = {{0, 1000}, {0, 1000}};
+    ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+    uint64_t t0 = test_now_ms();
+    lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    ASSERT_EQ(fired_once, 1);
+    ASSERT(test_now_ms() - t0 >= 150);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+#endif
+}
+
+TEST(loop_fork_in_the_process_that_made_the_loop_changes_nothing)
+{
+    lsock_loop *loop = lsock_loop_new();
+    int fd = lsock_loop_backend_fd(loop);
+    ASSERT(lsock_loop_fork(loop));
+    ASSERT_EQ(lsock_loop_backend_fd(loop), fd);
+    ASSERT(!lsock_loop_fork(NULL));
+    lsock_timer *t = lsock_timer_new(loop, mark_fired, NULL);
+    ASSERT(lsock_timer_start(t, 1, 0));
+    ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_DEFAULT), 0);
+    ASSERT_EQ(fired_once, 1);
     lsock_timer_free(t);
     ASSERT(lsock_loop_free(loop));
 }

@@ -70,7 +70,7 @@ int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loo
                         lsock_loop *loop)
 {
     int n = epoll_wait(b->epfd, b->events, MAX_EVENTS, timeout);
-    if (n < 0) return errno == EINTR ? 0 : -errno;
+    if (n < 0) return -errno; /* -EINTR included: the loop waits on */
     for (int i = 0; i < n; i++) {
         unsigned e = b->events[i].events, out = 0;
         if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) out |= LSOCK__READABLE;

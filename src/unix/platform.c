@@ -62,6 +62,7 @@ static int set_flags(int fd)
  * each counted in steps of 2. A stamp is the begun count, made odd when a fork was under way
  * as it was read: that fork may still copy a descriptor made after the stamp. */
 static atomic_uint forks_begun, forks_done;
+static atomic_uint fork_generation; /* forks this process descends from (its copy only) */
 static atomic_int fork_unknown;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
@@ -75,9 +76,23 @@ static void fork_done(void)
     atomic_fetch_add(&forks_done, 2);
 }
 
+static void fork_child(void)
+{
+    atomic_fetch_add(&forks_done, 2);
+    atomic_fetch_add(&fork_generation, 1);
+}
+
 static void watch_forks(void)
 {
-    if (pthread_atfork(fork_begins, fork_done, fork_done) != 0) atomic_store(&fork_unknown, 1);
+    if (pthread_atfork(fork_begins, fork_done, fork_child) != 0) atomic_store(&fork_unknown, 1);
+}
+
+unsigned lsock__plat_fork_generation(void)
+{
+    pthread_once(&fork_once, watch_forks);
+    /* Without the handlers, the process id tells a child from its parent (one system call). */
+    if (atomic_load(&fork_unknown)) return (unsigned)getpid();
+    return atomic_load(&fork_generation);
 }
 
 unsigned lsock__plat_fork_stamp(void)

@@ -98,7 +98,8 @@ int lsock__backend_poll(lsock__backend *b, int timeout, void (*report)(lsock_loo
                         lsock_loop *loop)
 {
     int n = poll(b->fds, (nfds_t)b->nfds, timeout);
-    if (n <= 0) return (n < 0 && errno != EINTR) ? -errno : 0;
+    if (n < 0) return -errno; /* -EINTR included: the loop waits on */
+    if (n == 0) return 0;
     if (n > b->capready) {
         struct pollfd *r = realloc(b->ready, (size_t)b->capfds * sizeof *r);
         if (!r) return -ENOMEM;

@@ -815,6 +815,11 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, int back
     return l->fd;
 }
 
+unsigned lsock__plat_fork_generation(void)
+{
+    return 0; /* no fork() */
+}
+
 unsigned lsock__plat_fork_stamp(void)
 {
     return 0;

@@ -1,0 +1,250 @@
+/*
+ * Fork policy (include/lsock.h, "Fork"): a child process that frees, aborts or writes on the
+ * objects it inherited never changes the parent's loop, and a child that wants to keep using
+ * an inherited loop calls lsock_loop_fork() first, which gives it a backend and a wakeup
+ * channel of its own. Every test runs with each backend (make test: epoll, make test-poll).
+ * Unix only: Windows has no fork().
+ */
+#include "test.h"
+#include "lsock.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support.h"
+
+/* Waits for the child with a deadline and returns its exit code (-1: killed or hung). */
+static int reap(pid_t pid)
+{
+    uint64_t deadline = test_now_ms() + 10000;
+    for (;;) {
+        int status = 0;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        ASSERT(r == 0);
+        if (test_now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        struct pollfd none;
+        poll(&none, 0, 5);
+    }
+}
+
+static pid_t fork_test_child(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) alarm(20); /* a child never outlives its test */
+    return pid;
+}
+
+/* A loop-driven lsock socket whose raw peer the test holds, already watched for reading. */
+typedef struct forked {
+    lsock_loop *loop;
+    rawpair p;
+    rec r;
+} forked;
+
+static void forked_open(forked *f)
+{
+    f->loop = loop_new();
+    rawpair_open(&f->p, f->loop);
+    rec_init(&f->r);
+    lsock_socket_set_callbacks(f->p.s, &rec_cbs, &f->r);
+    lsock_loop_run(f->loop, LSOCK_RUN_NOWAIT);
+}
+
+static void forked_close(forked *f)
+{
+    rawpair_close(&f->p);
+    loop_free(f->loop);
+}
+
+/* The parent's socket still gets ready_read for bytes sent after the child is gone. */
+static void parent_still_reads(forked *f)
+{
+    write_all_raw(f->p.pfd, "hello", 5);
+    RUN_UNTIL(f->loop, f->r.ready_read > 0, 5000);
+    char buf[8];
+    ASSERT_EQ(lsock_socket_read(f->p.s, buf, sizeof buf), 5);
+    ASSERT(memcmp(buf, "hello", 5) == 0);
+}
+
+TEST(child_freeing_an_inherited_socket_leaves_the_parent_reading)
+{
+    forked f;
+    forked_open(&f);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        lsock_socket_free(f.p.s);
+        _exit(0);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    parent_still_reads(&f);
+    forked_close(&f);
+}
+
+TEST(child_aborting_an_inherited_socket_leaves_the_parent_reading)
+{
+    forked f;
+    forked_open(&f);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        lsock_socket_abort(f.p.s);
+        _exit(lsock_socket_state(f.p.s) == LSOCK_UNCONNECTED ? 0 : 1);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    parent_still_reads(&f);
+    forked_close(&f);
+}
+
+TEST(child_freeing_an_inherited_loop_leaves_the_parent_running)
+{
+    forked f;
+    forked_open(&f);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        lsock_socket_free(f.p.s);
+        lsock_timer_free(g_tick);
+        _exit(lsock_loop_free(f.loop) ? 0 : 1);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    parent_still_reads(&f);
+    forked_close(&f);
+}
+
+TEST(child_writing_on_an_inherited_socket_leaves_the_parent_loop_idle)
+{
+    forked f;
+    forked_open(&f);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        /* Fill the kernel's buffer until a write has to be queued: lsock would then watch for
+         * writability, which must not reach the loop the parent still polls. */
+        static char chunk[65536];
+        for (int i = 0; i < 256 && lsock_socket_bytes_to_write(f.p.s) == 0; i++)
+            if (lsock_socket_write(f.p.s, chunk, sizeof chunk) < 0) break;
+        _exit(lsock_socket_bytes_to_write(f.p.s) > 0 ||
+                      lsock_socket_state(f.p.s) == LSOCK_UNCONNECTED
+                  ? 0
+                  : 1);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    /* Read what the child sent: the parent's socket is writable again. */
+    static char sink[65536];
+    ssize_t drained = 0, r;
+    while ((r = read(f.p.pfd, sink, sizeof sink)) > 0)
+        drained += r;
+    ASSERT(drained > 0);
+    int n = run_for(f.loop, 200);
+    ASSERT(n < 100);
+    parent_still_reads(&f);
+    forked_close(&f);
+}
+
+TEST(running_an_inherited_loop_without_loop_fork_fails)
+{
+    forked f;
+    forked_open(&f);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        write_all_raw(f.p.pfd, "x", 1);
+        int rc = lsock_loop_run(f.loop, LSOCK_RUN_NOWAIT);
+        _exit(rc == -1 && f.r.ready_read == 0 ? 0 : 1);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    RUN_UNTIL(f.loop, f.r.ready_read > 0, 5000); /* the byte the child sent */
+    forked_close(&f);
+}
+
+TEST(loop_fork_lets_the_child_use_the_inherited_loop)
+{
+    forked f;
+    forked_open(&f);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        if (!lsock_loop_fork(f.loop)) _exit(1);
+        RUN_UNTIL(f.loop, f.r.ready_read > 0, 5000);
+        char buf[8];
+        if (lsock_socket_read(f.p.s, buf, sizeof buf) != 4 || memcmp(buf, "ping", 4) != 0) _exit(2);
+        if (lsock_socket_write(f.p.s, "pong", 4) != 4) _exit(3);
+        RUN_UNTIL(f.loop, lsock_socket_bytes_to_write(f.p.s) == 0, 5000);
+        lsock_socket_free(f.p.s);
+        lsock_timer_free(g_tick);
+        _exit(lsock_loop_free(f.loop) ? 0 : 4);
+    }
+    write_all_raw(f.p.pfd, "ping", 4);
+    char buf[4];
+    size_t got = 0;
+    uint64_t deadline = test_now_ms() + 5000;
+    while (got < 4) {
+        ASSERT(test_now_ms() < deadline);
+        struct pollfd pfd = {f.p.pfd, POLLIN, 0};
+        poll(&pfd, 1, 50);
+        ssize_t r = read(f.p.pfd, buf + got, 4 - got);
+        if (r > 0) got += (size_t)r;
+    }
+    ASSERT(memcmp(buf, "pong", 4) == 0);
+    ASSERT_EQ(reap(pid), 0);
+    parent_still_reads(&f);
+    forked_close(&f);
+}
+
+static int fired;
+static void count_fired(lsock_timer *t, void *u)
+{
+    (void)t;
+    (void)u;
+    fired++;
+}
+
+TEST(loop_fork_gives_the_child_a_wakeup_of_its_own)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop);
+    lsock_timer *t = lsock_timer_new(loop, count_fired, NULL);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        if (!lsock_loop_fork(loop)) _exit(1);
+        lsock_loop_wakeup(loop);
+        _exit(0);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    /* Woken by the child's wakeup, RUN_ONCE would return before the timer is due. */
+    ASSERT(lsock_timer_start(t, 300, 0));
+    lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    ASSERT_EQ(fired, 1);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(loop_fork_in_a_grandchild_gives_it_a_loop_of_its_own)
+{
+    forked f;
+    forked_open(&f);
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        pid_t g = fork();
+        if (g < 0) _exit(1);
+        if (g == 0) {
+            if (!lsock_loop_fork(f.loop)) _exit(1);
+            write_all_raw(f.p.pfd, "g", 1);
+            RUN_UNTIL(f.loop, f.r.ready_read > 0, 5000);
+            char c = 0;
+            _exit(lsock_socket_read(f.p.s, &c, 1) == 1 && c == 'g' ? 0 : 3);
+        }
+        int status = 0;
+        if (waitpid(g, &status, 0) != g || !WIFEXITED(status)) _exit(2);
+        _exit(WEXITSTATUS(status));
+    }
+    ASSERT_EQ(reap(pid), 0);
+    parent_still_reads(&f);
+    forked_close(&f);
+}
+
+TEST_MAIN()
