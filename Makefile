@@ -96,7 +96,7 @@ FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=al
 FUZZ_LIB_SOURCES = src/error.c src/buffer.c src/unix/name.c src/loop.c src/socket.c src/server.c \
 	src/unix/platform.c src/unix/epoll.c
 
-build-fuzz/%: fuzz/%.c $(FUZZ_LIB_SOURCES) src/buffer.h src/internal.h include/lsock.h
+build-fuzz/%: fuzz/%.c $(FUZZ_LIB_SOURCES) $(wildcard src/*.h) include/lsock.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $< $(FUZZ_LIB_SOURCES) -o $@ -lpthread
 

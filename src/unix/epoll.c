@@ -8,7 +8,7 @@
  * connection). A registration whose file lived on elsewhere would stay, and keep reporting
  * under a number that may be reused; for those the DEL still happens.
  */
-#include "internal.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  * starts with '/' is a path used as is; any other name lives in the temporary directory,
  * $TMPDIR (or /tmp when TMPDIR is unset or empty), like QDir::tempPath().
  */
-#include "internal.h"
+#include "platform.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * non-blocking and close-on-exec from birth, writes never raise SIGPIPE (MSG_NOSIGNAL, or
  * SO_NOSIGPIPE where that is the way), EINTR is retried, and errors travel back as -errno.
  */
-#include "internal.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <fcntl.h>

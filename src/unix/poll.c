@@ -4,7 +4,7 @@
  * the last slot in. Ready descriptors are collected before any callback runs, because
  * callbacks change the array.
  */
-#include "internal.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <poll.h>

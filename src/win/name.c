@@ -3,7 +3,7 @@
  * that already starts with \\.\pipe\ is used as is, any other name becomes \\.\pipe\NAME.
  * Unlike on Unix there is no directory: a name with slashes is one pipe name.
  */
-#include "internal.h"
+#include "platform.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -13,7 +13,7 @@
 #endif
 #include <windows.h>
 
-#include "internal.h"
+#include "platform.h"
 
 /* The completion key of fd's object: its index with the slot's generation, so that a packet
  * queued for an object that is gone is recognised and dropped. */
