@@ -1,7 +1,7 @@
 /*
- * The loop helpers every suite shares: a loop with a 10 ms ticking timer (so that
- * LSOCK_RUN_ONCE never blocks past a test's deadline), RUN_UNTIL with a deadline, run_for, and
- * the names of the states.
+ * The loop helpers every suite shares, defined in support.c (part of lsock_testlib): a loop
+ * with a 10 ms ticking timer (so that LSOCK_RUN_ONCE never blocks past a test's deadline),
+ * RUN_UNTIL with a deadline, run_for, and the names of the states.
  */
 #ifndef LSOCK_TEST_LOOP_UTIL_H
 #define LSOCK_TEST_LOOP_UTIL_H
@@ -9,32 +9,16 @@
 #include "test.h"
 #include "lsock.h"
 
-#define UNUSED __attribute__((unused))
+/* The ticker of the loop of loop_new (NULL without one), and its callback, which does
+ * nothing: a timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a test's
+ * deadline. */
+extern lsock_timer *g_tick;
+void tick_cb(lsock_timer *t, void *u);
 
-/* A timer ticking every 10 ms keeps LSOCK_RUN_ONCE from blocking past a test's deadline. */
-static lsock_timer *g_tick;
-static UNUSED void tick_cb(lsock_timer *t, void *u)
-{
-    (void)t;
-    (void)u;
-}
-
-static UNUSED lsock_loop *loop_new(void)
-{
-    lsock_loop *loop = lsock_loop_new();
-    ASSERT(loop != NULL);
-    g_tick = lsock_timer_new(loop, tick_cb, NULL);
-    ASSERT(g_tick != NULL);
-    ASSERT(lsock_timer_start(g_tick, 10, 10));
-    return loop;
-}
-
-static UNUSED void loop_free(lsock_loop *loop)
-{
-    lsock_timer_free(g_tick);
-    g_tick = NULL;
-    ASSERT(lsock_loop_free(loop));
-}
+/* A new loop with the 10 ms ticker (g_tick). */
+lsock_loop *loop_new(void);
+/* Frees g_tick and the loop (asserts that the loop could be freed). */
+void loop_free(lsock_loop *loop);
 
 /* Runs the loop until cond holds; fails the test after ms milliseconds. */
 #define RUN_UNTIL(loop, cond, ms)                                                                  \
@@ -49,30 +33,9 @@ static UNUSED void loop_free(lsock_loop *loop)
 /* Runs the loop for about ms milliseconds (to show that something does NOT happen). Returns
  * the iterations it made: an idle loop (the 10 ms ticker of loop_new) makes a few dozen, one
  * that the backend wakes at once every time makes thousands. */
-static UNUSED int run_for(lsock_loop *loop, int ms)
-{
-    int n = 0;
-    uint64_t end = test_now_ms() + (uint64_t)ms;
-    while (test_now_ms() < end) {
-        lsock_loop_run(loop, LSOCK_RUN_ONCE);
-        n++;
-    }
-    return n;
-}
+int run_for(lsock_loop *loop, int ms);
 
-static UNUSED const char *state_name(lsock_state st)
-{
-    switch (st) {
-    case LSOCK_UNCONNECTED:
-        return "UNCONNECTED";
-    case LSOCK_CONNECTING:
-        return "CONNECTING";
-    case LSOCK_CONNECTED:
-        return "CONNECTED";
-    case LSOCK_CLOSING:
-        return "CLOSING";
-    }
-    return "?";
-}
+/* "UNCONNECTED", "CONNECTING", "CONNECTED", "CLOSING" ("?" for anything else). */
+const char *state_name(lsock_state st);
 
 #endif

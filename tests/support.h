@@ -1,8 +1,12 @@
 /*
- * Helpers shared by the socket, server, blocking, bad-input and thread suites: loops driven
- * with a deadline, a recorder of callbacks in order, a connected pair, raw AF_UNIX peers and
- * listeners, byte patterns, and running a piece of a test as an unprivileged user.
- * Static functions: each suite uses some of them.
+ * Helpers shared by the suites, defined in support.c (part of lsock_testlib): a recorder of
+ * callbacks in order, a connected pair, raw AF_UNIX peers and listeners, byte patterns,
+ * running a piece of a test as an unprivileged user, and for the Qt conformance and interop
+ * suites the recorder's Qt-token log and qt_peer's test pattern with its checksum. The loop
+ * helpers are in loop_util.h, included here.
+ *
+ * On Windows the raw AF_UNIX helpers, fork, uids and socket files come from win_posix.h: a
+ * test that reaches one of them skips.
  */
 #ifndef LSOCK_TEST_SUPPORT_H
 #define LSOCK_TEST_SUPPORT_H
@@ -16,6 +20,7 @@
 #endif
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #ifdef _WIN32
 #include "win_posix.h" /* the Unix-only calls: a test that reaches one skips */
 #else
@@ -28,160 +33,63 @@
 
 #include "loop_util.h"
 
-/* ---- helpers --------------------------------------------------------------------------- */
+/* ---- names ----------------------------------------------------------------------------- */
 
-/* The path the library resolves a name to. */
-static UNUSED const char *path_of(const char *name)
-{
-    static char bufs[8][512];
-    static unsigned slot;
-    char *out = bufs[slot++ % 8];
-#ifdef _WIN32
-    /* Named pipes: \\.\pipe\NAME unless the name has the prefix already. */
-    snprintf(out, 512, "%s%s", strncmp(name, "\\\\.\\pipe\\", 9) == 0 ? "" : "\\\\.\\pipe\\", name);
-    return out;
-#endif
-    if (name[0] == '/') {
-        snprintf(out, 512, "%s", name);
-        return out;
-    }
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !*dir) dir = "/tmp";
-    size_t n = strlen(dir);
-    snprintf(out, 512, "%s%s%s", dir, dir[n - 1] == '/' ? "" : "/", name);
-    return out;
-}
+/* The path the library resolves a name to ($TMPDIR or /tmp; \\.\pipe\NAME on Windows). Static
+ * storage rotated over 8 slots. */
+const char *path_of(const char *name);
+bool starts_with(const char *s, const char *prefix);
 
-static UNUSED bool starts_with(const char *s, const char *prefix)
-{
-    return s && strncmp(s, prefix, strlen(prefix)) == 0;
-}
+/* ---- the callback recorder ------------------------------------------------------------- */
 
-/* Records every callback of a socket into a log ("state:CONNECTING connected ..."). */
+/* Records every callback of a socket: counts, what the socket looked like in some of them,
+ * and a log of the callbacks in order.
+ *
+ * rec_init: the log has "connected", "disconnected", "read_channel_finished", "error:NAME",
+ * "state:STATE" and "about_to_close"; with log_io also "ready_read" and "bytes_written".
+ * rec_init_qt: the log uses the tokens of tests/qt/qt_peer.cpp, which leaves out connected,
+ * ready_read and bytes_written (their number depends on timing) and names the state in
+ * "disconnected(STATE)" and "read_channel_finished(STATE)".
+ *
+ * free_in names a callback ("connected", "ready_read", ...) in which the recorder frees the
+ * socket after recording it, once. on_ready_read, when set, is called from every ready_read. */
 typedef struct rec {
     char log[4096];
     int connected, disconnected, errors, ready_read, about_to_close, rcf, state_changes;
     int bytes_written_calls;
     lsock_error last_error;
     lsock_state state_in_rcf, state_in_disconnected;
-    int64_t avail_in_about_to_close;
+    int64_t avail_in_about_to_close, avail_in_rcf;
+    bool open_in_about_to_close;
     int64_t written;
     int64_t max_available;
     int in_write, bw_inside_write;
     int depth, max_depth;
     bool log_io; /* also log ready_read and bytes_written */
+    bool qt_log; /* the log in qt_peer's tokens (rec_init_qt) */
     const char *free_in;
     bool freed;
     void (*on_ready_read)(lsock_socket *s, struct rec *r);
     void *user;
 } rec;
 
-static UNUSED void rec_init(rec *r)
-{
-    memset(r, 0, sizeof *r);
-    r->state_in_rcf = (lsock_state)-1;
-    r->state_in_disconnected = (lsock_state)-1;
-    r->avail_in_about_to_close = -1;
-}
+void rec_init(rec *r);
+void rec_init_qt(rec *r);
+/* Appends a token to the log. */
+void rec_add(rec *r, const char *ev);
 
-static UNUSED void rec_add(rec *r, const char *ev)
-{
-    size_t n = strlen(r->log);
-    snprintf(r->log + n, sizeof r->log - n, "%s%s", n ? " " : "", ev);
-}
+/* The recorder's callbacks (user data: the rec). */
+void on_connected(lsock_socket *s, void *u);
+void on_disconnected(lsock_socket *s, void *u);
+void on_error(lsock_socket *s, lsock_error err, void *u);
+void on_state(lsock_socket *s, lsock_state st, void *u);
+void on_ready_read(lsock_socket *s, void *u);
+void on_bytes_written(lsock_socket *s, int64_t n, void *u);
+void on_about_to_close(lsock_socket *s, void *u);
+void on_rcf(lsock_socket *s, void *u);
+extern const lsock_socket_callbacks rec_cbs;
 
-static UNUSED void maybe_free(lsock_socket *s, rec *r, const char *cb)
-{
-    if (r->free_in && strcmp(r->free_in, cb) == 0 && !r->freed) {
-        r->freed = true;
-        lsock_socket_free(s);
-    }
-}
-
-static UNUSED void on_connected(lsock_socket *s, void *u)
-{
-    rec *r = u;
-    r->connected++;
-    rec_add(r, "connected");
-    maybe_free(s, r, "connected");
-}
-
-static UNUSED void on_disconnected(lsock_socket *s, void *u)
-{
-    rec *r = u;
-    r->disconnected++;
-    r->state_in_disconnected = lsock_socket_state(s);
-    rec_add(r, "disconnected");
-    maybe_free(s, r, "disconnected");
-}
-
-static UNUSED void on_error(lsock_socket *s, lsock_error err, void *u)
-{
-    rec *r = u;
-    char buf[64];
-    r->errors++;
-    r->last_error = err;
-    snprintf(buf, sizeof buf, "error:%s", lsock_error_name(err));
-    rec_add(r, buf);
-    maybe_free(s, r, "error_occurred");
-}
-
-static UNUSED void on_state(lsock_socket *s, lsock_state st, void *u)
-{
-    rec *r = u;
-    char buf[64];
-    r->state_changes++;
-    snprintf(buf, sizeof buf, "state:%s", state_name(st));
-    rec_add(r, buf);
-    maybe_free(s, r, "state_changed");
-}
-
-static UNUSED void on_ready_read(lsock_socket *s, void *u)
-{
-    rec *r = u;
-    r->ready_read++;
-    r->depth++;
-    if (r->depth > r->max_depth) r->max_depth = r->depth;
-    int64_t avail = lsock_socket_bytes_available(s);
-    if (avail > r->max_available) r->max_available = avail;
-    if (r->log_io) rec_add(r, "ready_read");
-    if (r->on_ready_read) r->on_ready_read(s, r);
-    r->depth--;
-    maybe_free(s, r, "ready_read");
-}
-
-static UNUSED void on_bytes_written(lsock_socket *s, int64_t n, void *u)
-{
-    rec *r = u;
-    r->bytes_written_calls++;
-    r->written += n;
-    if (r->in_write) r->bw_inside_write++;
-    if (r->log_io) rec_add(r, "bytes_written");
-    maybe_free(s, r, "bytes_written");
-}
-
-static UNUSED void on_about_to_close(lsock_socket *s, void *u)
-{
-    rec *r = u;
-    r->about_to_close++;
-    r->avail_in_about_to_close = lsock_socket_bytes_available(s);
-    rec_add(r, "about_to_close");
-    maybe_free(s, r, "about_to_close");
-}
-
-static UNUSED void on_rcf(lsock_socket *s, void *u)
-{
-    rec *r = u;
-    r->rcf++;
-    r->state_in_rcf = lsock_socket_state(s);
-    rec_add(r, "read_channel_finished");
-    maybe_free(s, r, "read_channel_finished");
-}
-
-static UNUSED const lsock_socket_callbacks rec_cbs = {
-    on_connected,  on_disconnected,  on_error,          on_state,
-    on_ready_read, on_bytes_written, on_about_to_close, on_rcf,
-};
+/* ---- connected sockets ----------------------------------------------------------------- */
 
 /* A server, a client connected to it and the server's end of that connection. */
 typedef struct pair {
@@ -191,99 +99,21 @@ typedef struct pair {
     char name[128];
 } pair;
 
-static UNUSED void pair_open(pair *p, lsock_loop *loop)
-{
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", test_name("pair"));
-    p->srv = lsock_server_new(loop);
-    ASSERT(p->srv != NULL);
-    ASSERT(lsock_server_listen(p->srv, p->name));
-    p->client = lsock_socket_new(loop);
-    ASSERT(p->client != NULL);
-    ASSERT(lsock_socket_connect(p->client, p->name, LSOCK_READ_WRITE));
-    ASSERT_EQ(lsock_socket_state(p->client), LSOCK_CONNECTED);
-    if (loop)
-        RUN_UNTIL(loop, lsock_server_has_pending_connections(p->srv), 5000);
-    else
-        ASSERT(lsock_server_wait_for_new_connection(p->srv, 5000, NULL));
-    p->peer = lsock_server_next_pending_connection(p->srv);
-    ASSERT(p->peer != NULL);
-}
+/* Opens the pair on loop (NULL: blocking, without a loop). */
+void pair_open(pair *p, lsock_loop *loop);
+void pair_close(pair *p);
 
-static UNUSED void pair_close(pair *p)
-{
-    if (p->client) lsock_socket_free(p->client);
-    if (p->peer) lsock_socket_free(p->peer);
-    if (p->srv) lsock_server_free(p->srv);
-    p->client = p->peer = NULL;
-    p->srv = NULL;
-}
+/* ---- raw AF_UNIX sockets --------------------------------------------------------------- */
 
 /* A raw listening socket on path. */
-static UNUSED int raw_listener(const char *path, int backlog)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT(fd >= 0);
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    ASSERT(strlen(path) < sizeof a.sun_path);
-    strcpy(a.sun_path, path);
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    ASSERT_EQ(listen(fd, backlog), 0);
-    return fd;
-}
-
+int raw_listener(const char *path, int backlog);
 /* Leaves a socket file on path that nobody listens on. */
-static UNUSED void make_stale(const char *path)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT(fd >= 0);
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    strcpy(a.sun_path, path);
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    close(fd);
-}
-
-static UNUSED int raw_accept(int lfd)
-{
-    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
-    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    ASSERT(fd >= 0);
-    return fd;
-}
-
-static UNUSED void set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    ASSERT(fl >= 0);
-    ASSERT_EQ(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
-}
-
+void make_stale(const char *path);
+/* Accepts one connection on a raw listener (waits up to 5 s). */
+int raw_accept(int lfd);
+void set_nonblock(int fd);
 /* Fills the backlog of a raw listener; returns the number of raw clients in *fds. */
-static UNUSED int fill_backlog(const char *path, int *fds, int max)
-{
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    strcpy(a.sun_path, path);
-    int n = 0;
-    for (;;) {
-        ASSERT(n < max);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        ASSERT(fd >= 0);
-        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-            fds[n++] = fd;
-            continue;
-        }
-        ASSERT(errno == EAGAIN || errno == EWOULDBLOCK);
-        close(fd);
-        return n;
-    }
-}
+int fill_backlog(const char *path, int *fds, int max);
 
 /* A raw listener with backlog 0 whose backlog is full: a connect to it stays CONNECTING. */
 typedef struct fullsrv {
@@ -293,52 +123,8 @@ typedef struct fullsrv {
     int n;
 } fullsrv;
 
-static UNUSED void fullsrv_open(fullsrv *f, const char *tag)
-{
-    snprintf(f->name, sizeof f->name, "%s", test_name(tag));
-    f->lfd = raw_listener(path_of(f->name), 0);
-    f->n = fill_backlog(path_of(f->name), f->fds, 512);
-}
-
-static UNUSED void fullsrv_close(fullsrv *f)
-{
-    for (int i = 0; i < f->n; i++)
-        close(f->fds[i]);
-    close(f->lfd);
-    unlink(path_of(f->name));
-}
-
-static UNUSED unsigned char pattern_byte(size_t i)
-{
-    return (unsigned char)((i * 7u) % 251u);
-}
-
-static UNUSED unsigned char *pattern_new(size_t n)
-{
-    unsigned char *b = malloc(n);
-    ASSERT(b != NULL);
-    for (size_t i = 0; i < n; i++)
-        b[i] = pattern_byte(i);
-    return b;
-}
-
-/* Reads what the raw fd has now (non-blocking); checks the pattern. Returns -1 at EOF. */
-static UNUSED int drain_raw(int fd, size_t *total)
-{
-    unsigned char buf[65536];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n == 0) return -1;
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-            if (errno == ECONNRESET) return -1;
-            FAIL_("read: %s", strerror(errno));
-        }
-        for (ssize_t i = 0; i < n; i++)
-            if (buf[i] != pattern_byte(*total + (size_t)i)) FAIL_("byte %zu differs", *total + i);
-        *total += (size_t)n;
-    }
-}
+void fullsrv_open(fullsrv *f, const char *tag);
+void fullsrv_close(fullsrv *f);
 
 /* A client socket connected to a raw listener, and the raw accepted end (non-blocking). */
 typedef struct rawpair {
@@ -347,81 +133,40 @@ typedef struct rawpair {
     lsock_socket *s;
 } rawpair;
 
-static UNUSED void rawpair_open(rawpair *p, lsock_loop *loop)
-{
-    snprintf(p->name, sizeof p->name, "%s", test_name("raw"));
-    p->lfd = raw_listener(path_of(p->name), 8);
-    p->s = lsock_socket_new(loop);
-    ASSERT(p->s != NULL);
-    ASSERT(lsock_socket_connect(p->s, p->name, LSOCK_READ_WRITE));
-    ASSERT_EQ(lsock_socket_state(p->s), LSOCK_CONNECTED);
-    p->pfd = raw_accept(p->lfd);
-    set_nonblock(p->pfd);
-}
+void rawpair_open(rawpair *p, lsock_loop *loop);
+void rawpair_close(rawpair *p);
 
-static UNUSED void rawpair_close(rawpair *p)
-{
-    if (p->s) lsock_socket_free(p->s);
-    p->s = NULL;
-    if (p->pfd >= 0) close(p->pfd);
-    if (p->lfd >= 0) close(p->lfd);
-    p->pfd = p->lfd = -1;
-    unlink(path_of(p->name));
-}
+/* Writes all n bytes to a raw fd, waiting while it is full. */
+void write_all_raw(int fd, const void *buf, size_t n);
 
-static UNUSED void write_all_raw(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-            poll(&pfd, 1, 1000);
-            continue;
-        }
-        ASSERT(w > 0);
-        p += w;
-        n -= (size_t)w;
-    }
-}
+/* ---- byte patterns --------------------------------------------------------------------- */
 
-static UNUSED bool file_exists(const char *path)
-{
-    struct stat st;
-    return lstat(path, &st) == 0;
-}
+/* The pattern of the lsock-only suites: byte i is (i * 7) % 251. */
+unsigned char pattern_byte(size_t i);
+/* n bytes of the pattern (malloc'd). */
+unsigned char *pattern_new(size_t n);
+/* Reads what the raw fd has now (non-blocking); checks the pattern. Returns -1 at EOF. */
+int drain_raw(int fd, size_t *total);
 
+/* The pattern of the Qt suites, as tests/qt/qt_peer.cpp's: byte i is
+ * ((uint32)i * 2654435761) >> 24. */
+unsigned char qt_pattern_byte(uint64_t i);
+/* n bytes of the Qt pattern (malloc'd). */
+unsigned char *qt_pattern_new(size_t n);
+
+/* FNV-1a 64, the checksum qt_peer reports: h = fnv_add(FNV_INIT, data, n). */
+#define FNV_INIT 14695981039346656037ull
+uint64_t fnv_add(uint64_t h, const void *data, size_t n);
+/* The FNV-1a 64 of the first n bytes of the Qt pattern. */
+uint64_t qt_pattern_fnv(size_t n);
+
+/* ---- files and users ------------------------------------------------------------------- */
+
+bool file_exists(const char *path);
 /* A fresh directory for TMPDIR; returns its path (static storage). */
-static UNUSED const char *make_tmpdir(void)
-{
-    static char dir[128];
-    snprintf(dir, sizeof dir, "/tmp/lsock-test-dir-XXXXXX");
-    ASSERT(mkdtemp(dir) != NULL);
-    return dir;
-}
-
+const char *make_tmpdir(void);
 /* Runs fn as an unprivileged user: directly unless root; as root in a child that drops to
  * nobody (skips when that is impossible). */
-static UNUSED void run_unprivileged(void (*fn)(void))
-{
-    if (geteuid() != 0) {
-        fn();
-        return;
-    }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(77);
-        fn();
-        _exit(0);
-    }
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) SKIP("runs as root and cannot drop it");
-    ASSERT(WIFEXITED(status));
-    ASSERT_EQ(WEXITSTATUS(status), 0);
-}
+void run_unprivileged(void (*fn)(void));
 
 #endif

@@ -4,7 +4,7 @@
  * lsock differs from Qt on purpose, the test checks lsock's documented behaviour and says so;
  * docs/qt-compatibility.md lists those differences.
  */
-#include "compat.h"
+#include "support.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -15,14 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* A blocking server, a client connected to it, and the server's end. */
-typedef struct pair {
-    lsock_server *srv;
-    lsock_socket *client, *peer;
-    char name[128];
-} pair;
-
-static void pair_open(pair *p, lsock_loop *loop, unsigned mode)
+/* A pair (support.h) connected in the given open mode, waited for with the blocking calls. */
+static void pair_open_mode(pair *p, lsock_loop *loop, unsigned mode)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "%s", test_name("conf"));
@@ -34,13 +28,6 @@ static void pair_open(pair *p, lsock_loop *loop, unsigned mode)
     ASSERT(lsock_server_wait_for_new_connection(p->srv, 3000, NULL));
     p->peer = lsock_server_next_pending_connection(p->srv);
     ASSERT(p->peer != NULL);
-}
-
-static void pair_close(pair *p)
-{
-    if (p->client) lsock_socket_free(p->client);
-    if (p->peer) lsock_socket_free(p->peer);
-    if (p->srv) lsock_server_free(p->srv);
 }
 
 /* ---- defaults ---------------------------------------------------------------------------- */
@@ -115,7 +102,7 @@ static void listen_and_connect(int n)
     lsock_socket *c[5];
     rec r[5];
     for (int i = 0; i < n; i++) {
-        rec_init(&r[i]);
+        rec_init_qt(&r[i]);
         c[i] = lsock_socket_new(loop);
         lsock_socket_set_callbacks(c[i], &rec_cbs, &r[i]);
         ASSERT(lsock_socket_connect(c[i], name, LSOCK_READ_WRITE));
@@ -187,7 +174,7 @@ TEST(three_clients_connect_before_the_server_accepts)
 TEST(fifty_kb_line_is_read_with_read_line)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     size_t n = 50 * 1024;
     char *line = malloc(n + 1);
     for (size_t i = 0; i < n - 1; i++)
@@ -209,10 +196,10 @@ TEST(fifty_kb_line_is_read_with_read_line)
 TEST(read_buffer_of_128_bytes_reads_256_in_two_halves)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     ASSERT(lsock_socket_set_read_buffer_size(p.client, 128));
     ASSERT_EQ(lsock_socket_read_buffer_size(p.client), 128);
-    unsigned char *data = pattern_new(256), buf[256];
+    unsigned char *data = qt_pattern_new(256), buf[256];
     ASSERT_EQ(lsock_socket_write(p.peer, data, 256), 256);
     ASSERT(lsock_socket_wait_for_bytes_written(p.peer, 3000));
     ASSERT(lsock_socket_wait_for_ready_read(p.client, 3000));
@@ -273,7 +260,7 @@ static void command_protocol(lsock_socket *asker, lsock_socket *answerer)
 TEST(framed_command_protocol_client_to_server)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     command_protocol(p.client, p.peer);
     pair_close(&p);
 }
@@ -281,7 +268,7 @@ TEST(framed_command_protocol_client_to_server)
 TEST(framed_command_protocol_server_to_client)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     command_protocol(p.peer, p.client);
     pair_close(&p);
 }
@@ -423,7 +410,7 @@ static void *client_thread(void *arg)
     lsock_loop *loop = lsock_loop_new();
     lsock_socket *c = lsock_socket_new(loop);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(c, &rec_cbs, &r);
     a->rc = 1;
     if (lsock_socket_connect(c, a->name, LSOCK_READ_WRITE)) {
@@ -533,7 +520,7 @@ TEST(long_path_fails_to_listen_and_to_connect)
     ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SERVER_NOT_FOUND);
     lsock_server_free(srv);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket *c = lsock_socket_new(NULL);
     lsock_socket_set_callbacks(c, &rec_cbs, &r);
     ASSERT(!lsock_socket_connect(c, name, LSOCK_READ_WRITE));
@@ -548,7 +535,7 @@ TEST(long_path_fails_to_listen_and_to_connect)
 TEST(wait_for_disconnected_when_the_client_disconnects)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     lsock_socket_disconnect(p.client);
     uint64_t t0 = test_now_ms();
     ASSERT(lsock_socket_wait_for_disconnected(p.peer, 3000));
@@ -560,7 +547,7 @@ TEST(wait_for_disconnected_when_the_client_disconnects)
 TEST(wait_for_disconnected_when_the_server_disconnects)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     lsock_socket_close(p.peer);
     ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
     uint64_t t0 = test_now_ms();
@@ -583,9 +570,9 @@ static void read_one_then_wait(lsock_socket *s, rec *r)
 TEST(wait_for_ready_read_on_a_disconnected_socket_returns_at_once)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     r.on_ready_read = read_one_then_wait;
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     ASSERT_EQ(lsock_socket_write(p.peer, "\n", 1), 1);
@@ -607,9 +594,9 @@ TEST(wait_for_ready_read_on_a_disconnected_socket_returns_at_once)
 TEST(delayed_disconnect_keeps_data_readable_in_about_to_close)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(p.peer, &rec_cbs, &r);
     ASSERT_EQ(lsock_socket_write(p.client, "x", 1), 1);
     lsock_socket_close(p.client);
@@ -688,9 +675,9 @@ TEST(recycle_client_socket)
 TEST(connect_on_a_connected_socket_emits_operation_error_and_keeps_the_connection)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     ASSERT(!lsock_socket_connect(p.client, p.name, LSOCK_READ_WRITE));
     ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
@@ -707,7 +694,7 @@ TEST(connect_on_a_connected_socket_emits_operation_error_and_keeps_the_connectio
 TEST(write_only_socket)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_WRITE_ONLY);
+    pair_open_mode(&p, NULL, LSOCK_WRITE_ONLY);
     ASSERT_EQ(lsock_socket_open_mode(p.client), (unsigned)LSOCK_WRITE_ONLY);
     ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
     ASSERT_EQ(lsock_socket_write(p.client, "w", 1), 1);
@@ -725,12 +712,12 @@ static void write_to_client_and_disconnect(int chunks)
 {
     lsock_loop *loop = loop_new();
     pair p;
-    pair_open(&p, loop, LSOCK_READ_WRITE);
+    pair_open_mode(&p, loop, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     size_t chunk = 2048, total = chunk * (size_t)chunks;
-    unsigned char *data = pattern_new(total);
+    unsigned char *data = qt_pattern_new(total);
     for (int i = 0; i < chunks; i++)
         ASSERT_EQ(lsock_socket_write(p.peer, data + chunk * (size_t)i, (int64_t)chunk),
                   (int64_t)chunk);
@@ -768,9 +755,9 @@ TEST(write_to_client_and_disconnect_20_chunks)
 TEST(write_to_a_disconnected_socket)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     lsock_socket_abort(p.peer);
     ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
@@ -788,12 +775,12 @@ TEST(bytes_written_counts_every_byte)
 {
     lsock_loop *loop = loop_new();
     pair p;
-    pair_open(&p, loop, LSOCK_READ_WRITE);
+    pair_open_mode(&p, loop, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     size_t n = 4 * 1024 * 1024;
-    unsigned char *data = pattern_new(n), *buf = malloc(65536);
+    unsigned char *data = qt_pattern_new(n), *buf = malloc(65536);
     ASSERT_EQ(lsock_socket_write(p.client, data, 1000), 1000);
     ASSERT(lsock_socket_wait_for_bytes_written(p.client, 3000));
     ASSERT_EQ(r.written, 1000);
@@ -820,9 +807,9 @@ TEST(bytes_written_counts_every_byte)
 TEST(state_is_unconnected_inside_disconnect_callbacks_sync)
 {
     pair p;
-    pair_open(&p, NULL, LSOCK_READ_WRITE);
+    pair_open_mode(&p, NULL, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     lsock_socket_free(p.peer);
     p.peer = NULL;
@@ -839,9 +826,9 @@ TEST(state_is_unconnected_inside_disconnect_callbacks_async)
 {
     lsock_loop *loop = loop_new();
     pair p;
-    pair_open(&p, loop, LSOCK_READ_WRITE);
+    pair_open_mode(&p, loop, LSOCK_READ_WRITE);
     rec r;
-    rec_init(&r);
+    rec_init_qt(&r);
     lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
     lsock_socket_free(p.peer);
     p.peer = NULL;

@@ -8,7 +8,7 @@
  * Without Qt 5 (qt_peer not built) every test prints "skipped: Qt 5 not found" and exits 77;
  * with LSOCK_REQUIRE_QT=1 in the environment (CI) a missing qt_peer fails instead.
  */
-#include "compat.h"
+#include "support.h"
 
 #include <fcntl.h>
 #include <stdarg.h>
@@ -287,7 +287,7 @@ static void open_qt_server(qlink *l, int form, const char *tag)
     peer_start(&l->qt, args);
     const char *full = peer_expect(&l->qt, NULL, "listening ", 10000);
     ASSERT(strcmp(full, l->full) == 0);
-    rec_init(&l->r);
+    rec_init_qt(&l->r);
     l->s = lsock_socket_new(l->loop);
     lsock_socket_set_callbacks(l->s, &rec_cbs, &l->r);
     ASSERT(lsock_socket_connect(l->s, l->name, LSOCK_READ_WRITE));
@@ -313,7 +313,7 @@ static void open_qt_client(qlink *l, int form, const char *tag)
     l->s = lsock_server_next_pending_connection(l->srv);
     ASSERT(l->s != NULL);
     ASSERT_EQ(lsock_socket_state(l->s), LSOCK_CONNECTED);
-    rec_init(&l->r);
+    rec_init_qt(&l->r);
     lsock_socket_set_callbacks(l->s, &rec_cbs, &l->r);
     link_hello(l);
     peer_expect(&l->qt, l->loop, "connected ", 5000);
@@ -375,7 +375,7 @@ static void ex_lines(qlink *l)
 /* Sends n pattern bytes to Qt, which answers with their count and checksum. */
 static void send_stream(qlink *l, size_t n)
 {
-    unsigned char *data = pattern_new(n);
+    unsigned char *data = qt_pattern_new(n);
     link_send(l, "expect %zu\n", n);
     ASSERT_EQ(lsock_socket_write(l->s, data, (int64_t)n), (int64_t)n);
     free(data);
@@ -384,7 +384,7 @@ static void send_stream(qlink *l, size_t n)
 static void check_got(qlink *l, size_t n)
 {
     char got[128], want[128];
-    snprintf(want, sizeof want, "got %zu %llx", n, (unsigned long long)pattern_fnv(n));
+    snprintf(want, sizeof want, "got %zu %llx", n, (unsigned long long)qt_pattern_fnv(n));
     link_line(l, got, sizeof got);
     ASSERT(strcmp(got, want) == 0);
 }
@@ -407,12 +407,12 @@ static size_t recv_stream(qlink *l, size_t want)
             continue;
         }
         for (int64_t i = 0; i < n; i++)
-            if (buf[i] != pattern_byte(total + (size_t)i))
+            if (buf[i] != qt_pattern_byte(total + (size_t)i))
                 FAIL_("byte %zu differs", total + (size_t)i);
         h = fnv_add(h, buf, (size_t)n);
         total += (size_t)n;
     }
-    if (total == want) ASSERT(h == pattern_fnv(want));
+    if (total == want) ASSERT(h == qt_pattern_fnv(want));
     return total;
 }
 
@@ -445,7 +445,7 @@ static void ex_lsock_shuts_down_writing(qlink *l)
     ASSERT_EQ(shutdown((int)lsock_socket_descriptor(l->s), SHUT_WR), 0);
     char want[64];
     snprintf(want, sizeof want, "got %d %d %llx", l->id, 4 * MIB,
-             (unsigned long long)pattern_fnv(4 * MIB));
+             (unsigned long long)qt_pattern_fnv(4 * MIB));
     peer_expect(&l->qt, l->loop, want, 10000);
     expect_closed(l, "PEER_CLOSED");
     RUN_UNTIL(l->loop, lsock_socket_state(l->s) == LSOCK_UNCONNECTED, 10000);
@@ -486,7 +486,7 @@ static void ex_lsock_disconnects_after_sending(qlink *l)
     RUN_UNTIL(l->loop, lsock_socket_state(l->s) == LSOCK_UNCONNECTED, 20000);
     char want[64];
     snprintf(want, sizeof want, "got %d %d %llx", l->id, 16 * MIB,
-             (unsigned long long)pattern_fnv(16 * MIB));
+             (unsigned long long)qt_pattern_fnv(16 * MIB));
     peer_expect(&l->qt, l->loop, want, 10000);
     expect_closed(l, "PEER_CLOSED");
     ASSERT_EQ(l->r.disconnected, 1);
@@ -510,7 +510,7 @@ static void ex_qt_aborts_mid_transfer(qlink *l)
 static void ex_qt_aborts_while_lsock_writes(qlink *l)
 {
     link_send(l, "readabort %d\n", MIB);
-    unsigned char *data = pattern_new(16 * MIB);
+    unsigned char *data = qt_pattern_new(16 * MIB);
     ASSERT_EQ(lsock_socket_write(l->s, data, 16 * MIB), 16 * MIB);
     free(data);
     RUN_UNTIL(l->loop, lsock_socket_state(l->s) == LSOCK_UNCONNECTED, 10000);
@@ -573,7 +573,7 @@ TEST(several_lsock_clients_at_once_with_a_qt_server)
         for (int i = 0; i < 4; i++) {
             memset(&more[i], 0, sizeof more[i]);
             more[i].loop = l.loop;
-            rec_init(&more[i].r);
+            rec_init_qt(&more[i].r);
             more[i].s = lsock_socket_new(l.loop);
             lsock_socket_set_callbacks(more[i].s, &rec_cbs, &more[i].r);
             ASSERT(lsock_socket_connect(more[i].s, l.name, LSOCK_READ_WRITE));
@@ -652,7 +652,7 @@ TEST(lsock_server_serves_five_qt_clients_at_once)
             RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 10000);
             l[i].loop = loop;
             l[i].s = lsock_server_next_pending_connection(srv);
-            rec_init(&l[i].r);
+            rec_init_qt(&l[i].r);
             lsock_socket_set_callbacks(l[i].s, &rec_cbs, &l[i].r);
             ASSERT(strcmp(lsock_socket_full_server_name(l[i].s), full) == 0);
         }
