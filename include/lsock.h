@@ -106,14 +106,16 @@ typedef enum lsock_run_mode {
     LSOCK_RUN_NOWAIT = 2   /* dispatch what is ready now, never block */
 } lsock_run_mode;
 
-/* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE). */
+/* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE). On Windows the access
+ * options become the pipe's DACL, and ABSTRACT_NAMESPACE and RECLAIM_STALE do nothing (no
+ * files; a pipe is never stale). */
 enum {
     LSOCK_USER_ACCESS = 1,        /* socket file mode 0700 */
     LSOCK_GROUP_ACCESS = 2,       /* 0070 */
     LSOCK_OTHER_ACCESS = 4,       /* 0007 */
     LSOCK_WORLD_ACCESS = 7,       /* 0777 */
     LSOCK_ABSTRACT_NAMESPACE = 8, /* Linux abstract namespace: no file is made */
-    LSOCK_RECLAIM_STALE = 16      /* listen() removes a stale socket file nobody listens on */
+    LSOCK_RECLAIM_STALE = 16      /* listen() removes a stale socket file of the user's own */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -334,9 +336,14 @@ LSOCK_API bool lsock_server_set_max_pending_connections(lsock_server *srv, int n
 LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
 
 /* Listens on name (resolved as for sockets). False with LSOCK_ERR_ADDRESS_IN_USE if a live
- * server holds the name (or a stale file remains without LSOCK_RECLAIM_STALE),
- * LSOCK_ERR_SERVER_NOT_FOUND for an empty or too long name, LSOCK_ERR_OPERATION if already
- * listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not writable. */
+ * server holds the name, if a file that is not a socket is there, or if a stale socket file
+ * remains: without LSOCK_RECLAIM_STALE, or when it belongs to another user (RECLAIM_STALE
+ * removes only the user's own); LSOCK_ERR_SERVER_NOT_FOUND for an empty or too long name,
+ * LSOCK_ERR_OPERATION if already listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not
+ * writable. With RECLAIM_STALE, processes reclaiming in one directory take turns (a lock on
+ * the directory): of several starting together over one stale file exactly one listens, the
+ * others fail ADDRESS_IN_USE; one that waits more than 2 s for its turn fails too. The socket
+ * file appears at the name already listening, with its final mode. */
 LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
 /* Listens on an already bound and listening socket descriptor, which the server then owns.
  * Not supported on Windows yet (LSOCK_ERR_UNSUPPORTED_OPERATION). */

@@ -4,9 +4,11 @@
  * while max_pending_connections wait (the kernel's backlog then holds further clients).
  *
  * Stale socket files: a file at the name is probed with a connect; a live server means
- * ADDRESS_IN_USE; a dead one is removed only with LSOCK_RECLAIM_STALE (else the caller uses
- * lsock_remove_server(), as with Qt). On close the file is removed only if it is still the
- * one this server made (same device and inode).
+ * ADDRESS_IN_USE; a dead one is removed only with LSOCK_RECLAIM_STALE and only if it belongs
+ * to the process's own user (else the caller uses lsock_remove_server(), as with Qt).
+ * Reclaiming is serialised between processes by a lock on the directory (see clear_name), so
+ * that of several servers starting together over one stale file exactly one listens. On close
+ * the file is removed only if it is still the one this server made (same device and inode).
  *
  * Out of descriptors (EMFILE/ENFILE): accepting pauses and a timer retries later, so the
  * loop never spins on a listening socket it cannot accept from.
@@ -24,6 +26,7 @@
 #define DEFAULT_MAX_PENDING 30
 #define RESOURCE_RETRY_MS   100
 #define KNOWN_OPTIONS       (LSOCK_WORLD_ACCESS | LSOCK_ABSTRACT_NAMESPACE | LSOCK_RECLAIM_STALE)
+#define RECLAIM_WAIT_MS     2000 /* longest wait for another process's reclaim in the directory */
 
 struct lsock_server {
     lsock_loop *loop;
@@ -48,6 +51,8 @@ struct lsock_server {
 };
 
 static const char *const empty = "";
+
+void (*lsock__test_hook_reclaim)(const char *path);
 
 static void destroy(lsock_server *srv)
 {
@@ -268,23 +273,68 @@ static void on_io(lsock__io *io, unsigned revents)
 
 /* ---- listening ----------------------------------------------------------------------- */
 
-/* A socket file already at path: in use, stale (reclaimed if allowed), or not ours to touch. */
-static bool check_existing(lsock_server *srv, const char *path)
+/* What is at a name: NAME_FREE (nothing), NAME_STALE (a stale socket file of this user that
+ * LSOCK_RECLAIM_STALE lets the server remove), NAME_TAKEN (the server's error says why). */
+enum { NAME_TAKEN, NAME_FREE, NAME_STALE };
+
+static int taken(lsock_server *srv, lsock_error code, const char *detail)
+{
+    fail(srv, code, "lsock_server_listen", detail);
+    return NAME_TAKEN;
+}
+
+static int examine(lsock_server *srv, const char *path, lsock__file_info *f)
+{
+    int rc = lsock__plat_file_info(path, f);
+    if (rc < 0) return taken(srv, lsock__listen_error(rc), lsock__plat_strerror(rc));
+    if (!f->exists) return NAME_FREE;
+    if (!f->is_socket)
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE, "a file that is not a socket exists");
+    int live = lsock__plat_probe(path);
+    if (live == 1) return taken(srv, LSOCK_ERR_ADDRESS_IN_USE, "a server is listening");
+    if (live < 0 && live != -ECONNREFUSED)
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE, lsock__plat_strerror(live));
+    if (!(srv->options & LSOCK_RECLAIM_STALE))
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE,
+                     "stale socket file; lsock_remove_server() or LSOCK_RECLAIM_STALE");
+    if (!f->ours)
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE,
+                     "stale socket file of another user; LSOCK_RECLAIM_STALE removes only the "
+                     "user's own");
+    return NAME_STALE;
+}
+
+/*
+ * Clears the name for listening: true when nothing is there, or when a stale socket file was
+ * removed (LSOCK_RECLAIM_STALE). Probe, remove and listen must be one step for the processes
+ * that reclaim, else two would each remove the other's new socket and both listen, one of
+ * them unreachable. So the stale file is looked at again and removed under the directory's
+ * reclaim lock, which *lock holds until the caller's listen is done; the socket lsock then
+ * links there listens already, so the next process in line finds it live. A process that
+ * gets no lock within RECLAIM_WAIT_MS fails ADDRESS_IN_USE.
+ */
+static bool clear_name(lsock_server *srv, const char *path, int *lock)
 {
     static const char call[] = "lsock_server_listen";
-    if (!lsock__plat_file_exists(path)) return true;
-    if (!lsock__plat_is_socket(path))
-        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, "a file that is not a socket exists");
-    int live = lsock__plat_probe(path);
-    if (live == 1) return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, "a server is listening");
-    if (live < 0 && live != -ECONNREFUSED)
-        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, lsock__plat_strerror(live));
-    if (!(srv->options & LSOCK_RECLAIM_STALE))
+    lsock__file_info f;
+    int st = examine(srv, path, &f);
+    if (st != NAME_STALE) return st == NAME_FREE;
+    int rc = lsock__plat_name_lock(path, RECLAIM_WAIT_MS);
+    if (rc == -EWOULDBLOCK)
         return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call,
-                    "stale socket file; lsock_remove_server() or LSOCK_RECLAIM_STALE");
-    int rc = lsock__plat_remove(path);
+                    "stale socket file; another process held the directory's reclaim lock "
+                    "for 2 s");
     if (rc < 0) return fail(srv, lsock__listen_error(rc), call, lsock__plat_strerror(rc));
-    return true;
+    *lock = rc;
+    st = examine(srv, path, &f);
+    if (st != NAME_STALE) return st == NAME_FREE;
+    if (lsock__test_hook_reclaim) lsock__test_hook_reclaim(path);
+    rc = lsock__plat_unlink_if_same(path, f.dev, f.ino);
+    if (rc == 0 || rc == -ENOENT) return true;
+    if (rc == -ESTALE)
+        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call,
+                    "the stale socket file was replaced while being reclaimed");
+    return fail(srv, lsock__listen_error(rc), call, lsock__plat_strerror(rc));
 }
 
 static bool start_listening(lsock_server *srv, int fd, char *name, char *full, int owns)
@@ -309,6 +359,7 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     if (srv->fd >= 0) return fail(srv, LSOCK_ERR_OPERATION, call, "already listening");
     if (!name || !*name) return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
     int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) != 0;
+    unsigned access = srv->options & LSOCK_WORLD_ACCESS;
     char *full = lsock__name_resolve(name);
     char *copy = strdup(name);
     if (!full || !copy) {
@@ -316,16 +367,15 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
         free(copy);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
-    if (!abstract && !check_existing(srv, full)) {
-        free(full);
-        free(copy);
-        return false;
-    }
-    int fd = lsock__plat_listen(full, abstract, srv->options & LSOCK_WORLD_ACCESS, srv->backlog,
-                                &srv->dev, &srv->ino);
+    int lock = -1;
+    int fd = -EADDRINUSE;
+    bool clear = abstract || clear_name(srv, full, &lock);
+    if (clear) fd = lsock__plat_listen(full, abstract, access, srv->backlog, &srv->dev, &srv->ino);
+    if (lock >= 0) lsock__plat_name_unlock(lock);
     if (fd < 0) {
         free(full);
         free(copy);
+        if (!clear) return false;
         return fail(srv, lsock__listen_error(fd), call,
                     fd == -ENAMETOOLONG ? lsock__plat_name_limit_text() : lsock__plat_strerror(fd));
     }

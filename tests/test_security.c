@@ -6,7 +6,9 @@
  *    another user in a shared sticky directory such as /tmp;
  *  - a symlink or directory planted at the name (before listen, or during it) is never
  *    followed, replaced or removed;
- *  - lsock_server_close() removes only the file the server made;
+ *  - lsock_server_close() removes only the file the server made, even one replaced right after
+ *    it appeared;
+ *  - LSOCK_RECLAIM_STALE removes only a stale socket file of the server's own user;
  *  - peer credentials name the real peer process and user across fork.
  *
  * "Another user" is uid/gid 65534 (nobody): those tests need root and skip otherwise. They run
@@ -18,6 +20,7 @@
  */
 #include "test.h"
 #include "lsock.h"
+#include "internal.h" /* the test hooks */
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -618,6 +621,75 @@ TEST(long_path_with_access_options_fails_listen_when_clients_could_not_connect)
         lsock_server_free(srv);
         ASSERT_EQ(count_entries(dir), 0);
     }
+    remove_tree(dir);
+}
+
+/* ---- the file replaced right after it appeared ----------------------------------------- */
+
+static void replace_at_publication(const char *path)
+{
+    lsock__test_hook_published = NULL;
+    ASSERT_EQ(unlink(path), 0);
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT(fd >= 0);
+    close(fd);
+}
+
+static void replaced_right_after_listen(unsigned options)
+{
+    char dirbuf[128], name[256];
+    snprintf(dirbuf, sizeof dirbuf, "/tmp/lsock-pub-%ld-XXXXXX", (long)getpid());
+    ASSERT(mkdtemp(dirbuf) != NULL);
+    path_in(name, sizeof name, dirbuf, "srv");
+    lsock__test_hook_published = replace_at_publication;
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, options));
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(lsock__test_hook_published == NULL); /* the hook ran */
+    struct stat before, after;
+    ASSERT_EQ(lstat(name, &before), 0);
+    ASSERT(S_ISREG(before.st_mode));
+    lsock_server_close(srv);
+    ASSERT_EQ(lstat(name, &after), 0);
+    ASSERT_EQ(after.st_ino, before.st_ino);
+    lsock_server_free(srv);
+    ASSERT_EQ(lstat(name, &after), 0);
+    remove_tree(dirbuf);
+}
+
+TEST(server_close_keeps_a_file_that_replaced_its_socket_right_after_it_appeared)
+{
+    replaced_right_after_listen(0);
+    replaced_right_after_listen(LSOCK_USER_ACCESS);
+}
+
+/* ---- reclaiming only the user's own stale files ---------------------------------------- */
+
+TEST(reclaim_stale_leaves_a_stale_socket_of_another_user_alone)
+{
+    need_root();
+    const char *dir = make_shared_dir();
+    char name[256];
+    path_in(name, sizeof name, dir, "srv");
+    close(raw_bind(name, 0)); /* stale: nobody listens */
+    ASSERT_EQ(lchown(name, NOBODY, NOBODY), 0);
+    struct stat before, after;
+    ASSERT_EQ(lstat(name, &before), 0);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_RECLAIM_STALE));
+    ASSERT(!lsock_server_listen(srv, name));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_ADDRESS_IN_USE);
+    printf("%s\n", lsock_server_error_string(srv));
+    ASSERT(strstr(lsock_server_error_string(srv), "another user") != NULL);
+    ASSERT_EQ(lstat(name, &after), 0);
+    ASSERT(S_ISSOCK(after.st_mode));
+    ASSERT_EQ(after.st_ino, before.st_ino);
+    ASSERT_EQ(after.st_uid, NOBODY);
+    /* Its own user's stale file it does reclaim. */
+    ASSERT_EQ(lchown(name, geteuid(), getegid()), 0);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_server_free(srv);
+    ASSERT_EQ(count_entries(dir), 0);
     remove_tree(dir);
 }
 
