@@ -371,7 +371,10 @@ LSOCK_API lsock_error lsock_server_error(const lsock_server *srv);
 /* "lsock_server_listen: Address in use" and the like; "" when no error. */
 LSOCK_API const char *lsock_server_error_string(const lsock_server *srv);
 
-/* Removes the socket file of name (QLocalServer::removeServer). True if it is gone. */
+/* Removes the socket file of name (QLocalServer::removeServer). True if it is gone (or was
+ * never there). Unlike Qt, which removes whatever is at the name, only a socket file is
+ * removed: a regular file, a FIFO, a directory or a symlink (even one to a socket) stays,
+ * and the call returns false. Windows: does nothing and returns true (as Qt). */
 LSOCK_API bool lsock_remove_server(const char *name);
 
 #ifdef __cplusplus

@@ -160,7 +160,8 @@ int lsock__plat_peer_credentials(int fd, lsock_credentials *out);
 /* Removes path if it is still the file (dev, ino): 0, -ESTALE when another file is there,
  * -errno (-ENOENT: none). */
 int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino);
-/* Removes a socket file (lsock_remove_server): 0 or -errno; -ENOENT counts as removed. */
+/* Removes a socket file (lsock_remove_server): 0 or -errno; -ENOENT counts as removed, and
+ * anything that is not a socket file is left (-ENOTSOCK). */
 int lsock__plat_remove(const char *path);
 /* What is at a server's name, not following a symlink. */
 typedef struct lsock__file_info {

@@ -1,6 +1,7 @@
 /* Unix-specific guarantees: EINTR is retried, signal dispositions are never touched, every
  * descriptor survives no exec, abstract names make no file; socket files: a stale one is
- * reclaimed by exactly one of many racing servers. */
+ * reclaimed by exactly one of many racing servers, lsock_remove_server() removes sockets only.
+ */
 #include "test.h"
 #include "lsock.h"
 #include "internal.h" /* the test hooks */
@@ -525,6 +526,62 @@ TEST(reclaim_stale_by_a_second_server_before_the_first_removes_the_file_fails_ad
     lsock_server_free(first);
     ASSERT(!file_exists(path));
     ASSERT_EQ(rmdir(dir), 0);
+}
+
+/* ---- lsock_remove_server() removes socket files only ------------------------------------ */
+
+enum { REGULAR_FILE, FIFO, SYMLINK_TO_SOCKET };
+
+static void remove_server_keeps(int kind)
+{
+    const char *dir = make_tmpdir();
+    char path[256], target[256];
+    snprintf(path, sizeof path, "%s/srv", dir);
+    snprintf(target, sizeof target, "%s/target", dir);
+    mode_t type = S_IFLNK;
+    switch (kind) {
+    case REGULAR_FILE:
+        close(open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+        type = S_IFREG;
+        break;
+    case FIFO:
+        ASSERT_EQ(mkfifo(path, 0600), 0);
+        type = S_IFIFO;
+        break;
+    case SYMLINK_TO_SOCKET:
+        make_stale(target);
+        ASSERT_EQ(symlink(target, path), 0);
+        break;
+    }
+    struct stat before, after;
+    ASSERT_EQ(lstat(path, &before), 0);
+    ASSERT_EQ(before.st_mode & S_IFMT, type);
+    ASSERT(!lsock_remove_server(path));
+    ASSERT_EQ(lstat(path, &after), 0);
+    ASSERT_EQ(after.st_ino, before.st_ino);
+    if (kind == SYMLINK_TO_SOCKET) {
+        ASSERT_EQ(stat(target, &after), 0);
+        ASSERT(S_ISSOCK(after.st_mode));
+        ASSERT(lsock_remove_server(target)); /* a socket file itself goes */
+        ASSERT(!file_exists(target));
+    }
+    ASSERT_EQ(unlink(path), 0);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+TEST(remove_server_keeps_a_regular_file)
+{
+    remove_server_keeps(REGULAR_FILE);
+}
+
+TEST(remove_server_keeps_a_fifo)
+{
+    remove_server_keeps(FIFO);
+}
+
+TEST(remove_server_keeps_a_symlink_even_to_a_socket)
+{
+    remove_server_keeps(SYMLINK_TO_SOCKET);
 }
 
 TEST_MAIN()

@@ -534,10 +534,15 @@ int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
     return unlink(path) == 0 ? 0 : -errno;
 }
 
+/* Socket files only: Qt removes whatever is at the name, lsock leaves a regular file, a FIFO,
+ * a directory or a symlink (even one to a socket) alone. */
 int lsock__plat_remove(const char *path)
 {
-    if (unlink(path) == 0 || errno == ENOENT) return 0;
-    return -errno;
+    struct stat st;
+    if (lstat(path, &st) < 0) return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+    int rc = lsock__plat_unlink_if_same(path, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+    return rc == -ENOENT ? 0 : rc;
 }
 
 int lsock__plat_file_info(const char *path, lsock__file_info *out)
