@@ -346,6 +346,8 @@ LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
  * file appears at the name already listening, with its final mode. */
 LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
 /* Listens on an already bound and listening socket descriptor, which the server then owns.
+ * The options are left as set (an abstract descriptor does not add ABSTRACT_NAMESPACE: a
+ * later listen() follows the options, unlike Qt 6).
  * Not supported on Windows yet (LSOCK_ERR_UNSUPPORTED_OPERATION). */
 LSOCK_API bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd);
 LSOCK_API bool lsock_server_is_listening(const lsock_server *srv);

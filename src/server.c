@@ -382,6 +382,8 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     return start_listening(srv, fd, copy, full, !abstract);
 }
 
+/* The options stay the user's: an adopted socket's abstractness belongs to that socket, and
+ * a later listen() follows the options again. */
 bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
 {
     static const char call[] = "lsock_server_listen_descriptor";
@@ -402,7 +404,6 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
         free(full);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
-    if (abstract) srv->options |= LSOCK_ABSTRACT_NAMESPACE;
     return start_listening(srv, rc, name, full, 0);
 }
 

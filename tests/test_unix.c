@@ -584,4 +584,48 @@ TEST(remove_server_keeps_a_symlink_even_to_a_socket)
     remove_server_keeps(SYMLINK_TO_SOCKET);
 }
 
+/* ---- listen_descriptor on an abstract socket -------------------------------------------- */
+
+TEST(listen_descriptor_on_an_abstract_socket_keeps_the_options_so_a_later_listen_makes_a_file)
+{
+#ifndef __linux__
+    SKIP("the abstract namespace is Linux-only");
+#endif
+    const char *name = test_name("absfd");
+    const char *full = path_of(name); /* lsock's abstract name is the resolved path */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path + 1, full, strlen(full));
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(full));
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, len), 0);
+    ASSERT_EQ(listen(fd, 8), 0);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_RECLAIM_STALE));
+    ASSERT(lsock_server_listen_descriptor(srv, fd));
+    ASSERT_EQ(lsock_server_socket_options(srv), LSOCK_RECLAIM_STALE);
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_options(c, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket_free(c);
+    lsock_server_close(srv);
+    /* The next listen follows the options: a file in the file system. */
+    const char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/s", dir);
+    ASSERT(lsock_server_listen(srv, path));
+    struct stat st;
+    ASSERT_EQ(lstat(path, &st), 0);
+    ASSERT(S_ISSOCK(st.st_mode));
+    c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, path, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
 TEST_MAIN()
