@@ -177,6 +177,9 @@ int lsock__plat_file_info(const char *path, lsock__file_info *out);
  * -errno (-EWOULDBLOCK: still held elsewhere when the wait ended). */
 int lsock__plat_name_lock(const char *path, int wait_ms);
 void lsock__plat_name_unlock(int lock);
+/* Whether an accepted peer passes the access bits of an abstract server (which has no file
+ * mode): same effective uid (USER), same gid (GROUP), anyone (OTHER). 1 or 0. */
+int lsock__plat_peer_allowed(int fd, unsigned access);
 /* The address a socket is bound to, as a malloc'd path in *out; *abstract says whether it
  * is in the abstract namespace. 0 or -errno. */
 int lsock__plat_local_name(int fd, char **out, int *abstract);

@@ -10,6 +10,9 @@
  * that of several servers starting together over one stale file exactly one listens. On close
  * the file is removed only if it is still the one this server made (same device and inode).
  *
+ * Access options on an abstract name (no file, no mode): each accepted peer's credentials
+ * are checked, and a peer that does not pass is closed before it is queued.
+ *
  * Out of descriptors (EMFILE/ENFILE): accepting pauses and a timer retries later, so the
  * loop never spins on a listening socket it cannot accept from.
  */
@@ -40,6 +43,7 @@ struct lsock_server {
     int watching;
     char *name, *full;
     int owns_file;
+    unsigned peer_access; /* access bits checked per peer (abstract names); 0: none */
     uint64_t dev, ino;
     lsock_socket **queue;
     size_t nqueue, capqueue;
@@ -210,8 +214,10 @@ static int push(lsock_server *srv, lsock_socket *s)
 }
 
 /* Accepts up to limit connections while the queue has room; fires the callback once per
- * connection. Returns the number accepted, or -1 when accepting failed before any (and is
- * paused); *drained tells whether the backlog was seen empty. */
+ * connection. A peer that the access bits of an abstract server refuse is closed at once and
+ * counts against limit, never queued. Returns the number taken from the backlog, or -1 when
+ * accepting failed before any (and is paused); *drained tells whether the backlog was seen
+ * empty. */
 static int accept_some(lsock_server *srv, int limit, bool *drained)
 {
     int n = 0;
@@ -226,6 +232,11 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
         if (fd < 0) {
             pause_accepting(srv, -fd);
             return n > 0 ? n : -1;
+        }
+        if (srv->peer_access && !lsock__plat_peer_allowed(fd, srv->peer_access)) {
+            lsock__plat_close(fd);
+            n++;
+            continue;
         }
         lsock_socket *s = lsock__socket_from_accepted(srv->loop, fd, stamp, srv->name, srv->full);
         if (!s || push(srv, s) < 0) {
@@ -379,11 +390,13 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
         return fail(srv, lsock__listen_error(fd), call,
                     fd == -ENAMETOOLONG ? lsock__plat_name_limit_text() : lsock__plat_strerror(fd));
     }
+    /* An abstract name has no mode: its access bits are checked per peer (all: nothing to). */
+    srv->peer_access = abstract && !(access & LSOCK_OTHER_ACCESS) ? access : 0;
     return start_listening(srv, fd, copy, full, !abstract);
 }
 
 /* The options stay the user's: an adopted socket's abstractness belongs to that socket, and
- * a later listen() follows the options again. */
+ * a later listen() follows the options again. No access bits are checked on its peers. */
 bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
 {
     static const char call[] = "lsock_server_listen_descriptor";
@@ -404,6 +417,7 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
         free(full);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
+    srv->peer_access = 0;
     return start_listening(srv, rc, name, full, 0);
 }
 
@@ -429,6 +443,7 @@ void lsock_server_close(lsock_server *srv)
     srv->fd = -1;
     if (srv->owns_file) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);
     srv->owns_file = 0;
+    srv->peer_access = 0;
     free(srv->name);
     free(srv->full);
     srv->name = srv->full = NULL;

@@ -592,6 +592,16 @@ void lsock__plat_name_unlock(int lock)
     if (lock >= 0) close(lock); /* the lock goes with the descriptor */
 }
 
+/* The access options of an abstract server, which has no file mode to apply them. */
+int lsock__plat_peer_allowed(int fd, unsigned access)
+{
+    lsock_credentials cr;
+    if (lsock__plat_peer_credentials(fd, &cr) < 0) return 0;
+    if ((access & LSOCK_USER_ACCESS) && cr.uid == (int64_t)geteuid()) return 1;
+    if ((access & LSOCK_GROUP_ACCESS) && cr.gid == (int64_t)getegid()) return 1;
+    return (access & LSOCK_OTHER_ACCESS) != 0;
+}
+
 int lsock__plat_local_name(int fd, char **out, int *abstract)
 {
     struct sockaddr_un sa;

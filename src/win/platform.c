@@ -979,6 +979,13 @@ int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
     return 0; /* no file: a pipe goes with its last handle */
 }
 
+/* LSOCK_ABSTRACT_NAMESPACE is ignored on Windows (as in Qt): the access options are the
+ * pipe's DACL, which Windows itself applies to every client. */
+int lsock__plat_peer_allowed(int fd, unsigned access)
+{
+    return 1;
+}
+
 /* Qt: "On Windows, this function does nothing": a pipe goes with its last handle. */
 int lsock__plat_remove(const char *path)
 {
