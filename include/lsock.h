@@ -358,7 +358,9 @@ LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
 LSOCK_API bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd);
 LSOCK_API bool lsock_server_is_listening(const lsock_server *srv);
 /* Stops listening and frees the connections still pending (as Qt); removes the socket file
- * only if it is still the one this server made. Connections already taken are unaffected. */
+ * only if it is still the one this server made, and only in the process that listened: a
+ * child of fork() that closes or frees the server it inherited leaves the file, and the
+ * parent's listening, alone. Connections already taken are unaffected. */
 LSOCK_API void lsock_server_close(lsock_server *srv);
 
 LSOCK_API bool lsock_server_has_pending_connections(const lsock_server *srv);

@@ -180,6 +180,8 @@ void lsock__plat_name_unlock(int lock);
 /* Whether an accepted peer passes the access bits of an abstract server (which has no file
  * mode): same effective uid (USER), same gid (GROUP), anyone (OTHER). 1 or 0. */
 int lsock__plat_peer_allowed(int fd, unsigned access);
+/* This process's id: a server inherited across fork() knows it is not in its creator. */
+int64_t lsock__plat_process_id(void);
 /* The address a socket is bound to, as a malloc'd path in *out; *abstract says whether it
  * is in the abstract namespace. 0 or -errno. */
 int lsock__plat_local_name(int fd, char **out, int *abstract);

@@ -8,7 +8,9 @@
  * to the process's own user (else the caller uses lsock_remove_server(), as with Qt).
  * Reclaiming is serialised between processes by a lock on the directory (see clear_name), so
  * that of several servers starting together over one stale file exactly one listens. On close
- * the file is removed only if it is still the one this server made (same device and inode).
+ * the file is removed only by the process that made it (not by a child that inherited the
+ * server across fork()) and only if it is still the one this server made (same device and
+ * inode).
  *
  * Access options on an abstract name (no file, no mode): each accepted peer's credentials
  * are checked, and a peer that does not pass is closed before it is queued.
@@ -43,6 +45,7 @@ struct lsock_server {
     int watching;
     char *name, *full;
     int owns_file;
+    int64_t owner_pid;    /* the process that listened (and may remove the file) */
     unsigned peer_access; /* access bits checked per peer (abstract names); 0: none */
     uint64_t dev, ino;
     lsock_socket **queue;
@@ -354,6 +357,7 @@ static bool start_listening(lsock_server *srv, int fd, char *name, char *full, i
     srv->name = name;
     srv->full = full;
     srv->owns_file = owns;
+    srv->owner_pid = lsock__plat_process_id();
     lsock__err_clear(&srv->err);
     if (srv->loop) {
         lsock__loop_ref_listeners(srv->loop, 1);
@@ -437,11 +441,20 @@ void lsock_server_close(lsock_server *srv)
         srv->retry = NULL;
     }
     if (srv->fd < 0) return;
-    set_watching(srv, 0);
+    /* A child of fork() closes its copy and changes nothing of its parent's: neither the file
+     * (still listening there) nor the loop's kernel registration, which a forked epoll
+     * instance shares with the parent (shared = 0: the backend skips the system call). */
+    int creator = srv->owner_pid == lsock__plat_process_id();
+    if (creator) {
+        set_watching(srv, 0);
+    } else if (srv->watching) {
+        lsock__io_close(srv->loop, &srv->io, 0);
+        srv->watching = 0;
+    }
     if (srv->loop) lsock__loop_ref_listeners(srv->loop, -1);
     lsock__plat_close(srv->fd);
     srv->fd = -1;
-    if (srv->owns_file) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);
+    if (srv->owns_file && creator) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);
     srv->owns_file = 0;
     srv->peer_access = 0;
     free(srv->name);

@@ -1,7 +1,7 @@
 /* Unix-specific guarantees: EINTR is retried, signal dispositions are never touched, every
  * descriptor survives no exec, abstract names make no file; socket files: a stale one is
- * reclaimed by exactly one of many racing servers, lsock_remove_server() removes sockets only.
- */
+ * reclaimed by exactly one of many racing servers, lsock_remove_server() removes sockets only,
+ * a server inherited by a forked child leaves its file to the parent. */
 #include "test.h"
 #include "lsock.h"
 #include "internal.h" /* the test hooks */
@@ -626,6 +626,42 @@ TEST(listen_descriptor_on_an_abstract_socket_keeps_the_options_so_a_later_listen
     lsock_socket_free(c);
     lsock_server_free(srv);
     ASSERT_EQ(rmdir(dir), 0);
+}
+
+/* ---- fork ------------------------------------------------------------------------------ */
+
+TEST(server_freed_in_a_forked_child_leaves_the_parent_its_file_and_its_listener)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("forked");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        alarm(30);
+        lsock_server_free(srv);
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT(file_exists(path_of(name)));
+    lsock_socket *c = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    ASSERT_EQ(lsock_socket_write(peer, "up", 2), 2);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(c) == 2, 5000);
+    lsock_socket_free(peer);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT(!file_exists(path_of(name)));
+    loop_free(loop);
 }
 
 TEST_MAIN()

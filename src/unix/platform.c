@@ -602,6 +602,11 @@ int lsock__plat_peer_allowed(int fd, unsigned access)
     return (access & LSOCK_OTHER_ACCESS) != 0;
 }
 
+int64_t lsock__plat_process_id(void)
+{
+    return (int64_t)getpid();
+}
+
 int lsock__plat_local_name(int fd, char **out, int *abstract)
 {
     struct sockaddr_un sa;

@@ -986,6 +986,11 @@ int lsock__plat_peer_allowed(int fd, unsigned access)
     return 1;
 }
 
+int64_t lsock__plat_process_id(void)
+{
+    return (int64_t)GetCurrentProcessId();
+}
+
 /* Qt: "On Windows, this function does nothing": a pipe goes with its last handle. */
 int lsock__plat_remove(const char *path)
 {
