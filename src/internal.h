@@ -157,7 +157,7 @@ int lsock__plat_adopt(intptr_t handle, int listening);
 /* The platform's own handle behind a core descriptor (the fd itself on Unix). */
 intptr_t lsock__plat_native(int fd);
 int lsock__plat_peer_credentials(int fd, lsock_credentials *out);
-/* Removes path if it is still the file (dev, ino): 0, -ESTALE when another file is there,
+/* Removes path if it is still the file (dev, ino): 0, -EEXIST when another file is there,
  * -errno (-ENOENT: none). */
 int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino);
 /* Removes a socket file (lsock_remove_server): 0 or -errno; -ENOENT counts as removed, and

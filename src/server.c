@@ -345,7 +345,7 @@ static bool clear_name(lsock_server *srv, const char *path, int *lock)
     if (lsock__test_hook_reclaim) lsock__test_hook_reclaim(path);
     rc = lsock__plat_unlink_if_same(path, f.dev, f.ino);
     if (rc == 0 || rc == -ENOENT) return true;
-    if (rc == -ESTALE)
+    if (rc == -EEXIST)
         return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call,
                     "the stale socket file was replaced while being reclaimed");
     return fail(srv, lsock__listen_error(rc), call, lsock__plat_strerror(rc));

@@ -530,7 +530,7 @@ int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
 {
     struct stat st;
     if (lstat(path, &st) < 0) return -errno;
-    if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) return -ESTALE;
+    if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) return -EEXIST;
     return unlink(path) == 0 ? 0 : -errno;
 }
 
