@@ -125,14 +125,17 @@ typedef enum lsock_run_mode {
     LSOCK_RUN_NOWAIT = 2   /* dispatch what is ready now, never block */
 } lsock_run_mode;
 
-/* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE). */
+/* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE). The access options give
+ * the socket file its mode; on an abstract name (no file) they are checked per peer instead
+ * (see lsock_server_set_socket_options()). On Windows they become the pipe's DACL, and
+ * ABSTRACT_NAMESPACE and RECLAIM_STALE do nothing (no files; a pipe is never stale). */
 enum {
-    LSOCK_USER_ACCESS = 1,        /* socket file mode 0700 */
-    LSOCK_GROUP_ACCESS = 2,       /* 0070 */
-    LSOCK_OTHER_ACCESS = 4,       /* 0007 */
+    LSOCK_USER_ACCESS = 1,        /* socket file mode 0700; abstract: peers of the same uid */
+    LSOCK_GROUP_ACCESS = 2,       /* 0070; abstract: peers of the same gid */
+    LSOCK_OTHER_ACCESS = 4,       /* 0007; abstract: any peer */
     LSOCK_WORLD_ACCESS = 7,       /* 0777 */
     LSOCK_ABSTRACT_NAMESPACE = 8, /* Linux abstract namespace: no file is made */
-    LSOCK_RECLAIM_STALE = 16      /* listen() removes a stale socket file nobody listens on */
+    LSOCK_RECLAIM_STALE = 16      /* listen() removes a stale socket file of the user's own */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -347,7 +350,12 @@ LSOCK_API void lsock_server_set_new_connection_callback(lsock_server *srv,
 LSOCK_API void *lsock_server_userdata(const lsock_server *srv);
 
 /* Options used by the next listen(): the LSOCK_*_ACCESS file modes, ABSTRACT_NAMESPACE,
- * RECLAIM_STALE. False on unknown flags (LSOCK_ERR_INVALID_ARGUMENT). */
+ * RECLAIM_STALE. False on unknown flags (LSOCK_ERR_INVALID_ARGUMENT). With ABSTRACT_NAMESPACE
+ * the access options are enforced at accept from each peer's credentials: USER admits peers
+ * whose uid is this process's effective uid, GROUP peers whose (primary) gid is its effective
+ * gid, OTHER anyone; a peer that does not qualify is closed before it is queued and never
+ * reaches the new-connection callback. Root is not exempt. Without access options anyone
+ * connects (as in Qt, which ignores the options on abstract names: a difference). */
 LSOCK_API bool lsock_server_set_socket_options(lsock_server *srv, unsigned options);
 LSOCK_API unsigned lsock_server_socket_options(const lsock_server *srv);
 /* listen(2) backlog for the next listen(); default 50. False if size < 1
@@ -360,16 +368,25 @@ LSOCK_API bool lsock_server_set_max_pending_connections(lsock_server *srv, int n
 LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
 
 /* Listens on name (resolved as for sockets). False with LSOCK_ERR_ADDRESS_IN_USE if a live
- * server holds the name (or a stale file remains without LSOCK_RECLAIM_STALE),
- * LSOCK_ERR_SERVER_NOT_FOUND for an empty or too long name, LSOCK_ERR_OPERATION if already
- * listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not writable. */
+ * server holds the name, if a file that is not a socket is there, or if a stale socket file
+ * remains: without LSOCK_RECLAIM_STALE, or when it belongs to another user (RECLAIM_STALE
+ * removes only the user's own); LSOCK_ERR_SERVER_NOT_FOUND for an empty or too long name,
+ * LSOCK_ERR_OPERATION if already listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not
+ * writable. With RECLAIM_STALE, processes reclaiming in one directory take turns (a lock on
+ * the directory): of several starting together over one stale file exactly one listens, the
+ * others fail ADDRESS_IN_USE; one that waits more than 2 s for its turn fails too. The socket
+ * file appears at the name already listening, with its final mode. */
 LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
 /* Listens on an already bound and listening socket descriptor, which the server then owns.
+ * The options are left as set (an abstract descriptor does not add ABSTRACT_NAMESPACE: a
+ * later listen() follows the options, unlike Qt 6) and none is applied to this descriptor.
  * Not supported on Windows yet (LSOCK_ERR_UNSUPPORTED_OPERATION). */
 LSOCK_API bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd);
 LSOCK_API bool lsock_server_is_listening(const lsock_server *srv);
 /* Stops listening and frees the connections still pending (as Qt); removes the socket file
- * only if it is still the one this server made. Connections already taken are unaffected. */
+ * only if it is still the one this server made, and only in the process that listened: a
+ * child of fork() that closes or frees the server it inherited leaves the file, and the
+ * parent's listening, alone. Connections already taken are unaffected. */
 LSOCK_API void lsock_server_close(lsock_server *srv);
 
 LSOCK_API bool lsock_server_has_pending_connections(const lsock_server *srv);
@@ -390,7 +407,10 @@ LSOCK_API lsock_error lsock_server_error(const lsock_server *srv);
 /* "lsock_server_listen: Address in use" and the like; "" when no error. */
 LSOCK_API const char *lsock_server_error_string(const lsock_server *srv);
 
-/* Removes the socket file of name (QLocalServer::removeServer). True if it is gone. */
+/* Removes the socket file of name (QLocalServer::removeServer). True if it is gone (or was
+ * never there). Unlike Qt, which removes whatever is at the name, only a socket file is
+ * removed: a regular file, a FIFO, a directory or a symlink (even one to a socket) stays,
+ * and the call returns false. Windows: does nothing and returns true (as Qt). */
 LSOCK_API bool lsock_remove_server(const char *name);
 
 #ifdef __cplusplus

@@ -93,8 +93,10 @@ const char *lsock__plat_strerror(int err);
 int lsock__plat_connect(const char *path, int abstract, int *fd_out);
 /* Retries connect on an fd that got -EAGAIN. 0 when connected, -errno otherwise. */
 int lsock__plat_reconnect(int fd, const char *path, int abstract);
-/* Binds and listens on path; with access bits, does it in a private directory and moves
- * the socket into place with its final mode. Fills dev/ino of the file. fd or -errno. */
+/* Binds and listens on path: a file name is bound in a private directory, given its mode
+ * (access bits; none: the umask's) and linked into place listening; an abstract name is bound
+ * as is. Fills dev/ino of the file lsock made, read before it appeared at path. fd or
+ * -errno (-EEXIST: something appeared at path meanwhile). */
 int lsock__plat_listen(const char *path, int abstract, unsigned access, int backlog, uint64_t *dev,
                        uint64_t *ino);
 /* Probes whether a live server listens on path: 1 yes, 0 no (refused), -errno otherwise. */
@@ -126,13 +128,31 @@ int lsock__plat_adopt(intptr_t handle, int listening);
 /* The platform's own handle behind a core descriptor (the fd itself on Unix). */
 intptr_t lsock__plat_native(int fd);
 int lsock__plat_peer_credentials(int fd, lsock_credentials *out);
-/* Removes path if it is still the file (dev, ino). */
-void lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino);
-/* Removes a socket file (lsock_remove_server): 0 or -errno; -ENOENT counts as removed. */
+/* Removes path if it is still the file (dev, ino): 0, -EEXIST when another file is there,
+ * -errno (-ENOENT: none). */
+int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino);
+/* Removes a socket file (lsock_remove_server): 0 or -errno; -ENOENT counts as removed, and
+ * anything that is not a socket file is left (-ENOTSOCK). */
 int lsock__plat_remove(const char *path);
-int lsock__plat_file_exists(const char *path);
-/* 1 if path is a socket file (not following symlinks), else 0. */
-int lsock__plat_is_socket(const char *path);
+/* What is at a server's name, not following a symlink. */
+typedef struct lsock__file_info {
+    int exists;
+    int is_socket;
+    int ours; /* owned by the process's effective user (Windows: always) */
+    uint64_t dev, ino;
+} lsock__file_info;
+/* Fills *out (exists 0 when nothing is there): 0, or -errno when path cannot be looked at. */
+int lsock__plat_file_info(const char *path, lsock__file_info *out);
+/* Serialises the reclaiming of stale socket files between processes: an exclusive lock on
+ * the directory of path, waited for up to wait_ms. A token for lsock__plat_name_unlock, or
+ * -errno (-EWOULDBLOCK: still held elsewhere when the wait ended). */
+int lsock__plat_name_lock(const char *path, int wait_ms);
+void lsock__plat_name_unlock(int lock);
+/* Whether an accepted peer passes the access bits of an abstract server (which has no file
+ * mode): same effective uid (USER), same gid (GROUP), anyone (OTHER). 1 or 0. */
+int lsock__plat_peer_allowed(int fd, unsigned access);
+/* This process's id: a server inherited across fork() knows it is not in its creator. */
+int64_t lsock__plat_process_id(void);
 /* The address a socket is bound to, as a malloc'd path in *out; *abstract says whether it
  * is in the abstract namespace. 0 or -errno. */
 int lsock__plat_local_name(int fd, char **out, int *abstract);
@@ -145,5 +165,16 @@ const char *lsock__plat_name_limit_text(void);
 int lsock__plat_wakeup_open(int *rfd, int *wfd);
 void lsock__plat_wakeup_signal(int wfd);
 void lsock__plat_wakeup_drain(int rfd);
+
+/* ---- test hooks ------------------------------------------------------------------------ */
+
+/* Set only by tests (which link the static library), to run something at an exact point of a
+ * race; NULL otherwise. */
+/* listen() with LSOCK_RECLAIM_STALE: called with the path of a stale socket file the server is
+ * about to remove (server.c). */
+extern void (*lsock__test_hook_reclaim)(const char *path);
+/* Called with the path of a listening socket's file right after it appears at its public name
+ * (src/unix/platform.c). */
+extern void (*lsock__test_hook_published)(const char *path);
 
 #endif

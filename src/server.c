@@ -4,9 +4,16 @@
  * while max_pending_connections wait (the kernel's backlog then holds further clients).
  *
  * Stale socket files: a file at the name is probed with a connect; a live server means
- * ADDRESS_IN_USE; a dead one is removed only with LSOCK_RECLAIM_STALE (else the caller uses
- * lsock_remove_server(), as with Qt). On close the file is removed only if it is still the
- * one this server made (same device and inode).
+ * ADDRESS_IN_USE; a dead one is removed only with LSOCK_RECLAIM_STALE and only if it belongs
+ * to the process's own user (else the caller uses lsock_remove_server(), as with Qt).
+ * Reclaiming is serialised between processes by a lock on the directory (see clear_name), so
+ * that of several servers starting together over one stale file exactly one listens. On close
+ * the file is removed only by the process that made it (not by a child that inherited the
+ * server across fork()) and only if it is still the one this server made (same device and
+ * inode).
+ *
+ * Access options on an abstract name (no file, no mode): each accepted peer's credentials
+ * are checked, and a peer that does not pass is closed before it is queued.
  *
  * Out of descriptors (EMFILE/ENFILE): accepting pauses and a timer retries later, so the
  * loop never spins on a listening socket it cannot accept from.
@@ -24,6 +31,7 @@
 #define DEFAULT_MAX_PENDING 30
 #define RESOURCE_RETRY_MS   100
 #define KNOWN_OPTIONS       (LSOCK_WORLD_ACCESS | LSOCK_ABSTRACT_NAMESPACE | LSOCK_RECLAIM_STALE)
+#define RECLAIM_WAIT_MS     2000 /* longest wait for another process's reclaim in the directory */
 
 struct lsock_server {
     lsock_loop *loop;
@@ -37,6 +45,8 @@ struct lsock_server {
     int watching;
     char *name, *full;
     int owns_file;
+    int64_t owner_pid;    /* the process that listened (and may remove the file) */
+    unsigned peer_access; /* access bits checked per peer (abstract names); 0: none */
     uint64_t dev, ino;
     lsock_socket **queue;
     size_t nqueue, capqueue;
@@ -48,6 +58,8 @@ struct lsock_server {
 };
 
 static const char *const empty = "";
+
+void (*lsock__test_hook_reclaim)(const char *path);
 
 static void destroy(lsock_server *srv)
 {
@@ -205,8 +217,10 @@ static int push(lsock_server *srv, lsock_socket *s)
 }
 
 /* Accepts up to limit connections while the queue has room; fires the callback once per
- * connection. Returns the number accepted, or -1 when accepting failed before any (and is
- * paused); *drained tells whether the backlog was seen empty. */
+ * connection. A peer that the access bits of an abstract server refuse is closed at once and
+ * counts against limit, never queued. Returns the number taken from the backlog, or -1 when
+ * accepting failed before any (and is paused); *drained tells whether the backlog was seen
+ * empty. */
 static int accept_some(lsock_server *srv, int limit, bool *drained)
 {
     int n = 0;
@@ -221,6 +235,11 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
         if (fd < 0) {
             pause_accepting(srv, -fd);
             return n > 0 ? n : -1;
+        }
+        if (srv->peer_access && !lsock__plat_peer_allowed(fd, srv->peer_access)) {
+            lsock__plat_close(fd);
+            n++;
+            continue;
         }
         lsock_socket *s = lsock__socket_from_accepted(srv->loop, fd, stamp, srv->name, srv->full);
         if (!s || push(srv, s) < 0) {
@@ -268,23 +287,68 @@ static void on_io(lsock__io *io, unsigned revents)
 
 /* ---- listening ----------------------------------------------------------------------- */
 
-/* A socket file already at path: in use, stale (reclaimed if allowed), or not ours to touch. */
-static bool check_existing(lsock_server *srv, const char *path)
+/* What is at a name: NAME_FREE (nothing), NAME_STALE (a stale socket file of this user that
+ * LSOCK_RECLAIM_STALE lets the server remove), NAME_TAKEN (the server's error says why). */
+enum { NAME_TAKEN, NAME_FREE, NAME_STALE };
+
+static int taken(lsock_server *srv, lsock_error code, const char *detail)
+{
+    fail(srv, code, "lsock_server_listen", detail);
+    return NAME_TAKEN;
+}
+
+static int examine(lsock_server *srv, const char *path, lsock__file_info *f)
+{
+    int rc = lsock__plat_file_info(path, f);
+    if (rc < 0) return taken(srv, lsock__listen_error(rc), lsock__plat_strerror(rc));
+    if (!f->exists) return NAME_FREE;
+    if (!f->is_socket)
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE, "a file that is not a socket exists");
+    int live = lsock__plat_probe(path);
+    if (live == 1) return taken(srv, LSOCK_ERR_ADDRESS_IN_USE, "a server is listening");
+    if (live < 0 && live != -ECONNREFUSED)
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE, lsock__plat_strerror(live));
+    if (!(srv->options & LSOCK_RECLAIM_STALE))
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE,
+                     "stale socket file; lsock_remove_server() or LSOCK_RECLAIM_STALE");
+    if (!f->ours)
+        return taken(srv, LSOCK_ERR_ADDRESS_IN_USE,
+                     "stale socket file of another user; LSOCK_RECLAIM_STALE removes only the "
+                     "user's own");
+    return NAME_STALE;
+}
+
+/*
+ * Clears the name for listening: true when nothing is there, or when a stale socket file was
+ * removed (LSOCK_RECLAIM_STALE). Probe, remove and listen must be one step for the processes
+ * that reclaim, else two would each remove the other's new socket and both listen, one of
+ * them unreachable. So the stale file is looked at again and removed under the directory's
+ * reclaim lock, which *lock holds until the caller's listen is done; the socket lsock then
+ * links there listens already, so the next process in line finds it live. A process that
+ * gets no lock within RECLAIM_WAIT_MS fails ADDRESS_IN_USE.
+ */
+static bool clear_name(lsock_server *srv, const char *path, int *lock)
 {
     static const char call[] = "lsock_server_listen";
-    if (!lsock__plat_file_exists(path)) return true;
-    if (!lsock__plat_is_socket(path))
-        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, "a file that is not a socket exists");
-    int live = lsock__plat_probe(path);
-    if (live == 1) return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, "a server is listening");
-    if (live < 0 && live != -ECONNREFUSED)
-        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call, lsock__plat_strerror(live));
-    if (!(srv->options & LSOCK_RECLAIM_STALE))
+    lsock__file_info f;
+    int st = examine(srv, path, &f);
+    if (st != NAME_STALE) return st == NAME_FREE;
+    int rc = lsock__plat_name_lock(path, RECLAIM_WAIT_MS);
+    if (rc == -EWOULDBLOCK)
         return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call,
-                    "stale socket file; lsock_remove_server() or LSOCK_RECLAIM_STALE");
-    int rc = lsock__plat_remove(path);
+                    "stale socket file; another process held the directory's reclaim lock "
+                    "for 2 s");
     if (rc < 0) return fail(srv, lsock__listen_error(rc), call, lsock__plat_strerror(rc));
-    return true;
+    *lock = rc;
+    st = examine(srv, path, &f);
+    if (st != NAME_STALE) return st == NAME_FREE;
+    if (lsock__test_hook_reclaim) lsock__test_hook_reclaim(path);
+    rc = lsock__plat_unlink_if_same(path, f.dev, f.ino);
+    if (rc == 0 || rc == -ENOENT) return true;
+    if (rc == -EEXIST)
+        return fail(srv, LSOCK_ERR_ADDRESS_IN_USE, call,
+                    "the stale socket file was replaced while being reclaimed");
+    return fail(srv, lsock__listen_error(rc), call, lsock__plat_strerror(rc));
 }
 
 static bool start_listening(lsock_server *srv, int fd, char *name, char *full, int owns)
@@ -293,6 +357,7 @@ static bool start_listening(lsock_server *srv, int fd, char *name, char *full, i
     srv->name = name;
     srv->full = full;
     srv->owns_file = owns;
+    srv->owner_pid = lsock__plat_process_id();
     lsock__err_clear(&srv->err);
     if (srv->loop) {
         lsock__loop_ref_listeners(srv->loop, 1);
@@ -309,6 +374,7 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     if (srv->fd >= 0) return fail(srv, LSOCK_ERR_OPERATION, call, "already listening");
     if (!name || !*name) return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
     int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) != 0;
+    unsigned access = srv->options & LSOCK_WORLD_ACCESS;
     char *full = lsock__name_resolve(name);
     char *copy = strdup(name);
     if (!full || !copy) {
@@ -316,22 +382,25 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
         free(copy);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
-    if (!abstract && !check_existing(srv, full)) {
-        free(full);
-        free(copy);
-        return false;
-    }
-    int fd = lsock__plat_listen(full, abstract, srv->options & LSOCK_WORLD_ACCESS, srv->backlog,
-                                &srv->dev, &srv->ino);
+    int lock = -1;
+    int fd = -EADDRINUSE;
+    bool clear = abstract || clear_name(srv, full, &lock);
+    if (clear) fd = lsock__plat_listen(full, abstract, access, srv->backlog, &srv->dev, &srv->ino);
+    if (lock >= 0) lsock__plat_name_unlock(lock);
     if (fd < 0) {
         free(full);
         free(copy);
+        if (!clear) return false;
         return fail(srv, lsock__listen_error(fd), call,
                     fd == -ENAMETOOLONG ? lsock__plat_name_limit_text() : lsock__plat_strerror(fd));
     }
+    /* An abstract name has no mode: its access bits are checked per peer (all: nothing to). */
+    srv->peer_access = abstract && !(access & LSOCK_OTHER_ACCESS) ? access : 0;
     return start_listening(srv, fd, copy, full, !abstract);
 }
 
+/* The options stay the user's: an adopted socket's abstractness belongs to that socket, and
+ * a later listen() follows the options again. No access bits are checked on its peers. */
 bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
 {
     static const char call[] = "lsock_server_listen_descriptor";
@@ -352,7 +421,7 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
         free(full);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
-    if (abstract) srv->options |= LSOCK_ABSTRACT_NAMESPACE;
+    srv->peer_access = 0;
     return start_listening(srv, rc, name, full, 0);
 }
 
@@ -372,12 +441,18 @@ void lsock_server_close(lsock_server *srv)
         srv->retry = NULL;
     }
     if (srv->fd < 0) return;
+    /* A child of fork() closes its copy and leaves the file alone: the parent still listens
+     * there. The loop keeps the parent's kernel registrations as they are on a loop the child
+     * inherited (see the fork policy in lsock.h), and removes the child's own after
+     * lsock_loop_fork(). */
+    int creator = srv->owner_pid == lsock__plat_process_id();
     set_watching(srv, 0);
     if (srv->loop) lsock__loop_ref_listeners(srv->loop, -1);
     lsock__plat_close(srv->fd);
     srv->fd = -1;
-    if (srv->owns_file) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);
+    if (srv->owns_file && creator) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);
     srv->owns_file = 0;
+    srv->peer_access = 0;
     free(srv->name);
     free(srv->full);
     srv->name = srv->full = NULL;

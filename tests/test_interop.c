@@ -834,7 +834,8 @@ static lsock_server *rm_prepare(int c, const char *full, const char *name)
     return NULL;
 }
 
-/* QLocalServer::removeServer and lsock_remove_server: same result, same files left. */
+/* QLocalServer::removeServer and lsock_remove_server: same result, same files left, but for
+ * a regular file: Qt removes whatever is at the name, lsock only socket files (deliberate). */
 TEST(remove_server_removes_what_qt_remove_server_removes)
 {
     tmpdir_setup();
@@ -857,8 +858,13 @@ TEST(remove_server_removes_what_qt_remove_server_removes)
             bool ls_left = lstat(full, &st) == 0;
             fprintf(stderr, "%s, %s: Qt %d (left %d), lsock %d (left %d)\n", rm_cases[c],
                     form_names[form], qt_ok, qt_left, ls_ok, ls_left);
-            ASSERT_EQ(qt_ok, ls_ok);
-            ASSERT_EQ(qt_left, ls_left);
+            if (c == RM_FILE) {
+                ASSERT(qt_ok && !qt_left);
+                ASSERT(!ls_ok && ls_left);
+            } else {
+                ASSERT_EQ(qt_ok, ls_ok);
+                ASSERT_EQ(qt_left, ls_left);
+            }
             lsock_server_free(srv);
             if (ls_left) ASSERT_EQ(remove(full), 0);
         }

@@ -6,7 +6,10 @@
  *    another user in a shared sticky directory such as /tmp;
  *  - a symlink or directory planted at the name (before listen, or during it) is never
  *    followed, replaced or removed;
- *  - lsock_server_close() removes only the file the server made;
+ *  - lsock_server_close() removes only the file the server made, even one replaced right after
+ *    it appeared;
+ *  - LSOCK_RECLAIM_STALE removes only a stale socket file of the server's own user;
+ *  - the access options hold for abstract servers too: each peer's credentials are checked;
  *  - peer credentials name the real peer process and user across fork.
  *
  * "Another user" is uid/gid 65534 (nobody): those tests need root and skip otherwise. They run
@@ -18,6 +21,7 @@
  */
 #include "test.h"
 #include "lsock.h"
+#include "internal.h" /* the test hooks */
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -619,6 +623,190 @@ TEST(long_path_with_access_options_fails_listen_when_clients_could_not_connect)
         ASSERT_EQ(count_entries(dir), 0);
     }
     remove_tree(dir);
+}
+
+/* ---- the file replaced right after it appeared ----------------------------------------- */
+
+static void replace_at_publication(const char *path)
+{
+    lsock__test_hook_published = NULL;
+    ASSERT_EQ(unlink(path), 0);
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT(fd >= 0);
+    close(fd);
+}
+
+static void replaced_right_after_listen(unsigned options)
+{
+    char dirbuf[128], name[256];
+    snprintf(dirbuf, sizeof dirbuf, "/tmp/lsock-pub-%ld-XXXXXX", (long)getpid());
+    ASSERT(mkdtemp(dirbuf) != NULL);
+    path_in(name, sizeof name, dirbuf, "srv");
+    lsock__test_hook_published = replace_at_publication;
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, options));
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT(lsock__test_hook_published == NULL); /* the hook ran */
+    struct stat before, after;
+    ASSERT_EQ(lstat(name, &before), 0);
+    ASSERT(S_ISREG(before.st_mode));
+    lsock_server_close(srv);
+    ASSERT_EQ(lstat(name, &after), 0);
+    ASSERT_EQ(after.st_ino, before.st_ino);
+    lsock_server_free(srv);
+    ASSERT_EQ(lstat(name, &after), 0);
+    remove_tree(dirbuf);
+}
+
+TEST(server_close_keeps_a_file_that_replaced_its_socket_right_after_it_appeared)
+{
+    replaced_right_after_listen(0);
+    replaced_right_after_listen(LSOCK_USER_ACCESS);
+}
+
+/* ---- reclaiming only the user's own stale files ---------------------------------------- */
+
+TEST(reclaim_stale_leaves_a_stale_socket_of_another_user_alone)
+{
+    need_root();
+    const char *dir = make_shared_dir();
+    char name[256];
+    path_in(name, sizeof name, dir, "srv");
+    close(raw_bind(name, 0)); /* stale: nobody listens */
+    ASSERT_EQ(lchown(name, NOBODY, NOBODY), 0);
+    struct stat before, after;
+    ASSERT_EQ(lstat(name, &before), 0);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_RECLAIM_STALE));
+    ASSERT(!lsock_server_listen(srv, name));
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_ADDRESS_IN_USE);
+    printf("%s\n", lsock_server_error_string(srv));
+    ASSERT(strstr(lsock_server_error_string(srv), "another user") != NULL);
+    ASSERT_EQ(lstat(name, &after), 0);
+    ASSERT(S_ISSOCK(after.st_mode));
+    ASSERT_EQ(after.st_ino, before.st_ino);
+    ASSERT_EQ(after.st_uid, NOBODY);
+    /* Its own user's stale file it does reclaim. */
+    ASSERT_EQ(lchown(name, geteuid(), getegid()), 0);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_server_free(srv);
+    ASSERT_EQ(count_entries(dir), 0);
+    remove_tree(dir);
+}
+
+/* ---- access options on abstract servers ------------------------------------------------ */
+
+struct admitted {
+    int calls;
+    lsock_socket *conn;
+    lsock_credentials cr;
+};
+
+static void admit(lsock_server *srv, void *u)
+{
+    struct admitted *a = u;
+    a->calls++;
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s != NULL);
+    ASSERT(lsock_socket_peer_credentials(s, &a->cr));
+    ASSERT_EQ(lsock_socket_write(s, "ok", 2), 2);
+    if (a->conn) lsock_socket_free(a->conn);
+    a->conn = s;
+}
+
+static void no_op(lsock_timer *t, void *u)
+{
+    (void)t;
+    (void)u;
+}
+
+enum { CHILD_ADMITTED = 10, CHILD_REFUSED = 20 };
+
+/* A client process as uid/gid connects to an abstract server with options; the server (on a
+ * loop) answers "ok" to whom it admits. The child exits CHILD_ADMITTED when it reads the
+ * answer, CHILD_REFUSED when the server closes the connection unanswered. */
+static void abstract_access_case(unsigned options, uid_t uid, gid_t gid, bool want_admitted)
+{
+#ifndef __linux__
+    SKIP("the abstract namespace is Linux-only");
+#endif
+    if ((uid != geteuid() || gid != getegid()) && geteuid() != 0)
+        SKIP("needs root to act as another user (uid %d)", (int)uid);
+    const char *name = test_name("absacc");
+    lsock_loop *loop = lsock_loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    struct admitted a;
+    memset(&a, 0, sizeof a);
+    lsock_server_set_new_connection_callback(srv, admit, &a);
+    ASSERT(lsock_server_set_socket_options(srv, options | LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_timer *tick = lsock_timer_new(loop, no_op, NULL);
+    ASSERT(lsock_timer_start(tick, 10, 10)); /* RUN_ONCE returns at least every 10 ms */
+    pid_t pid = fork_child();
+    if (pid == 0) {
+        alarm(30);
+        if (uid != geteuid() || gid != getegid()) {
+            if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(98);
+        }
+        lsock_socket *c = lsock_socket_new(NULL);
+        if (!lsock_socket_set_options(c, LSOCK_ABSTRACT_NAMESPACE)) _exit(2);
+        if (!lsock_socket_connect(c, name, LSOCK_READ_WRITE)) _exit(3);
+        char buf[8];
+        if (lsock_socket_wait_for_ready_read(c, 20000))
+            _exit(lsock_socket_read(c, buf, sizeof buf) == 2 && memcmp(buf, "ok", 2) == 0
+                      ? CHILD_ADMITTED
+                      : 4);
+        _exit(lsock_socket_error(c) == LSOCK_ERR_PEER_CLOSED ? CHILD_REFUSED : 5);
+    }
+    uint64_t deadline = test_now_ms() + 25000;
+    int status = 0;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    }
+    ASSERT(WIFEXITED(status));
+    printf("options %u, peer uid %d gid %d: child exit %d, %d admitted\n", options, (int)uid,
+           (int)gid, WEXITSTATUS(status), a.calls);
+    if (want_admitted) {
+        ASSERT_EQ(WEXITSTATUS(status), CHILD_ADMITTED);
+        ASSERT_EQ(a.calls, 1);
+        ASSERT_EQ(a.cr.uid, uid);
+        ASSERT_EQ(a.cr.gid, gid);
+    } else {
+        ASSERT_EQ(WEXITSTATUS(status), CHILD_REFUSED);
+        ASSERT_EQ(a.calls, 0);
+        ASSERT(!lsock_server_has_pending_connections(srv));
+    }
+    if (a.conn) lsock_socket_free(a.conn);
+    lsock_timer_free(tick);
+    lsock_server_free(srv);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(abstract_server_with_user_access_refuses_another_user)
+{
+    abstract_access_case(LSOCK_USER_ACCESS, NOBODY, NOBODY, false);
+}
+
+TEST(abstract_server_with_user_access_admits_the_same_user)
+{
+    abstract_access_case(LSOCK_USER_ACCESS, geteuid(), getegid(), true);
+}
+
+TEST(abstract_server_with_world_access_admits_another_user)
+{
+    abstract_access_case(LSOCK_WORLD_ACCESS, NOBODY, NOBODY, true);
+}
+
+TEST(abstract_server_with_group_access_admits_its_group_and_refuses_another)
+{
+    abstract_access_case(LSOCK_GROUP_ACCESS, NOBODY, getegid(), true);
+    abstract_access_case(LSOCK_GROUP_ACCESS, NOBODY, NOBODY, false);
+}
+
+TEST(abstract_server_without_access_options_admits_another_user)
+{
+    abstract_access_case(0, NOBODY, NOBODY, true);
 }
 
 TEST_MAIN()

@@ -1,10 +1,17 @@
 /* Unix-specific guarantees: EINTR is retried, signal dispositions are never touched, every
- * descriptor survives no exec, abstract names make no file. */
+ * descriptor survives no exec, abstract names make no file; socket files: a stale one is
+ * reclaimed by exactly one of many racing servers, lsock_remove_server() removes sockets only,
+ * a server inherited by a forked child leaves its file to the parent. */
 #include "test.h"
 #include "lsock.h"
+#include "internal.h" /* the test hooks */
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -345,6 +352,315 @@ TEST(sockets_closed_after_a_fork_leave_the_loop_idle)
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     ASSERT(n < 100);
     pair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- reclaiming a stale socket file ---------------------------------------------------- */
+
+static int under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload") != NULL;
+}
+
+enum { RACERS = 4 };
+
+/* A racer's report: 'W' it listens, 'L' it failed (with the error), 'A' it accepted the
+ * parent's client. Two bytes: atomic on a pipe shared by all racers. */
+static void report(int fd, char what, lsock_error err)
+{
+    char msg[2] = {what, (char)err};
+    if (write(fd, msg, 2) != 2) _exit(9);
+}
+
+/* One racing process: waits at the start line (start closes), listens with RECLAIM_STALE on
+ * path and reports. A winner then waits for the parent's client (told from the losers' probe
+ * connections by its pid), reports it, and serves until done closes. */
+static void racer(const char *path, int start, int rep, int done)
+{
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    alarm(60);
+    char c;
+    if (read(start, &c, 1) != 0) _exit(2);
+    lsock_server *srv = lsock_server_new(NULL);
+    if (!srv || !lsock_server_set_socket_options(srv, LSOCK_RECLAIM_STALE)) _exit(3);
+    bool won = lsock_server_listen(srv, path);
+    report(rep, won ? 'W' : 'L', lsock_server_error(srv));
+    if (!won) {
+        lsock_server_free(srv);
+        _exit(0);
+    }
+    pid_t parent = getppid();
+    uint64_t deadline = test_now_ms() + 20000;
+    bool found = false;
+    while (!found) {
+        if (test_now_ms() > deadline) _exit(4);
+        if (!lsock_server_wait_for_new_connection(srv, 1000, NULL)) continue;
+        lsock_socket *s;
+        while ((s = lsock_server_next_pending_connection(srv)) != NULL) {
+            lsock_credentials cr;
+            if (lsock_socket_peer_credentials(s, &cr) && cr.pid == parent) found = true;
+            lsock_socket_free(s);
+        }
+    }
+    report(rep, 'A', LSOCK_ERR_NONE);
+    if (read(done, &c, 1) != 0) _exit(5);
+    lsock_server_free(srv);
+    _exit(0);
+}
+
+/* Reads one two-byte report, failing the test after ms. */
+static void read_report(int fd, char msg[2], int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ASSERT_EQ(poll(&p, 1, ms), 1);
+    ASSERT_EQ(read(fd, msg, 2), 2);
+}
+
+/* One round: RACERS processes start together over a fresh stale file at path. Exactly one
+ * listen() must succeed, the others fail ADDRESS_IN_USE, and a client reaches the winner. */
+static void reclaim_race_round(const char *path, int round)
+{
+    make_stale(path);
+    int start[2], rep[2], done[2];
+    ASSERT_EQ(pipe(start), 0);
+    ASSERT_EQ(pipe(rep), 0);
+    ASSERT_EQ(pipe(done), 0);
+    pid_t pids[RACERS];
+    fflush(stdout);
+    fflush(stderr);
+    for (int i = 0; i < RACERS; i++) {
+        pids[i] = fork();
+        ASSERT(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(start[1]);
+            close(rep[0]);
+            close(done[1]);
+            racer(path, start[0], rep[1], done[0]);
+        }
+    }
+    close(start[0]);
+    close(rep[1]);
+    close(done[0]);
+    close(start[1]); /* go */
+    int winners = 0;
+    for (int i = 0; i < RACERS; i++) {
+        char msg[2];
+        read_report(rep[0], msg, 20000);
+        if (msg[0] == 'W') {
+            winners++;
+        } else {
+            ASSERT_EQ(msg[0], 'L');
+            ASSERT_ERR((lsock_error)msg[1], LSOCK_ERR_ADDRESS_IN_USE);
+        }
+    }
+    if (winners != 1) FAIL_("round %d: %d of %d racers listen", round, winners, RACERS);
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, path, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    char msg[2];
+    read_report(rep[0], msg, 20000);
+    ASSERT_EQ(msg[0], 'A'); /* the winner accepted this client */
+    lsock_socket_free(c);
+    close(done[1]);
+    for (int i = 0; i < RACERS; i++) {
+        int status = 0;
+        ASSERT_EQ(waitpid(pids[i], &status, 0), pids[i]);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            FAIL_("round %d: racer %d ended with status %d", round, i, status);
+    }
+    close(rep[0]);
+    ASSERT(!file_exists(path)); /* the winner removed its own file when it closed */
+}
+
+TEST(reclaim_stale_by_racing_processes_has_exactly_one_reachable_winner)
+{
+    const char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/s", dir);
+    /* 300 rounds (about 10 s on a loaded machine) or 30 s, whichever comes first; at least 3. */
+    int rounds = under_valgrind() ? 5 : 300, done = 0;
+    uint64_t end = test_now_ms() + 30000;
+    while (done < rounds && (done < 3 || test_now_ms() < end))
+        reclaim_race_round(path, done++);
+    printf("%d rounds of %d processes, one winner each\n", done, RACERS);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+static lsock_server *g_second;
+static bool g_second_won;
+
+/* Runs a second server's whole listen() at the point where the first has found the file
+ * stale and is about to remove it. */
+static void second_listen(const char *path)
+{
+    lsock__test_hook_reclaim = NULL;
+    g_second = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(g_second, LSOCK_RECLAIM_STALE));
+    g_second_won = lsock_server_listen(g_second, path);
+}
+
+TEST(reclaim_stale_by_a_second_server_before_the_first_removes_the_file_fails_address_in_use)
+{
+    const char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/s", dir);
+    make_stale(path);
+    lsock__test_hook_reclaim = second_listen;
+    lsock_server *first = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(first, LSOCK_RECLAIM_STALE));
+    bool first_won = lsock_server_listen(first, path);
+    lsock__test_hook_reclaim = NULL;
+    ASSERT(g_second != NULL); /* the hook ran */
+    ASSERT_EQ(first_won + g_second_won, 1);
+    ASSERT(first_won);
+    ASSERT_ERR(lsock_server_error(g_second), LSOCK_ERR_ADDRESS_IN_USE);
+    printf("second: %s\n", lsock_server_error_string(g_second));
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, path, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(first, 5000, NULL));
+    lsock_socket_free(c);
+    lsock_server_free(g_second);
+    lsock_server_free(first);
+    ASSERT(!file_exists(path));
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+/* ---- lsock_remove_server() removes socket files only ------------------------------------ */
+
+enum { REGULAR_FILE, FIFO, SYMLINK_TO_SOCKET };
+
+static void remove_server_keeps(int kind)
+{
+    const char *dir = make_tmpdir();
+    char path[256], target[256];
+    snprintf(path, sizeof path, "%s/srv", dir);
+    snprintf(target, sizeof target, "%s/target", dir);
+    mode_t type = S_IFLNK;
+    switch (kind) {
+    case REGULAR_FILE:
+        close(open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+        type = S_IFREG;
+        break;
+    case FIFO:
+        ASSERT_EQ(mkfifo(path, 0600), 0);
+        type = S_IFIFO;
+        break;
+    case SYMLINK_TO_SOCKET:
+        make_stale(target);
+        ASSERT_EQ(symlink(target, path), 0);
+        break;
+    }
+    struct stat before, after;
+    ASSERT_EQ(lstat(path, &before), 0);
+    ASSERT_EQ(before.st_mode & S_IFMT, type);
+    ASSERT(!lsock_remove_server(path));
+    ASSERT_EQ(lstat(path, &after), 0);
+    ASSERT_EQ(after.st_ino, before.st_ino);
+    if (kind == SYMLINK_TO_SOCKET) {
+        ASSERT_EQ(stat(target, &after), 0);
+        ASSERT(S_ISSOCK(after.st_mode));
+        ASSERT(lsock_remove_server(target)); /* a socket file itself goes */
+        ASSERT(!file_exists(target));
+    }
+    ASSERT_EQ(unlink(path), 0);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+TEST(remove_server_keeps_a_regular_file)
+{
+    remove_server_keeps(REGULAR_FILE);
+}
+
+TEST(remove_server_keeps_a_fifo)
+{
+    remove_server_keeps(FIFO);
+}
+
+TEST(remove_server_keeps_a_symlink_even_to_a_socket)
+{
+    remove_server_keeps(SYMLINK_TO_SOCKET);
+}
+
+/* ---- listen_descriptor on an abstract socket -------------------------------------------- */
+
+TEST(listen_descriptor_on_an_abstract_socket_keeps_the_options_so_a_later_listen_makes_a_file)
+{
+#ifndef __linux__
+    SKIP("the abstract namespace is Linux-only");
+#endif
+    const char *name = test_name("absfd");
+    const char *full = path_of(name); /* lsock's abstract name is the resolved path */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path + 1, full, strlen(full));
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(full));
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, len), 0);
+    ASSERT_EQ(listen(fd, 8), 0);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_RECLAIM_STALE));
+    ASSERT(lsock_server_listen_descriptor(srv, fd));
+    ASSERT_EQ(lsock_server_socket_options(srv), LSOCK_RECLAIM_STALE);
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_options(c, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket_free(c);
+    lsock_server_close(srv);
+    /* The next listen follows the options: a file in the file system. */
+    const char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/s", dir);
+    ASSERT(lsock_server_listen(srv, path));
+    struct stat st;
+    ASSERT_EQ(lstat(path, &st), 0);
+    ASSERT(S_ISSOCK(st.st_mode));
+    c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, path, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+/* ---- fork ------------------------------------------------------------------------------ */
+
+TEST(server_freed_in_a_forked_child_leaves_the_parent_its_file_and_its_listener)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("forked");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        alarm(30);
+        lsock_server_free(srv);
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT(file_exists(path_of(name)));
+    lsock_socket *c = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    ASSERT_EQ(lsock_socket_write(peer, "up", 2), 2);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(c) == 2, 5000);
+    lsock_socket_free(peer);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT(!file_exists(path_of(name)));
     loop_free(loop);
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -288,14 +289,7 @@ static int bind_listen(int fd, const char *path, int abstract, int backlog)
     return rc;
 }
 
-static void file_id(const char *path, uint64_t *dev, uint64_t *ino)
-{
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        *dev = (uint64_t)st.st_dev;
-        *ino = (uint64_t)st.st_ino;
-    }
-}
+void (*lsock__test_hook_published)(const char *path);
 
 /* Qt's file modes for the access options: user 0700, group 0070, other 0007. */
 static mode_t access_mode(unsigned access)
@@ -308,11 +302,16 @@ static mode_t access_mode(unsigned access)
 }
 
 /*
- * With access options, the socket is bound inside a fresh private directory (mkdtemp: a new
- * name, mode 0700, never an existing path, so nothing planted in a shared /tmp is used),
- * chmod'ed there, then hard-linked to its public name. link() never replaces an existing
- * file, so a live server's socket is never clobbered, and no client can reach the socket
- * before it has its final mode.
+ * Every socket file is made in a fresh private directory (mkdtemp: a new name, mode 0700,
+ * never an existing path, so nothing planted in a shared /tmp is used): bound and listening
+ * there, given its mode (with access options; else the umask's, as a plain bind), its device
+ * and inode read, then hard-linked to its public name. So:
+ *  - link() never replaces an existing file: a live server's socket is never clobbered;
+ *  - no client reaches the socket before it listens with its final mode, and a socket file
+ *    lsock publishes is never "bound but not listening" (a probe that is refused means a
+ *    dead server, not one that is starting);
+ *  - the device and inode that lsock__plat_unlink_if_same() checks on close are those of the
+ *    file lsock made, read before anyone else could replace it at the public name.
  */
 static int listen_private(int fd, const char *path, unsigned access, int backlog, uint64_t *dev,
                           uint64_t *ino)
@@ -336,14 +335,20 @@ static int listen_private(int fd, const char *path, unsigned access, int backlog
     }
     memcpy(tmp, dir, dl);
     memcpy(tmp + dl, "/s", 3);
+    struct stat st;
     int rc = bind_listen(fd, tmp, 0, backlog);
-    if (rc == 0 && chmod(tmp, access_mode(access)) < 0) rc = -errno;
+    if (rc == 0 && access && chmod(tmp, access_mode(access)) < 0) rc = -errno;
+    if (rc == 0 && lstat(tmp, &st) < 0) rc = -errno;
     if (rc == 0 && link(tmp, path) < 0) rc = -errno;
     unlink(tmp);
     rmdir(dir);
     free(tmp);
     free(dir);
-    if (rc == 0) file_id(path, dev, ino);
+    if (rc == 0) {
+        *dev = (uint64_t)st.st_dev;
+        *ino = (uint64_t)st.st_ino;
+        if (lsock__test_hook_published) lsock__test_hook_published(path);
+    }
     return rc;
 }
 
@@ -354,16 +359,15 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, int back
     int fd = new_socket();
     if (fd < 0) return fd;
     int rc;
-    if (access && !abstract) {
-        /* The socket is bound under a short private name and linked to its public one, which
-         * has no length limit: check first that clients can reach the public name. */
+    if (!abstract) {
+        /* The socket is bound under a private name and linked to its public one, which has no
+         * length limit: check first that clients can reach the public name. */
         struct uaddr a;
         rc = make_addr(&a, path, 0);
         drop_addr(&a);
         if (rc == 0) rc = listen_private(fd, path, access, backlog, dev, ino);
     } else {
-        rc = bind_listen(fd, path, abstract, backlog);
-        if (rc == 0 && !abstract) file_id(path, dev, ino);
+        rc = bind_listen(fd, path, 1, backlog);
     }
     if (rc < 0) {
         close(fd);
@@ -537,29 +541,85 @@ int lsock__plat_peer_credentials(int fd, lsock_credentials *out)
 #endif
 }
 
-void lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
+int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
 {
     struct stat st;
-    if (lstat(path, &st) < 0) return;
-    if ((uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino) unlink(path);
+    if (lstat(path, &st) < 0) return -errno;
+    if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) return -EEXIST;
+    return unlink(path) == 0 ? 0 : -errno;
 }
 
+/* Socket files only: Qt removes whatever is at the name, lsock leaves a regular file, a FIFO,
+ * a directory or a symlink (even one to a socket) alone. */
 int lsock__plat_remove(const char *path)
 {
-    if (unlink(path) == 0 || errno == ENOENT) return 0;
-    return -errno;
+    struct stat st;
+    if (lstat(path, &st) < 0) return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+    int rc = lsock__plat_unlink_if_same(path, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+    return rc == -ENOENT ? 0 : rc;
 }
 
-int lsock__plat_file_exists(const char *path)
+int lsock__plat_file_info(const char *path, lsock__file_info *out)
 {
     struct stat st;
-    return lstat(path, &st) == 0;
+    memset(out, 0, sizeof *out);
+    if (lstat(path, &st) < 0) return errno == ENOENT ? 0 : -errno;
+    out->exists = 1;
+    out->is_socket = S_ISSOCK(st.st_mode) != 0;
+    out->ours = st.st_uid == geteuid();
+    out->dev = (uint64_t)st.st_dev;
+    out->ino = (uint64_t)st.st_ino;
+    return 0;
 }
 
-int lsock__plat_is_socket(const char *path)
+/*
+ * The reclaim lock of a name's directory: flock(LOCK_EX) on a descriptor of the directory
+ * itself, so no lock file is left behind, and a process that dies holding it releases it.
+ * Taken without blocking and retried every 2 ms for up to wait_ms, so a lock someone keeps
+ * (another program may flock the directory) costs a bounded wait, not a hang.
+ */
+int lsock__plat_name_lock(const char *path, int wait_ms)
 {
-    struct stat st;
-    return lstat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == path ? strdup("/")
+                : slash       ? strndup(path, (size_t)(slash - path))
+                              : strdup(".");
+    if (!dir) return -ENOMEM;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int e = errno;
+    free(dir);
+    if (fd < 0) return -e;
+    uint64_t deadline = lsock__now_ms() + (uint64_t)(wait_ms < 0 ? 0 : wait_ms);
+    for (;;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+        e = errno;
+        if (e == EINTR) continue;
+        if (e != EWOULDBLOCK || lsock__now_ms() >= deadline) break;
+        lsock__plat_sleep_ms(2);
+    }
+    close(fd);
+    return -e;
+}
+
+void lsock__plat_name_unlock(int lock)
+{
+    if (lock >= 0) close(lock); /* the lock goes with the descriptor */
+}
+
+/* The access options of an abstract server, which has no file mode to apply them. */
+int lsock__plat_peer_allowed(int fd, unsigned access)
+{
+    lsock_credentials cr;
+    if (lsock__plat_peer_credentials(fd, &cr) < 0) return 0;
+    if ((access & LSOCK_USER_ACCESS) && cr.uid == (int64_t)geteuid()) return 1;
+    if ((access & LSOCK_GROUP_ACCESS) && cr.gid == (int64_t)getegid()) return 1;
+    return (access & LSOCK_OTHER_ACCESS) != 0;
+}
+
+int64_t lsock__plat_process_id(void)
+{
+    return (int64_t)getpid();
 }
 
 int lsock__plat_local_name(int fd, char **out, int *abstract)

@@ -613,13 +613,7 @@ int lsock__plat_reconnect(int fd, const char *path, int abstract)
     return open_client(o, path);
 }
 
-/* Named pipes vanish with their last handle: a pipe that exists has a live server. */
-int lsock__plat_probe(const char *path)
-{
-    return lsock__plat_file_exists(path) ? 1 : 0;
-}
-
-int lsock__plat_file_exists(const char *path)
+static int pipe_exists(const char *path)
 {
     int err = 0;
     wchar_t *w = widen(path, &err);
@@ -633,9 +627,33 @@ int lsock__plat_file_exists(const char *path)
                   e != ERROR_BAD_PATHNAME && e != ERROR_INVALID_NAME);
 }
 
-int lsock__plat_is_socket(const char *path)
+/* Named pipes vanish with their last handle: a pipe that exists has a live server. */
+int lsock__plat_probe(const char *path)
 {
-    return 1; /* everything under \\.\pipe\ is a pipe */
+    return pipe_exists(path);
+}
+
+/* Everything under \\.\pipe\ is a pipe, and none is ever stale: LSOCK_RECLAIM_STALE has
+ * nothing to remove, so the reclaim lock below is never needed. */
+int lsock__plat_file_info(const char *path, lsock__file_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->exists = pipe_exists(path);
+    out->is_socket = out->exists;
+    out->ours = 1;
+    return 0;
+}
+
+int lsock__plat_name_lock(const char *path, int wait_ms)
+{
+    (void)path;
+    (void)wait_ms;
+    return 0;
+}
+
+void lsock__plat_name_unlock(int lock)
+{
+    (void)lock;
 }
 
 /* ---- listening -------------------------------------------------------------------------- */
@@ -961,7 +979,22 @@ int lsock__plat_peer_credentials(int fd, lsock_credentials *out)
     return 0;
 }
 
-void lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino) {}
+int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
+{
+    return 0; /* no file: a pipe goes with its last handle */
+}
+
+/* LSOCK_ABSTRACT_NAMESPACE is ignored on Windows (as in Qt): the access options are the
+ * pipe's DACL, which Windows itself applies to every client. */
+int lsock__plat_peer_allowed(int fd, unsigned access)
+{
+    return 1;
+}
+
+int64_t lsock__plat_process_id(void)
+{
+    return (int64_t)GetCurrentProcessId();
+}
 
 /* Qt: "On Windows, this function does nothing": a pipe goes with its last handle. */
 int lsock__plat_remove(const char *path)
