@@ -10,6 +10,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,8 @@ static int grow_watchers(lsock_loop *loop, int fd)
     return 0;
 }
 
+int lsock__test_io_start_fail;
+
 int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
 {
     unsigned want = io->events | events;
@@ -147,8 +150,14 @@ int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
         io->events = want;
         return 0;
     }
-    if (grow_watchers(loop, io->fd) < 0) return -1;
-    if (lsock__backend_set(loop->backend, io->fd, io->installed, want) < 0) return -1;
+    if (lsock__test_io_start_fail) {
+        int err = lsock__test_io_start_fail;
+        lsock__test_io_start_fail = 0;
+        return -err;
+    }
+    if (grow_watchers(loop, io->fd) < 0) return -ENOMEM;
+    int rc = lsock__backend_set(loop->backend, io->fd, io->installed, want);
+    if (rc < 0) return rc;
     if (io->installed == 0 && io != &loop->wake_io) loop->active_ios++;
     io->events = io->installed = want;
     loop->watchers[io->fd] = io;
