@@ -336,7 +336,10 @@ LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
 /* Listens on name (resolved as for sockets). False with LSOCK_ERR_ADDRESS_IN_USE if a live
  * server holds the name (or a stale file remains without LSOCK_RECLAIM_STALE),
  * LSOCK_ERR_SERVER_NOT_FOUND for an empty or too long name, LSOCK_ERR_OPERATION if already
- * listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not writable. */
+ * listening, LSOCK_ERR_SOCKET_ACCESS when the directory is not writable. If the loop cannot
+ * watch the listening socket (its backend refuses it), listen() still succeeds, the error is
+ * LSOCK_ERR_SOCKET_RESOURCE naming the cause, and the server tries again every 100 ms, as when
+ * out of descriptors; clients wait in the backlog meanwhile. */
 LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
 /* Listens on an already bound and listening socket descriptor, which the server then owns.
  * Not supported on Windows yet (LSOCK_ERR_UNSUPPORTED_OPERATION). */
