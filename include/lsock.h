@@ -165,7 +165,13 @@ LSOCK_API void lsock_timer_free(lsock_timer *timer);
 /* ------------------------------------------------------------------------------------------ */
 /* Socket (QLocalSocket)                                                                      */
 
-/* Callbacks, Qt's signals; any may be NULL. Every one may free the socket. */
+/* Callbacks, Qt's signals; any may be NULL. Every one may free the socket.
+ * A connected socket whose loop cannot watch its descriptor (the backend refuses: out of
+ * memory, epoll_ctl ENOSPC), when it is adopted, handed out by a server, or resumes reading
+ * or writing, reports it from the loop (or the next wait call) instead of going deaf:
+ * error_occurred(LSOCK_ERR_SOCKET_RESOURCE), the error string naming the cause, then the
+ * connection ends as on any error (state_changed(CLOSING), state_changed(UNCONNECTED),
+ * read_channel_finished, disconnected). */
 typedef struct lsock_socket_callbacks {
     void (*connected)(lsock_socket *s, void *userdata);
     void (*disconnected)(lsock_socket *s, void *userdata);
@@ -217,7 +223,10 @@ LSOCK_API int lsock_socket_connect_timeout(const lsock_socket *s);
  * synchronously: state_changed(CONNECTING), then on success state_changed(CONNECTED) and
  * connected; on failure error_occurred(err) and state_changed(UNCONNECTED). If the server's
  * backlog is full the socket stays CONNECTING and retries (on its loop, or inside
- * wait_for_connected()) until the connect timeout. Returns true when CONNECTED or CONNECTING. */
+ * wait_for_connected()) until the connect timeout. If the loop cannot watch the new
+ * connection (its backend refuses the descriptor), the connect fails with
+ * LSOCK_ERR_SOCKET_RESOURCE, the text naming the cause. Returns true when CONNECTED or
+ * CONNECTING. */
 LSOCK_API bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode);
 /* Graceful close: CLOSING until all written data is delivered, then UNCONNECTED. Unread
  * received data stays readable. */

@@ -56,6 +56,8 @@ struct lsock_socket {
     unsigned fd_fork_stamp; /* lsock__plat_fork_stamp() from before the descriptor was made */
     int sndbuf_grown;       /* the kernel refused a write once: its send buffer was raised */
     int block_next;         /* the next read_some blocks in recv() */
+    int watch_err;          /* starting to watch the descriptor failed with this errno */
+    const char *watch_call; /* the call in which it failed */
 };
 
 static const char *const empty = "";
@@ -115,6 +117,8 @@ static void drop_descriptor(lsock_socket *s)
         lsock_timer_free(s->retry);
         s->retry = NULL;
     }
+    s->watch_err = 0;
+    s->watch_call = NULL;
     lsock__plat_close(s->fd);
     s->fd = -1;
     s->fd_blocking = 0;
@@ -254,6 +258,35 @@ static void connection_lost(lsock_socket *s, int err, const char *call)
                                                                   : NULL);
 }
 
+/* ---- watching ------------------------------------------------------------------------ */
+
+static void watch_failure_detail(char *buf, size_t size, int err)
+{
+    snprintf(buf, size, "cannot watch the connection: %s", lsock__plat_strerror(err));
+}
+
+/*
+ * Starts watching events on the loop. If the loop refuses (the backend is out of memory or
+ * space), the connection would be deaf: the failure is recorded and reported from the loop
+ * (or the next wait call), and the connection ends with SOCKET_RESOURCE (report_deferred).
+ */
+static void start_io(lsock_socket *s, unsigned events, const char *call)
+{
+    int rc = lsock__io_start(s->loop, &s->io, events);
+    if (rc == 0 || s->watch_err) return;
+    s->watch_err = -rc;
+    s->watch_call = call;
+    lsock__pending_queue(s->loop, &s->pend);
+}
+
+static void handle_watch_failure(lsock_socket *s)
+{
+    char detail[96];
+    watch_failure_detail(detail, sizeof detail, s->watch_err);
+    s->watch_err = 0;
+    error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, s->watch_call, detail);
+}
+
 /* ---- reading and writing ------------------------------------------------------------- */
 
 static void set_throttle(lsock_socket *s, int on)
@@ -264,7 +297,7 @@ static void set_throttle(lsock_socket *s, int on)
     if (on)
         lsock__io_stop(s->loop, &s->io, LSOCK__READABLE);
     else
-        lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+        start_io(s, LSOCK__READABLE, "lsock_socket_read");
 }
 
 /* Resumes reading once the application has made room below the limit. */
@@ -375,7 +408,7 @@ static void after_flush(lsock_socket *s)
 {
     if (s->loop && s->fd >= 0) {
         if (lsock__buf_len(&s->wbuf) > 0)
-            lsock__io_start(s->loop, &s->io, LSOCK__WRITABLE);
+            start_io(s, LSOCK__WRITABLE, "lsock_socket_write");
         else
             lsock__io_stop(s->loop, &s->io, LSOCK__WRITABLE);
     }
@@ -406,6 +439,21 @@ static void handle_broken(lsock_socket *s)
     connection_lost(s, err, "lsock_socket_write");
 }
 
+/* A failure recorded earlier (a broken write, a descriptor the loop could not watch): report
+ * it now, from the loop or a wait call. Returns 1 if there was one (the connection ended). */
+static int report_deferred(lsock_socket *s)
+{
+    if (s->broken) {
+        handle_broken(s);
+        return 1;
+    }
+    if (s->watch_err) {
+        handle_watch_failure(s);
+        return 1;
+    }
+    return 0;
+}
+
 /* Writable: flush, report, complete CLOSING. Returns -1 if the connection ended. */
 static int on_writable(lsock_socket *s)
 {
@@ -429,9 +477,7 @@ static void on_io(lsock__io *io, unsigned revents)
     lsock_socket *s = io->data;
     hold(s);
     if (!s->cb.bytes_written) s->written_unreported = 0;
-    if (s->broken) {
-        handle_broken(s);
-    } else {
+    if (!report_deferred(s)) {
         if (revents & LSOCK__WRITABLE) on_writable(s);
         if (!s->dead && s->fd >= 0 && (revents & LSOCK__READABLE) && !s->throttled)
             on_readable(s, 0);
@@ -439,34 +485,46 @@ static void on_io(lsock__io *io, unsigned revents)
     release(s);
 }
 
-/* Deferred work from the loop: a broken write to report, or bytes_written after writes
- * that went straight to the kernel. */
+/* Deferred work from the loop: a broken write or a failed watch to report, or bytes_written
+ * after writes that went straight to the kernel. */
 static void pending_cb(lsock__pending *p)
 {
     lsock_socket *s = (lsock_socket *)((char *)p - offsetof(lsock_socket, pend));
     hold(s);
-    if (s->broken)
-        handle_broken(s);
-    else
-        emit_bytes_written(s);
+    if (!report_deferred(s)) emit_bytes_written(s);
     release(s);
 }
 
-/* Starts watching a connected descriptor on the loop. */
-static void watch(lsock_socket *s)
+/* Starts watching a connected descriptor on the loop (a failure is reported from the loop:
+ * see start_io). */
+static void watch(lsock_socket *s, const char *call)
 {
     if (!s->loop) return;
     lsock__io_init(&s->io, s->fd, on_io, s);
-    lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+    start_io(s, LSOCK__READABLE, call);
 }
 
 /* ---- connecting ---------------------------------------------------------------------- */
 
+/* The kernel connected: watch the connection (if the loop cannot, the connect fails with
+ * SOCKET_RESOURCE rather than leave a deaf socket), then CONNECTED and connected. */
 static void connected_ok(lsock_socket *s)
 {
     if (s->retry) {
         lsock_timer_free(s->retry);
         s->retry = NULL;
+    }
+    if (s->loop) {
+        lsock__io_init(&s->io, s->fd, on_io, s);
+        int rc = lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+        if (rc < 0) {
+            char detail[96];
+            watch_failure_detail(detail, sizeof detail, -rc);
+            lsock__plat_close(s->fd);
+            s->fd = -1;
+            error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_connect", detail);
+            return;
+        }
     }
     free(s->full);
     s->full = s->connecting_path;
@@ -474,7 +532,6 @@ static void connected_ok(lsock_socket *s)
     s->open_mode = s->connecting_mode;
     s->state = LSOCK_CONNECTED;
     if (!s->loop && lsock__plat_set_blocking(s->fd) == 0) s->fd_blocking = 1;
-    watch(s);
     emit_state(s, LSOCK_CONNECTED);
     if (!s->dead && s->state == LSOCK_CONNECTED && s->cb.connected) s->cb.connected(s, s->ud);
 }
@@ -607,10 +664,7 @@ static void do_disconnect(lsock_socket *s)
     s->state = LSOCK_CLOSING;
     emit_state(s, LSOCK_CLOSING);
     if (s->dead || s->state != LSOCK_CLOSING) return;
-    if (s->broken) {
-        handle_broken(s);
-        return;
-    }
+    if (report_deferred(s)) return;
     if (lsock__buf_len(&s->wbuf) > 0) {
         int64_t r = flush_some(s);
         if (r < 0) {
@@ -932,7 +986,7 @@ bool lsock_socket_flush(lsock_socket *s)
     after_flush(s);
     defer_report(s);
     if (r > 0 && s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && s->loop)
-        lsock__io_start(s->loop, &s->io, LSOCK__WRITABLE); /* the loop completes the close */
+        start_io(s, LSOCK__WRITABLE, "lsock_socket_flush"); /* the loop completes the close */
     return r > 0;
 }
 
@@ -1010,10 +1064,7 @@ static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int
 {
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
     for (;;) {
-        if (s->broken) {
-            handle_broken(s);
-            return -1;
-        }
+        if (report_deferred(s)) return -1;
         unsigned ev = 0;
         if (!s->throttled || ignore_limit) ev |= LSOCK__READABLE;
         if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
@@ -1089,10 +1140,7 @@ static bool wait_ready_read(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_ready_read";
     if (!connect_phase(s, &msecs)) return false;
-    if (s->broken) {
-        handle_broken(s);
-        return false;
-    }
+    if (report_deferred(s)) return false;
     if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
         return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     if (s->rbuf_limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= s->rbuf_limit &&
@@ -1116,10 +1164,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_bytes_written";
     if (!connect_phase(s, &msecs)) return false;
-    if (s->broken) {
-        handle_broken(s);
-        return false;
-    }
+    if (report_deferred(s)) return false;
     if (s->written_unreported > 0) {
         /* Data already went straight to the kernel: that is the write being waited for. */
         if (s->loop) lsock__pending_cancel(s->loop, &s->pend);
@@ -1148,7 +1193,7 @@ static bool wait_disconnected(lsock_socket *s, int msecs)
     static const char call[] = "lsock_socket_wait_for_disconnected";
     if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     if (!connect_phase(s, &msecs)) return false;
-    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && !s->broken) {
+    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && !s->broken && !s->watch_err) {
         finish_close(s);
         return !s->dead;
     }
@@ -1189,7 +1234,7 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     s->fd_shared = 1; /* the application may keep its own copies */
     s->open_mode = open_mode;
     s->state = LSOCK_CONNECTED;
-    watch(s);
+    watch(s, call);
     emit_state(s, LSOCK_CONNECTED);
     release(s);
     return true;
@@ -1240,5 +1285,5 @@ lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned for
 
 void lsock__socket_activate(lsock_socket *s)
 {
-    watch(s);
+    watch(s, "lsock_server_next_pending_connection");
 }

@@ -24,6 +24,8 @@
 
 #include "support.h"
 
+#include "internal.h" /* lsock__test_io_start_fail, lsock__plat_strerror */
+
 /* ---- defaults and names ---------------------------------------------------------------- */
 
 TEST(new_socket_has_documented_defaults)
@@ -1801,6 +1803,97 @@ TEST(connect_retry_on_full_backlog_does_not_spin)
     lsock_socket_free(a);
     lsock_socket_free(b);
     fullsrv_close(&f);
+    loop_free(loop);
+}
+
+/* ---- a descriptor the loop cannot watch ------------------------------------------------ */
+
+/* The error text of a watch that failed with ENOSPC, after "<call>: ". */
+static const char *watch_failure_text(const char *call)
+{
+    static char buf[256];
+    snprintf(buf, sizeof buf, "%s: Out of resources (cannot watch the connection: %s)", call,
+             lsock__plat_strerror(ENOSPC));
+    return buf;
+}
+
+TEST(connect_fails_socket_resource_when_the_loop_cannot_watch_the_connection)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("nowatch");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *s = lsock_socket_new(loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    lsock__test_io_start_fail = ENOSPC;
+    ASSERT(!lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(s), watch_failure_text("lsock_socket_connect"));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING error:SOCKET_RESOURCE state:UNCONNECTED");
+    /* Nothing is left half-made: the next connect works. */
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(accepted_connection_the_loop_cannot_watch_ends_with_socket_resource)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("nowatchacc");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock__test_io_start_fail = ENOSPC;
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s != NULL);
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 2000);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(s),
+                  watch_failure_text("lsock_server_next_pending_connection"));
+    ASSERT_STR_EQ(r.log, "error:SOCKET_RESOURCE state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    /* The client sees the connection end. */
+    RUN_UNTIL(loop, lsock_socket_state(c) == LSOCK_UNCONNECTED, 5000);
+    ASSERT_ERR(lsock_socket_error(c), LSOCK_ERR_PEER_CLOSED);
+    lsock_socket_free(s);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(socket_that_cannot_resume_reading_ends_with_socket_resource)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_read_buffer_size(p.client, 4));
+    ASSERT_EQ(lsock_socket_write(p.peer, "0123456789", 10), 10);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 4, 5000); /* reading paused */
+    lsock__test_io_start_fail = ENOSPC;
+    char buf[16];
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 4); /* resumes reading: refused */
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    RUN_UNTIL(loop, lsock_socket_state(p.client) == LSOCK_UNCONNECTED, 2000);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(p.client), watch_failure_text("lsock_socket_read"));
+    ASSERT_STR_EQ(r.log, "error:SOCKET_RESOURCE state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    pair_close(&p);
     loop_free(loop);
 }
 
