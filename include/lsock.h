@@ -278,7 +278,9 @@ LSOCK_API bool lsock_socket_at_end(const lsock_socket *s);
 LSOCK_API bool lsock_socket_flush(lsock_socket *s);
 
 /* Limit of the read buffer in bytes; 0 (default) is unlimited. A limit stops reading from
- * the kernel while the buffer is full (backpressure on the peer; nothing is lost). */
+ * the kernel while the buffer is full (backpressure on the peer; nothing is lost). Every
+ * path honours it, the loop and every wait call alike; only a connection that breaks while
+ * the buffer is full loses, with it, what the peer sent beyond the limit. */
 LSOCK_API int64_t lsock_socket_read_buffer_size(const lsock_socket *s);
 LSOCK_API bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size);
 
@@ -291,7 +293,15 @@ LSOCK_API bool lsock_socket_set_write_buffer_size(lsock_socket *s, int64_t size)
 
 /* Blocking waits (msecs -1: no timeout). They block on this socket only and fire its
  * callbacks synchronously. Each returns true when the event happened, false on timeout
- * (error LSOCK_ERR_SOCKET_TIMEOUT) or failure (the error says why). */
+ * (error LSOCK_ERR_SOCKET_TIMEOUT) or failure (the error says why).
+ * With a read buffer limit, a wait that can only be satisfied by reading finds the buffer
+ * full and returns false at once with LSOCK_ERR_OPERATION ("the read buffer is full: read
+ * from it first"), whatever is queued for writing, never reading past the limit:
+ * wait_for_ready_read(), and wait_for_disconnected() unless it is CLOSING with data still to
+ * write (the end of stream lies behind the unread data). wait_for_disconnected() reads up to
+ * the limit first. Read from the buffer and wait again.
+ * wait_for_disconnected() returns true once the socket is disconnected, by the peer or an
+ * error; lsock_socket_error() says which. */
 LSOCK_API bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs);
 LSOCK_API bool lsock_socket_wait_for_disconnected(lsock_socket *s, int msecs);
 LSOCK_API bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs);

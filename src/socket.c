@@ -300,6 +300,13 @@ static void set_throttle(lsock_socket *s, int on)
         start_io(s, LSOCK__READABLE, "lsock_socket_read");
 }
 
+/* The read buffer holds its limit: nothing more is read from the kernel until the
+ * application reads. */
+static int rbuf_full(const lsock_socket *s)
+{
+    return s->rbuf_limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= s->rbuf_limit;
+}
+
 /* Resumes reading once the application has made room below the limit. */
 static void after_consume(lsock_socket *s)
 {
@@ -308,15 +315,16 @@ static void after_consume(lsock_socket *s)
 }
 
 /*
- * Reads what the kernel has, up to the read buffer limit (ignored when ignore_limit).
- * Returns bytes added (> 0), 0 at end of stream, -EAGAIN when nothing (or no room), -errno.
+ * Reads what the kernel has, up to the read buffer limit: every read path goes through here,
+ * so none reads past it. Returns bytes added (> 0), 0 at end of stream, -EAGAIN when nothing
+ * (or no room), -errno.
  */
-static int64_t read_some(lsock_socket *s, int ignore_limit)
+static int64_t read_some(lsock_socket *s)
 {
     int64_t total = 0;
     for (int round = 0; round < READ_ROUNDS; round++) {
         size_t want = 65536;
-        if (s->rbuf_limit > 0 && !ignore_limit) {
+        if (s->rbuf_limit > 0) {
             int64_t room = s->rbuf_limit - (int64_t)lsock__buf_len(&s->rbuf);
             if (room <= 0) {
                 set_throttle(s, 1);
@@ -367,9 +375,9 @@ static int64_t read_some(lsock_socket *s, int ignore_limit)
  * Handles readability: reads, fires ready_read, and ends the connection on end of stream or
  * error. Returns 1 if data arrived, 0 if nothing, -1 if the connection ended.
  */
-static int on_readable(lsock_socket *s, int ignore_limit)
+static int on_readable(lsock_socket *s)
 {
-    int64_t r = read_some(s, ignore_limit);
+    int64_t r = read_some(s);
     if (r > 0) {
         emit_ready_read(s);
         if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
@@ -415,13 +423,15 @@ static void after_flush(lsock_socket *s)
 }
 
 /* Reads what the peer sent before the connection broke, so that it stays readable (as Qt,
- * whose dispatcher reads before it writes). Returns -1 if a callback ended the connection. */
+ * whose dispatcher reads before it writes), up to the read buffer limit: what lies beyond it
+ * goes with the connection, whose error is reported next. Returns -1 if a callback ended the
+ * connection. */
 static int drain_before_loss(lsock_socket *s)
 {
     if (s->fd < 0 || !(s->open_mode & LSOCK_READ_ONLY)) return 0;
     int got = 0;
     int64_t r;
-    while ((r = read_some(s, 1)) > 0)
+    while ((r = read_some(s)) > 0)
         got = 1;
     if (got) {
         emit_ready_read(s);
@@ -479,8 +489,7 @@ static void on_io(lsock__io *io, unsigned revents)
     if (!s->cb.bytes_written) s->written_unreported = 0;
     if (!report_deferred(s)) {
         if (revents & LSOCK__WRITABLE) on_writable(s);
-        if (!s->dead && s->fd >= 0 && (revents & LSOCK__READABLE) && !s->throttled)
-            on_readable(s, 0);
+        if (!s->dead && s->fd >= 0 && (revents & LSOCK__READABLE) && !s->throttled) on_readable(s);
     }
     release(s);
 }
@@ -1056,61 +1065,75 @@ static bool wait_connected(lsock_socket *s, int msecs)
     }
 }
 
-/* The wait engine: polls this socket's descriptor only, doing its reads and writes, until
- * done(s) holds, the connection ends, or the time is up. Returns 1 done, 0 timeout, -1 the
- * connection ended. */
-static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int, int),
-                     int ignore_limit)
+/* What a wait waits for. */
+typedef enum wait_goal { FOR_READ, FOR_WRITTEN, FOR_CLOSE } wait_goal;
+
+/* The outcomes of wait_loop. */
+enum { WAIT_FULL = -2, WAIT_ENDED = -1, WAIT_TIMEOUT = 0, WAIT_DONE = 1 };
+
+/* Whether the goal can only come from reading: data, or the end of a connection with nothing
+ * left to write (the end of stream lies behind the unread data). */
+static int needs_reading(const lsock_socket *s, wait_goal goal)
+{
+    if (goal == FOR_WRITTEN) return 0;
+    if (goal == FOR_CLOSE) return !(s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) > 0);
+    return 1;
+}
+
+/*
+ * The wait engine: polls this socket's descriptor only, doing its reads and writes, until
+ * the goal is reached, the connection ends, or the time is up. Never reads past the read
+ * buffer limit: a goal that needs reading while the buffer is full gives WAIT_FULL at once.
+ * Returns WAIT_DONE, WAIT_TIMEOUT, WAIT_ENDED (the connection ended) or WAIT_FULL.
+ */
+static int wait_loop(lsock_socket *s, int msecs, wait_goal goal)
 {
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
     for (;;) {
-        if (report_deferred(s)) return -1;
-        unsigned ev = 0;
-        if (!s->throttled || ignore_limit) ev |= LSOCK__READABLE;
+        if (report_deferred(s)) return WAIT_ENDED;
+        int full = s->throttled || rbuf_full(s);
+        if (full && needs_reading(s, goal)) return WAIT_FULL;
+        unsigned ev = full ? 0 : LSOCK__READABLE;
         if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
+        if (ev == 0)
+            return WAIT_FULL; /* reading paused and nothing to write: nothing to wait for */
         int left = remaining(deadline, msecs);
-        int block = ev == LSOCK__READABLE && msecs < 0 && s->fd_blocking;
-        /* ev is never empty here: a full read buffer is refused before waiting to read, and
-         * the other waits have data to write or ignore the limit. */
-        int rc = block ? LSOCK__READABLE : ev ? lsock__plat_wait(s->fd, ev, left) : 0;
-        if (rc == 0) return 0;
+        int block = ev == LSOCK__READABLE && left < 0 && s->fd_blocking;
+        int rc = block ? LSOCK__READABLE : lsock__plat_wait(s->fd, ev, left);
+        if (rc == 0) {
+            if (remaining(deadline, msecs) != 0) continue; /* woke early */
+            return WAIT_TIMEOUT;
+        }
         if (rc < 0) {
             connection_lost(s, -rc, "lsock_socket_wait");
-            return -1;
+            return WAIT_ENDED;
         }
         int wrote = 0, got = 0;
         if (rc & LSOCK__WRITABLE) {
             size_t before = lsock__buf_len(&s->wbuf);
-            if (on_writable(s) < 0) return -1;
+            if (on_writable(s) < 0) return WAIT_ENDED;
             wrote = lsock__buf_len(&s->wbuf) < before;
         }
         if (rc & LSOCK__READABLE) {
-            if (ignore_limit && s->throttled) set_throttle(s, 0);
             s->block_next = block;
-            int r = on_readable(s, ignore_limit);
+            int r = on_readable(s);
             if (!s->dead) s->block_next = 0;
             if (r == 0 && block) s->fd_blocking = 0; /* not blocking after all: poll from now */
-            if (r < 0) return -1;
+            if (r < 0) return WAIT_ENDED;
             got = r;
         }
-        if (s->dead) return -1;
-        if (done(s, got, wrote)) return 1;
+        if (s->dead) return WAIT_ENDED;
+        if ((goal == FOR_READ && got) || (goal == FOR_WRITTEN && wrote)) return WAIT_DONE;
     }
 }
 
-static int done_read(lsock_socket *s, int got, int wrote)
+/* A wait's result as its return value and error. */
+static bool wait_result(lsock_socket *s, int rc, const char *call)
 {
-    return got;
-}
-
-static int done_written(lsock_socket *s, int got, int wrote)
-{
-    return wrote;
-}
-
-static int done_never(lsock_socket *s, int got, int wrote)
-{
-    return 0;
+    if (rc == WAIT_TIMEOUT) return timed_out(s, call);
+    if (rc == WAIT_FULL)
+        return fail(s, LSOCK_ERR_OPERATION, call, "the read buffer is full: read from it first");
+    return rc == WAIT_DONE && !s->dead;
 }
 
 bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs)
@@ -1143,12 +1166,8 @@ static bool wait_ready_read(lsock_socket *s, int msecs)
     if (report_deferred(s)) return false;
     if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
         return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
-    if (s->rbuf_limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= s->rbuf_limit &&
-        lsock__buf_len(&s->wbuf) == 0)
-        return fail(s, LSOCK_ERR_OPERATION, call, "the read buffer is full: read from it first");
-    int rc = wait_loop(s, msecs, done_read, 0);
-    if (rc == 0) return timed_out(s, call);
-    return rc > 0 && !s->dead;
+    /* A full read buffer fails at once, whatever is queued for writing (wait_loop). */
+    return wait_result(s, wait_loop(s, msecs, FOR_READ), call);
 }
 
 bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs)
@@ -1174,9 +1193,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
     if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0)
         return fail(s, LSOCK_ERR_OPERATION, call, "nothing written to wait for");
-    int rc = wait_loop(s, msecs, done_written, 0);
-    if (rc == 0) return timed_out(s, call);
-    return rc > 0 && !s->dead;
+    return wait_result(s, wait_loop(s, msecs, FOR_WRITTEN), call);
 }
 
 bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
@@ -1188,6 +1205,8 @@ bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
     return ok;
 }
 
+/* True once the socket is disconnected, however that came (the peer closed, an error: the
+ * error says which). */
 static bool wait_disconnected(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_disconnected";
@@ -1197,9 +1216,9 @@ static bool wait_disconnected(lsock_socket *s, int msecs)
         finish_close(s);
         return !s->dead;
     }
-    int rc = wait_loop(s, msecs, done_never, 1);
-    if (rc == 0) return timed_out(s, call);
-    return !s->dead && s->state == LSOCK_UNCONNECTED;
+    int rc = wait_loop(s, msecs, FOR_CLOSE);
+    if (rc == WAIT_ENDED) return !s->dead && s->state == LSOCK_UNCONNECTED;
+    return wait_result(s, rc, call);
 }
 
 bool lsock_socket_wait_for_disconnected(lsock_socket *s, int msecs)
