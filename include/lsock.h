@@ -218,6 +218,19 @@ LSOCK_API unsigned lsock_socket_options(const lsock_socket *s);
 /* Time connect() keeps retrying while the server's backlog is full; default 30000 ms. */
 LSOCK_API bool lsock_socket_set_connect_timeout(lsock_socket *s, int msecs);
 LSOCK_API int lsock_socket_connect_timeout(const lsock_socket *s);
+/* Bounds how long disconnect() (and close()) stays CLOSING with data queued that the peer
+ * does not take: if the queue has not drained msecs after disconnect(), the socket aborts:
+ * error_occurred(LSOCK_ERR_SOCKET_TIMEOUT), then state_changed(UNCONNECTED),
+ * read_channel_finished and disconnected, and the queued data is dropped (unread received
+ * data stays readable). -1 (the default, as Qt): no bound; 0: abort at once if disconnect()
+ * cannot hand all queued data to the kernel. Set while CLOSING, the time counts from this
+ * call. With a loop a timer enforces it; without one, the wait calls do (after the abort
+ * wait_for_disconnected() returns true, the socket being disconnected, and
+ * wait_for_bytes_written() false, both with the error SOCKET_TIMEOUT). Values below -1 are
+ * refused: the setting is kept and the error is LSOCK_ERR_INVALID_ARGUMENT. */
+LSOCK_API void lsock_socket_set_linger(lsock_socket *s, int msecs);
+/* The linger time in ms, -1 (unlimited) by default and for a NULL socket. */
+LSOCK_API int lsock_socket_linger(const lsock_socket *s);
 
 /* Connects to name (NULL: the name set by set_server_name()) in open_mode. Callbacks fire
  * synchronously: state_changed(CONNECTING), then on success state_changed(CONNECTED) and
@@ -229,7 +242,8 @@ LSOCK_API int lsock_socket_connect_timeout(const lsock_socket *s);
  * CONNECTING. */
 LSOCK_API bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode);
 /* Graceful close: CLOSING until all written data is delivered, then UNCONNECTED. Unread
- * received data stays readable. */
+ * received data stays readable. A peer that never reads keeps the socket CLOSING, holding its
+ * queue, unless a linger time is set (lsock_socket_set_linger()). */
 LSOCK_API void lsock_socket_disconnect(lsock_socket *s);
 /* Immediate close: drops unwritten and unread data, UNCONNECTED on return. */
 LSOCK_API void lsock_socket_abort(lsock_socket *s);
@@ -300,8 +314,8 @@ LSOCK_API bool lsock_socket_set_write_buffer_size(lsock_socket *s, int64_t size)
  * wait_for_ready_read(), and wait_for_disconnected() unless it is CLOSING with data still to
  * write (the end of stream lies behind the unread data). wait_for_disconnected() reads up to
  * the limit first. Read from the buffer and wait again.
- * wait_for_disconnected() returns true once the socket is disconnected, by the peer or an
- * error; lsock_socket_error() says which. */
+ * wait_for_disconnected() returns true once the socket is disconnected, by the peer, an
+ * error or the linger time (lsock_socket_set_linger()); lsock_socket_error() says which. */
 LSOCK_API bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs);
 LSOCK_API bool lsock_socket_wait_for_disconnected(lsock_socket *s, int msecs);
 LSOCK_API bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs);

@@ -14,6 +14,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,9 @@ struct lsock_socket {
     unsigned fd_fork_stamp; /* lsock__plat_fork_stamp() from before the descriptor was made */
     int sndbuf_grown;       /* the kernel refused a write once: its send buffer was raised */
     int block_next;         /* the next read_some blocks in recv() */
+    int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
+    uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
+    lsock_timer *linger_timer;
     int watch_err;          /* starting to watch the descriptor failed with this errno */
     const char *watch_call; /* the call in which it failed */
 };
@@ -93,6 +97,7 @@ static lsock_socket *alloc_socket(lsock_loop *loop)
     s->loop = loop;
     s->fd = -1;
     s->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+    s->linger = -1;
     s->pend.cb = pending_cb;
     lsock__io_init(&s->io, -1, NULL, s);
     if (loop) lsock__loop_ref_objects(loop, 1);
@@ -117,6 +122,11 @@ static void drop_descriptor(lsock_socket *s)
         lsock_timer_free(s->retry);
         s->retry = NULL;
     }
+    if (s->linger_timer) {
+        lsock_timer_free(s->linger_timer);
+        s->linger_timer = NULL;
+    }
+    s->linger_deadline = 0;
     s->watch_err = 0;
     s->watch_call = NULL;
     lsock__plat_close(s->fd);
@@ -663,6 +673,52 @@ bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode)
 
 /* ---- closing: the three ways --------------------------------------------------------- */
 
+/* The linger time ran out with data still queued: abort, as Qt reports errors (error_occurred,
+ * then the connection ends), dropping the queue. */
+static void linger_expired(lsock_socket *s)
+{
+    error_and_close(s, LSOCK_ERR_SOCKET_TIMEOUT, "lsock_socket_disconnect",
+                    "the peer did not take the queued data within the linger time");
+}
+
+/* CLOSING with data queued and a linger time running. */
+static int lingering(const lsock_socket *s)
+{
+    return s->state == LSOCK_CLOSING && s->linger_deadline != 0 && lsock__buf_len(&s->wbuf) > 0;
+}
+
+/* A loop-less socket's linger is enforced by the wait calls, which ask this. */
+static int linger_due(const lsock_socket *s)
+{
+    return lingering(s) && lsock__now_ms() >= s->linger_deadline;
+}
+
+static void linger_timer_cb(lsock_timer *t, void *ud)
+{
+    lsock_socket *s = ud;
+    hold(s);
+    if (lingering(s)) linger_expired(s);
+    release(s);
+}
+
+/* CLOSING with data the kernel did not take: bound the wait by the linger time (from now). */
+static void start_linger(lsock_socket *s)
+{
+    if (s->linger_timer) lsock_timer_stop(s->linger_timer);
+    s->linger_deadline = 0;
+    if (s->linger < 0) return;
+    if (s->linger == 0) {
+        linger_expired(s);
+        return;
+    }
+    s->linger_deadline = lsock__now_ms() + (uint64_t)s->linger;
+    if (!s->loop) return;
+    if (!s->linger_timer) s->linger_timer = lsock_timer_new(s->loop, linger_timer_cb, s);
+    if (!s->linger_timer || !lsock_timer_start(s->linger_timer, (uint64_t)s->linger, 0))
+        error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_disconnect",
+                        "out of memory for the linger timer");
+}
+
 static void do_disconnect(lsock_socket *s)
 {
     if (s->state == LSOCK_UNCONNECTED || s->state == LSOCK_CLOSING) return;
@@ -681,7 +737,10 @@ static void do_disconnect(lsock_socket *s)
             return;
         }
         after_flush(s);
-        if (lsock__buf_len(&s->wbuf) > 0) return; /* CLOSING until the rest is written */
+        if (lsock__buf_len(&s->wbuf) > 0) {
+            start_linger(s); /* CLOSING until the rest is written, or the linger time is up */
+            return;
+        }
     }
     finish_close(s);
 }
@@ -787,6 +846,26 @@ bool lsock_socket_set_connect_timeout(lsock_socket *s, int msecs)
 int lsock_socket_connect_timeout(const lsock_socket *s)
 {
     return s ? s->connect_timeout : -1;
+}
+
+void lsock_socket_set_linger(lsock_socket *s, int msecs)
+{
+    if (!s || s->dead) return;
+    if (msecs < -1) {
+        fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_linger",
+             "negative time other than -1");
+        return;
+    }
+    s->linger = msecs;
+    if (s->state != LSOCK_CLOSING || lsock__buf_len(&s->wbuf) == 0) return;
+    hold(s); /* already closing: the new time counts from now */
+    start_linger(s);
+    release(s);
+}
+
+int lsock_socket_linger(const lsock_socket *s)
+{
+    return s ? s->linger : -1;
 }
 
 lsock_state lsock_socket_state(const lsock_socket *s)
@@ -1080,28 +1159,45 @@ static int needs_reading(const lsock_socket *s, wait_goal goal)
     return 1;
 }
 
+/* Milliseconds to poll: up to the wait's deadline, and while CLOSING up to the linger's. */
+static int wait_left(const lsock_socket *s, uint64_t deadline, int msecs)
+{
+    int left = remaining(deadline, msecs);
+    if (lingering(s)) {
+        uint64_t now = lsock__now_ms();
+        uint64_t l = now >= s->linger_deadline ? 0 : s->linger_deadline - now;
+        if (left < 0 || l < (uint64_t)left) left = l > INT_MAX ? INT_MAX : (int)l;
+    }
+    return left;
+}
+
 /*
  * The wait engine: polls this socket's descriptor only, doing its reads and writes, until
  * the goal is reached, the connection ends, or the time is up. Never reads past the read
  * buffer limit: a goal that needs reading while the buffer is full gives WAIT_FULL at once.
- * Returns WAIT_DONE, WAIT_TIMEOUT, WAIT_ENDED (the connection ended) or WAIT_FULL.
+ * Enforces the linger time of a CLOSING socket. Returns WAIT_DONE, WAIT_TIMEOUT, WAIT_ENDED
+ * (the connection ended) or WAIT_FULL.
  */
 static int wait_loop(lsock_socket *s, int msecs, wait_goal goal)
 {
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
     for (;;) {
         if (report_deferred(s)) return WAIT_ENDED;
+        if (linger_due(s)) {
+            linger_expired(s);
+            return WAIT_ENDED;
+        }
         int full = s->throttled || rbuf_full(s);
         if (full && needs_reading(s, goal)) return WAIT_FULL;
         unsigned ev = full ? 0 : LSOCK__READABLE;
         if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
         if (ev == 0)
             return WAIT_FULL; /* reading paused and nothing to write: nothing to wait for */
-        int left = remaining(deadline, msecs);
+        int left = wait_left(s, deadline, msecs);
         int block = ev == LSOCK__READABLE && left < 0 && s->fd_blocking;
         int rc = block ? LSOCK__READABLE : lsock__plat_wait(s->fd, ev, left);
         if (rc == 0) {
-            if (remaining(deadline, msecs) != 0) continue; /* woke early */
+            if (linger_due(s) || remaining(deadline, msecs) != 0) continue;
             return WAIT_TIMEOUT;
         }
         if (rc < 0) {
@@ -1205,8 +1301,8 @@ bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
     return ok;
 }
 
-/* True once the socket is disconnected, however that came (the peer closed, an error: the
- * error says which). */
+/* True once the socket is disconnected, however that came (the peer closed, an error, the
+ * linger time ran out: the error says which). */
 static bool wait_disconnected(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_disconnected";

@@ -772,4 +772,76 @@ TEST(wait_for_ready_read_with_full_read_buffer_and_a_queued_write_fails_at_once_
     pair_close(&p);
 }
 
+/* ---- linger without a loop -------------------------------------------------------------- */
+
+/* The client queues 8 MiB that its loop-less peer never reads, with the given linger, and
+ * disconnects: CLOSING with the queue held. */
+static void disconnect_stalled(pair *p, rec *r, int linger)
+{
+    pair_open(p, NULL);
+    rec_init(r);
+    lsock_socket_set_callbacks(p->client, &rec_cbs, r);
+    size_t n = 8u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p->client, data, (int64_t)n), (int64_t)n);
+    free(data);
+    ASSERT(lsock_socket_bytes_to_write(p->client) > 0);
+    lsock_socket_set_linger(p->client, linger);
+    ASSERT_EQ(lsock_socket_linger(p->client), linger);
+    lsock_socket_disconnect(p->client);
+}
+
+#define LINGER_ABORT_LOG                                                                           \
+    "state:CLOSING error:SOCKET_TIMEOUT state:UNCONNECTED read_channel_finished disconnected"
+
+TEST(wait_for_disconnected_honours_linger_when_the_peer_never_reads)
+{
+    pair p;
+    rec r;
+    uint64_t t0 = test_now_ms();
+    disconnect_stalled(&p, &r, 100);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    /* Disconnected by the linger time, not by the wait's own timeout. */
+    ASSERT(lsock_socket_wait_for_disconnected(p.client, 5000));
+    uint64_t took = test_now_ms() - t0;
+    ASSERT(took >= 90 && took < 2500);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_disconnect: "));
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, LINGER_ABORT_LOG);
+    pair_close(&p);
+}
+
+TEST(wait_for_bytes_written_honours_linger_when_the_peer_never_reads)
+{
+    pair p;
+    rec r;
+    uint64_t t0 = test_now_ms();
+    disconnect_stalled(&p, &r, 100);
+    /* Reports what went to the kernel already, then waits for the rest until the linger. */
+    while (lsock_socket_wait_for_bytes_written(p.client, 5000))
+        ASSERT(test_now_ms() - t0 < 2500);
+    uint64_t took = test_now_ms() - t0;
+    ASSERT(took >= 90 && took < 2500);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_disconnect: "));
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, LINGER_ABORT_LOG);
+    pair_close(&p);
+}
+
+TEST(disconnect_with_linger_zero_aborts_at_once_when_data_stays_queued)
+{
+    pair p;
+    rec r;
+    disconnect_stalled(&p, &r, 0);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, LINGER_ABORT_LOG);
+    pair_close(&p);
+}
+
 TEST_MAIN()

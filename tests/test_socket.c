@@ -1806,6 +1806,118 @@ TEST(connect_retry_on_full_backlog_does_not_spin)
     loop_free(loop);
 }
 
+/* ---- linger: a graceful disconnect bounded in time ------------------------------------- */
+
+/* The client queues n bytes that the peer, reading at most limit bytes, never takes: returns
+ * once the peer is seen holding a full buffer and the client's queue is still non-empty. */
+static void stall_peer(lsock_loop *loop, pair *p, int64_t limit, size_t n)
+{
+    ASSERT(lsock_socket_set_read_buffer_size(p->peer, limit));
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p->client, data, (int64_t)n), (int64_t)n);
+    free(data);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p->peer) == limit, 5000);
+    ASSERT(lsock_socket_bytes_to_write(p->client) > 0);
+}
+
+TEST(set_linger_keeps_values_and_refuses_negatives_other_than_minus_one)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT_EQ(lsock_socket_linger(s), -1);
+    lsock_socket_set_linger(s, 250);
+    ASSERT_EQ(lsock_socket_linger(s), 250);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_NONE);
+    lsock_socket_set_linger(s, -2);
+    ASSERT_EQ(lsock_socket_linger(s), 250);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_INVALID_ARGUMENT);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_set_linger: "));
+    lsock_socket_set_linger(s, 0);
+    ASSERT_EQ(lsock_socket_linger(s), 0);
+    lsock_socket_set_linger(s, -1);
+    ASSERT_EQ(lsock_socket_linger(s), -1);
+    lsock_socket_set_linger(NULL, 5);
+    ASSERT_EQ(lsock_socket_linger(NULL), -1);
+    lsock_socket_free(s);
+}
+
+TEST(disconnect_with_linger_aborts_with_socket_timeout_when_the_peer_never_reads)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    stall_peer(loop, &p, 4096, 8u << 20);
+    lsock_socket_set_linger(p.client, 100);
+    uint64_t t0 = test_now_ms();
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    RUN_UNTIL(loop, lsock_socket_state(p.client) == LSOCK_UNCONNECTED, 5000);
+    ASSERT(test_now_ms() - t0 >= 90);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_disconnect: "));
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, "state:CLOSING error:SOCKET_TIMEOUT state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(disconnect_without_linger_stays_closing_while_the_peer_never_reads)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    stall_peer(loop, &p, 4096, 8u << 20);
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    int64_t queued = lsock_socket_bytes_to_write(p.client);
+    ASSERT(run_for(loop, 300) > 3);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), queued);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 4096);
+    ASSERT_EQ(r.errors, 0);
+    ASSERT_STR_EQ(r.log, "state:CLOSING");
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(linger_that_expires_after_the_queue_drained_does_nothing)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    size_t n = 2u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    ASSERT(lsock_socket_bytes_to_write(p.client) > 0);
+    lsock_socket_set_linger(p.client, 1000);
+    uint64_t t0 = test_now_ms();
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    /* The peer reads everything: the queue drains and the close completes. */
+    RUN_UNTIL(loop, lsock_socket_state(p.client) == LSOCK_UNCONNECTED, 5000);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.peer) == (int64_t)n, 5000);
+    ASSERT(test_now_ms() - t0 < 1000); /* else the linger time would be the test */
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_NONE);
+    /* Past the linger time: nothing more happens. */
+    while (test_now_ms() < t0 + 1200)
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_NONE);
+    ASSERT_EQ(r.errors, 0);
+    ASSERT_STR_EQ(r.log, "state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
+    free(data);
+    pair_close(&p);
+    loop_free(loop);
+}
+
 /* ---- a descriptor the loop cannot watch ------------------------------------------------ */
 
 /* The error text of a watch that failed with ENOSPC, after "<call>: ". */
