@@ -775,8 +775,8 @@ TEST(wait_for_ready_read_with_full_read_buffer_and_a_queued_write_fails_at_once_
 /* ---- linger without a loop -------------------------------------------------------------- */
 
 /* The client queues 8 MiB that its loop-less peer never reads, with the given linger, and
- * disconnects: CLOSING with the queue held. */
-static void disconnect_stalled(pair *p, rec *r, int linger)
+ * disconnects: CLOSING with the queue held. Returns the time of the disconnect. */
+static uint64_t disconnect_stalled(pair *p, rec *r, int linger)
 {
     pair_open(p, NULL);
     rec_init(r);
@@ -788,7 +788,9 @@ static void disconnect_stalled(pair *p, rec *r, int linger)
     ASSERT(lsock_socket_bytes_to_write(p->client) > 0);
     lsock_socket_set_linger(p->client, linger);
     ASSERT_EQ(lsock_socket_linger(p->client), linger);
+    uint64_t t0 = test_now_ms();
     lsock_socket_disconnect(p->client);
+    return t0;
 }
 
 #define LINGER_ABORT_LOG                                                                           \
@@ -798,8 +800,7 @@ TEST(wait_for_disconnected_honours_linger_when_the_peer_never_reads)
 {
     pair p;
     rec r;
-    uint64_t t0 = test_now_ms();
-    disconnect_stalled(&p, &r, 100);
+    uint64_t t0 = disconnect_stalled(&p, &r, 100);
     ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
     /* Disconnected by the linger time, not by the wait's own timeout. */
     ASSERT(lsock_socket_wait_for_disconnected(p.client, 5000));
@@ -817,8 +818,7 @@ TEST(wait_for_bytes_written_honours_linger_when_the_peer_never_reads)
 {
     pair p;
     rec r;
-    uint64_t t0 = test_now_ms();
-    disconnect_stalled(&p, &r, 100);
+    uint64_t t0 = disconnect_stalled(&p, &r, 100);
     /* Reports what went to the kernel already, then waits for the rest until the linger. */
     while (lsock_socket_wait_for_bytes_written(p.client, 5000))
         ASSERT(test_now_ms() - t0 < 2500);
