@@ -1985,6 +1985,31 @@ TEST(accepted_connection_the_loop_cannot_watch_ends_with_socket_resource)
     loop_free(loop);
 }
 
+TEST(adopted_descriptor_the_loop_cannot_watch_ends_with_socket_resource)
+{
+    lsock_loop *loop = loop_new();
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    lsock_socket *s = lsock_socket_new(loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    lsock__test_io_start_fail = ENOSPC;
+    ASSERT(lsock_socket_set_descriptor(s, sv[0], LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 2000);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(s), watch_failure_text("lsock_socket_set_descriptor"));
+    ASSERT_STR_EQ(r.log, "state:CONNECTED error:SOCKET_RESOURCE state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    lsock_socket_free(s);
+    /* The socket owned sv[0] and closed it: the other end sees EOF. */
+    char buf[8];
+    ASSERT_EQ(read(sv[1], buf, sizeof buf), 0);
+    close(sv[1]);
+    loop_free(loop);
+}
+
 TEST(socket_that_cannot_resume_reading_ends_with_socket_resource)
 {
     lsock_loop *loop = loop_new();
