@@ -194,7 +194,13 @@ LSOCK_API void lsock_timer_free(lsock_timer *timer);
 /* ------------------------------------------------------------------------------------------ */
 /* Socket (QLocalSocket)                                                                      */
 
-/* Callbacks, Qt's signals; any may be NULL. Every one may free the socket. */
+/* Callbacks, Qt's signals; any may be NULL. Every one may free the socket.
+ * A connected socket whose loop cannot watch its descriptor (the backend refuses: out of
+ * memory, epoll_ctl ENOSPC), when it is adopted, handed out by a server, or resumes reading
+ * or writing, reports it from the loop (or the next wait call) instead of going deaf:
+ * error_occurred(LSOCK_ERR_SOCKET_RESOURCE), the error string naming the cause, then the
+ * connection ends as on any error (state_changed(CLOSING), state_changed(UNCONNECTED),
+ * read_channel_finished, disconnected). */
 typedef struct lsock_socket_callbacks {
     void (*connected)(lsock_socket *s, void *userdata);
     void (*disconnected)(lsock_socket *s, void *userdata);
@@ -241,15 +247,32 @@ LSOCK_API unsigned lsock_socket_options(const lsock_socket *s);
 /* Time connect() keeps retrying while the server's backlog is full; default 30000 ms. */
 LSOCK_API bool lsock_socket_set_connect_timeout(lsock_socket *s, int msecs);
 LSOCK_API int lsock_socket_connect_timeout(const lsock_socket *s);
+/* Bounds how long disconnect() (and close()) stays CLOSING with data queued that the peer
+ * does not take: if the queue has not drained msecs after disconnect(), the socket aborts:
+ * error_occurred(LSOCK_ERR_SOCKET_TIMEOUT), then state_changed(UNCONNECTED),
+ * read_channel_finished and disconnected, and the queued data is dropped (unread received
+ * data stays readable). -1 (the default, as Qt): no bound; 0: abort at once if disconnect()
+ * cannot hand all queued data to the kernel. Set while CLOSING, the time counts from this
+ * call. With a loop a timer enforces it; without one, the wait calls do (after the abort
+ * wait_for_disconnected() returns true, the socket being disconnected, and
+ * wait_for_bytes_written() false, both with the error SOCKET_TIMEOUT). Values below -1 are
+ * refused: the setting is kept and the error is LSOCK_ERR_INVALID_ARGUMENT. */
+LSOCK_API void lsock_socket_set_linger(lsock_socket *s, int msecs);
+/* The linger time in ms, -1 (unlimited) by default and for a NULL socket. */
+LSOCK_API int lsock_socket_linger(const lsock_socket *s);
 
 /* Connects to name (NULL: the name set by set_server_name()) in open_mode. Callbacks fire
  * synchronously: state_changed(CONNECTING), then on success state_changed(CONNECTED) and
  * connected; on failure error_occurred(err) and state_changed(UNCONNECTED). If the server's
  * backlog is full the socket stays CONNECTING and retries (on its loop, or inside
- * wait_for_connected()) until the connect timeout. Returns true when CONNECTED or CONNECTING. */
+ * wait_for_connected()) until the connect timeout. If the loop cannot watch the new
+ * connection (its backend refuses the descriptor), the connect fails with
+ * LSOCK_ERR_SOCKET_RESOURCE, the text naming the cause. Returns true when CONNECTED or
+ * CONNECTING. */
 LSOCK_API bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode);
 /* Graceful close: CLOSING until all written data is delivered, then UNCONNECTED. Unread
- * received data stays readable. */
+ * received data stays readable. A peer that never reads keeps the socket CLOSING, holding its
+ * queue, unless a linger time is set (lsock_socket_set_linger()). */
 LSOCK_API void lsock_socket_disconnect(lsock_socket *s);
 /* Immediate close: drops unwritten and unread data, UNCONNECTED on return. */
 LSOCK_API void lsock_socket_abort(lsock_socket *s);
@@ -298,7 +321,9 @@ LSOCK_API bool lsock_socket_at_end(const lsock_socket *s);
 LSOCK_API bool lsock_socket_flush(lsock_socket *s);
 
 /* Limit of the read buffer in bytes; 0 (default) is unlimited. A limit stops reading from
- * the kernel while the buffer is full (backpressure on the peer; nothing is lost). */
+ * the kernel while the buffer is full (backpressure on the peer; nothing is lost). Every
+ * path honours it, the loop and every wait call alike; only a connection that breaks while
+ * the buffer is full loses, with it, what the peer sent beyond the limit. */
 LSOCK_API int64_t lsock_socket_read_buffer_size(const lsock_socket *s);
 LSOCK_API bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size);
 
@@ -311,7 +336,15 @@ LSOCK_API bool lsock_socket_set_write_buffer_size(lsock_socket *s, int64_t size)
 
 /* Blocking waits (msecs -1: no timeout). They block on this socket only and fire its
  * callbacks synchronously. Each returns true when the event happened, false on timeout
- * (error LSOCK_ERR_SOCKET_TIMEOUT) or failure (the error says why). */
+ * (error LSOCK_ERR_SOCKET_TIMEOUT) or failure (the error says why).
+ * With a read buffer limit, a wait that can only be satisfied by reading finds the buffer
+ * full and returns false at once with LSOCK_ERR_OPERATION ("the read buffer is full: read
+ * from it first"), whatever is queued for writing, never reading past the limit:
+ * wait_for_ready_read(), and wait_for_disconnected() unless it is CLOSING with data still to
+ * write (the end of stream lies behind the unread data). wait_for_disconnected() reads up to
+ * the limit first. Read from the buffer and wait again.
+ * wait_for_disconnected() returns true once the socket is disconnected, by the peer, an
+ * error or the linger time (lsock_socket_set_linger()); lsock_socket_error() says which. */
 LSOCK_API bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs);
 LSOCK_API bool lsock_socket_wait_for_disconnected(lsock_socket *s, int msecs);
 LSOCK_API bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs);
@@ -375,7 +408,10 @@ LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
  * writable. With RECLAIM_STALE, processes reclaiming in one directory take turns (a lock on
  * the directory): of several starting together over one stale file exactly one listens, the
  * others fail ADDRESS_IN_USE; one that waits more than 2 s for its turn fails too. The socket
- * file appears at the name already listening, with its final mode. */
+ * file appears at the name already listening, with its final mode. If the loop cannot watch
+ * the listening socket (its backend refuses it), listen() still succeeds, the error is
+ * LSOCK_ERR_SOCKET_RESOURCE naming the cause, and the server tries again every 100 ms, as when
+ * out of descriptors; clients wait in the backlog meanwhile. */
 LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
 /* Listens on an already bound and listening socket descriptor, which the server then owns.
  * The options are left as set (an abstract descriptor does not add ABSTRACT_NAMESPACE: a

@@ -148,6 +148,8 @@ static int inherited(const lsock_loop *loop)
     return loop->fork_gen != lsock__plat_fork_generation();
 }
 
+int lsock__test_io_start_fail;
+
 int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
 {
     unsigned want = io->events | events;
@@ -156,8 +158,14 @@ int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events)
         return 0;
     }
     if (inherited(loop)) return -EPERM; /* see the fork policy in lsock.h */
-    if (grow_watchers(loop, io->fd) < 0) return -1;
-    if (lsock__backend_set(loop->backend, io->fd, io->installed, want) < 0) return -1;
+    if (lsock__test_io_start_fail) {
+        int err = lsock__test_io_start_fail;
+        lsock__test_io_start_fail = 0;
+        return -err;
+    }
+    if (grow_watchers(loop, io->fd) < 0) return -ENOMEM;
+    int rc = lsock__backend_set(loop->backend, io->fd, io->installed, want);
+    if (rc < 0) return rc;
     if (io->installed == 0 && io != &loop->wake_io) loop->active_ios++;
     io->events = io->installed = want;
     loop->watchers[io->fd] = io;

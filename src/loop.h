@@ -39,8 +39,13 @@ struct lsock__pending {
 };
 
 void lsock__io_init(lsock__io *io, int fd, lsock__io_cb cb, void *data);
-/* Adds events to what io watches. Returns 0 or -1 (no memory / backend error). */
+/* Adds events to what io watches. Returns 0 or -errno (-ENOMEM, the backend's error, e.g.
+ * -ENOSPC from epoll_ctl, or -EPERM on a loop inherited across fork()); on failure io watches
+ * what it watched before. */
 int lsock__io_start(lsock_loop *loop, lsock__io *io, unsigned events);
+/* Failure injection for tests: when non-zero, the next lsock__io_start() that would change
+ * what the backend watches fails with -lsock__test_io_start_fail, which then resets to 0. */
+extern int lsock__test_io_start_fail;
 /* Removes events; with all events removed the descriptor leaves the backend. */
 void lsock__io_stop(lsock_loop *loop, lsock__io *io, unsigned events);
 /* Stops io for good: its descriptor is closed right after. shared: see lsock__backend_forget. */

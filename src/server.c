@@ -174,14 +174,29 @@ int lsock_server_max_pending_connections(const lsock_server *srv)
 
 /* ---- accepting ----------------------------------------------------------------------- */
 
+static void retry_cb(lsock_timer *t, void *ud);
+
+/* A listener the loop cannot watch (the backend refuses it) would never accept: the error
+ * says why, and the retry timer tries again, as after EMFILE (pause_accepting). */
 static void set_watching(lsock_server *srv, int on)
 {
     if (!srv->loop || srv->fd < 0 || srv->watching == on) return;
-    srv->watching = on;
-    if (on)
-        lsock__io_start(srv->loop, &srv->io, LSOCK__READABLE);
-    else
+    if (!on) {
+        srv->watching = 0;
         lsock__io_stop(srv->loop, &srv->io, LSOCK__READABLE);
+        return;
+    }
+    int rc = lsock__io_start(srv->loop, &srv->io, LSOCK__READABLE);
+    if (rc == 0) {
+        srv->watching = 1;
+        return;
+    }
+    char detail[96];
+    snprintf(detail, sizeof detail, "cannot watch the listening socket: %s",
+             lsock__plat_strerror(-rc));
+    lsock__err_set(&srv->err, LSOCK_ERR_SOCKET_RESOURCE, "lsock_server_accept", detail);
+    if (!srv->retry) srv->retry = lsock_timer_new(srv->loop, retry_cb, srv);
+    if (srv->retry) lsock_timer_start(srv->retry, RESOURCE_RETRY_MS, 0);
 }
 
 static void retry_cb(lsock_timer *t, void *ud)

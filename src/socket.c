@@ -14,6 +14,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,11 @@ struct lsock_socket {
     unsigned fd_fork_stamp; /* lsock__plat_fork_stamp() from before the descriptor was made */
     int sndbuf_grown;       /* the kernel refused a write once: its send buffer was raised */
     int block_next;         /* the next read_some blocks in recv() */
+    int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
+    uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
+    lsock_timer *linger_timer;
+    int watch_err;          /* starting to watch the descriptor failed with this errno */
+    const char *watch_call; /* the call in which it failed */
 };
 
 static const char *const empty = "";
@@ -91,6 +97,7 @@ static lsock_socket *alloc_socket(lsock_loop *loop)
     s->loop = loop;
     s->fd = -1;
     s->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+    s->linger = -1;
     s->pend.cb = pending_cb;
     lsock__io_init(&s->io, -1, NULL, s);
     if (loop) lsock__loop_ref_objects(loop, 1);
@@ -115,6 +122,13 @@ static void drop_descriptor(lsock_socket *s)
         lsock_timer_free(s->retry);
         s->retry = NULL;
     }
+    if (s->linger_timer) {
+        lsock_timer_free(s->linger_timer);
+        s->linger_timer = NULL;
+    }
+    s->linger_deadline = 0;
+    s->watch_err = 0;
+    s->watch_call = NULL;
     lsock__plat_close(s->fd);
     s->fd = -1;
     s->fd_blocking = 0;
@@ -254,6 +268,35 @@ static void connection_lost(lsock_socket *s, int err, const char *call)
                                                                   : NULL);
 }
 
+/* ---- watching ------------------------------------------------------------------------ */
+
+static void watch_failure_detail(char *buf, size_t size, int err)
+{
+    snprintf(buf, size, "cannot watch the connection: %s", lsock__plat_strerror(err));
+}
+
+/*
+ * Starts watching events on the loop. If the loop refuses (the backend is out of memory or
+ * space), the connection would be deaf: the failure is recorded and reported from the loop
+ * (or the next wait call), and the connection ends with SOCKET_RESOURCE (report_deferred).
+ */
+static void start_io(lsock_socket *s, unsigned events, const char *call)
+{
+    int rc = lsock__io_start(s->loop, &s->io, events);
+    if (rc == 0 || s->watch_err) return;
+    s->watch_err = -rc;
+    s->watch_call = call;
+    lsock__pending_queue(s->loop, &s->pend);
+}
+
+static void handle_watch_failure(lsock_socket *s)
+{
+    char detail[96];
+    watch_failure_detail(detail, sizeof detail, s->watch_err);
+    s->watch_err = 0;
+    error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, s->watch_call, detail);
+}
+
 /* ---- reading and writing ------------------------------------------------------------- */
 
 static void set_throttle(lsock_socket *s, int on)
@@ -264,7 +307,14 @@ static void set_throttle(lsock_socket *s, int on)
     if (on)
         lsock__io_stop(s->loop, &s->io, LSOCK__READABLE);
     else
-        lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+        start_io(s, LSOCK__READABLE, "lsock_socket_read");
+}
+
+/* The read buffer holds its limit: nothing more is read from the kernel until the
+ * application reads. */
+static int rbuf_full(const lsock_socket *s)
+{
+    return s->rbuf_limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= s->rbuf_limit;
 }
 
 /* Resumes reading once the application has made room below the limit. */
@@ -275,15 +325,16 @@ static void after_consume(lsock_socket *s)
 }
 
 /*
- * Reads what the kernel has, up to the read buffer limit (ignored when ignore_limit).
- * Returns bytes added (> 0), 0 at end of stream, -EAGAIN when nothing (or no room), -errno.
+ * Reads what the kernel has, up to the read buffer limit: every read path goes through here,
+ * so none reads past it. Returns bytes added (> 0), 0 at end of stream, -EAGAIN when nothing
+ * (or no room), -errno.
  */
-static int64_t read_some(lsock_socket *s, int ignore_limit)
+static int64_t read_some(lsock_socket *s)
 {
     int64_t total = 0;
     for (int round = 0; round < READ_ROUNDS; round++) {
         size_t want = 65536;
-        if (s->rbuf_limit > 0 && !ignore_limit) {
+        if (s->rbuf_limit > 0) {
             int64_t room = s->rbuf_limit - (int64_t)lsock__buf_len(&s->rbuf);
             if (room <= 0) {
                 set_throttle(s, 1);
@@ -334,9 +385,9 @@ static int64_t read_some(lsock_socket *s, int ignore_limit)
  * Handles readability: reads, fires ready_read, and ends the connection on end of stream or
  * error. Returns 1 if data arrived, 0 if nothing, -1 if the connection ended.
  */
-static int on_readable(lsock_socket *s, int ignore_limit)
+static int on_readable(lsock_socket *s)
 {
-    int64_t r = read_some(s, ignore_limit);
+    int64_t r = read_some(s);
     if (r > 0) {
         emit_ready_read(s);
         if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
@@ -375,20 +426,22 @@ static void after_flush(lsock_socket *s)
 {
     if (s->loop && s->fd >= 0) {
         if (lsock__buf_len(&s->wbuf) > 0)
-            lsock__io_start(s->loop, &s->io, LSOCK__WRITABLE);
+            start_io(s, LSOCK__WRITABLE, "lsock_socket_write");
         else
             lsock__io_stop(s->loop, &s->io, LSOCK__WRITABLE);
     }
 }
 
 /* Reads what the peer sent before the connection broke, so that it stays readable (as Qt,
- * whose dispatcher reads before it writes). Returns -1 if a callback ended the connection. */
+ * whose dispatcher reads before it writes), up to the read buffer limit: what lies beyond it
+ * goes with the connection, whose error is reported next. Returns -1 if a callback ended the
+ * connection. */
 static int drain_before_loss(lsock_socket *s)
 {
     if (s->fd < 0 || !(s->open_mode & LSOCK_READ_ONLY)) return 0;
     int got = 0;
     int64_t r;
-    while ((r = read_some(s, 1)) > 0)
+    while ((r = read_some(s)) > 0)
         got = 1;
     if (got) {
         emit_ready_read(s);
@@ -404,6 +457,21 @@ static void handle_broken(lsock_socket *s)
     s->broken = 0;
     if (drain_before_loss(s) < 0) return;
     connection_lost(s, err, "lsock_socket_write");
+}
+
+/* A failure recorded earlier (a broken write, a descriptor the loop could not watch): report
+ * it now, from the loop or a wait call. Returns 1 if there was one (the connection ended). */
+static int report_deferred(lsock_socket *s)
+{
+    if (s->broken) {
+        handle_broken(s);
+        return 1;
+    }
+    if (s->watch_err) {
+        handle_watch_failure(s);
+        return 1;
+    }
+    return 0;
 }
 
 /* Writable: flush, report, complete CLOSING. Returns -1 if the connection ended. */
@@ -429,44 +497,53 @@ static void on_io(lsock__io *io, unsigned revents)
     lsock_socket *s = io->data;
     hold(s);
     if (!s->cb.bytes_written) s->written_unreported = 0;
-    if (s->broken) {
-        handle_broken(s);
-    } else {
+    if (!report_deferred(s)) {
         if (revents & LSOCK__WRITABLE) on_writable(s);
-        if (!s->dead && s->fd >= 0 && (revents & LSOCK__READABLE) && !s->throttled)
-            on_readable(s, 0);
+        if (!s->dead && s->fd >= 0 && (revents & LSOCK__READABLE) && !s->throttled) on_readable(s);
     }
     release(s);
 }
 
-/* Deferred work from the loop: a broken write to report, or bytes_written after writes
- * that went straight to the kernel. */
+/* Deferred work from the loop: a broken write or a failed watch to report, or bytes_written
+ * after writes that went straight to the kernel. */
 static void pending_cb(lsock__pending *p)
 {
     lsock_socket *s = (lsock_socket *)((char *)p - offsetof(lsock_socket, pend));
     hold(s);
-    if (s->broken)
-        handle_broken(s);
-    else
-        emit_bytes_written(s);
+    if (!report_deferred(s)) emit_bytes_written(s);
     release(s);
 }
 
-/* Starts watching a connected descriptor on the loop. */
-static void watch(lsock_socket *s)
+/* Starts watching a connected descriptor on the loop (a failure is reported from the loop:
+ * see start_io). */
+static void watch(lsock_socket *s, const char *call)
 {
     if (!s->loop) return;
     lsock__io_init(&s->io, s->fd, on_io, s);
-    lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+    start_io(s, LSOCK__READABLE, call);
 }
 
 /* ---- connecting ---------------------------------------------------------------------- */
 
+/* The kernel connected: watch the connection (if the loop cannot, the connect fails with
+ * SOCKET_RESOURCE rather than leave a deaf socket), then CONNECTED and connected. */
 static void connected_ok(lsock_socket *s)
 {
     if (s->retry) {
         lsock_timer_free(s->retry);
         s->retry = NULL;
+    }
+    if (s->loop) {
+        lsock__io_init(&s->io, s->fd, on_io, s);
+        int rc = lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
+        if (rc < 0) {
+            char detail[96];
+            watch_failure_detail(detail, sizeof detail, -rc);
+            lsock__plat_close(s->fd);
+            s->fd = -1;
+            error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_connect", detail);
+            return;
+        }
     }
     free(s->full);
     s->full = s->connecting_path;
@@ -474,7 +551,6 @@ static void connected_ok(lsock_socket *s)
     s->open_mode = s->connecting_mode;
     s->state = LSOCK_CONNECTED;
     if (!s->loop && lsock__plat_set_blocking(s->fd) == 0) s->fd_blocking = 1;
-    watch(s);
     emit_state(s, LSOCK_CONNECTED);
     if (!s->dead && s->state == LSOCK_CONNECTED && s->cb.connected) s->cb.connected(s, s->ud);
 }
@@ -597,6 +673,52 @@ bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode)
 
 /* ---- closing: the three ways --------------------------------------------------------- */
 
+/* The linger time ran out with data still queued: abort, as Qt reports errors (error_occurred,
+ * then the connection ends), dropping the queue. */
+static void linger_expired(lsock_socket *s)
+{
+    error_and_close(s, LSOCK_ERR_SOCKET_TIMEOUT, "lsock_socket_disconnect",
+                    "the peer did not take the queued data within the linger time");
+}
+
+/* CLOSING with data queued and a linger time running. */
+static int lingering(const lsock_socket *s)
+{
+    return s->state == LSOCK_CLOSING && s->linger_deadline != 0 && lsock__buf_len(&s->wbuf) > 0;
+}
+
+/* A loop-less socket's linger is enforced by the wait calls, which ask this. */
+static int linger_due(const lsock_socket *s)
+{
+    return lingering(s) && lsock__now_ms() >= s->linger_deadline;
+}
+
+static void linger_timer_cb(lsock_timer *t, void *ud)
+{
+    lsock_socket *s = ud;
+    hold(s);
+    if (lingering(s)) linger_expired(s);
+    release(s);
+}
+
+/* CLOSING with data the kernel did not take: bound the wait by the linger time (from now). */
+static void start_linger(lsock_socket *s)
+{
+    if (s->linger_timer) lsock_timer_stop(s->linger_timer);
+    s->linger_deadline = 0;
+    if (s->linger < 0) return;
+    if (s->linger == 0) {
+        linger_expired(s);
+        return;
+    }
+    s->linger_deadline = lsock__now_ms() + (uint64_t)s->linger;
+    if (!s->loop) return;
+    if (!s->linger_timer) s->linger_timer = lsock_timer_new(s->loop, linger_timer_cb, s);
+    if (!s->linger_timer || !lsock_timer_start(s->linger_timer, (uint64_t)s->linger, 0))
+        error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_disconnect",
+                        "out of memory for the linger timer");
+}
+
 static void do_disconnect(lsock_socket *s)
 {
     if (s->state == LSOCK_UNCONNECTED || s->state == LSOCK_CLOSING) return;
@@ -607,10 +729,7 @@ static void do_disconnect(lsock_socket *s)
     s->state = LSOCK_CLOSING;
     emit_state(s, LSOCK_CLOSING);
     if (s->dead || s->state != LSOCK_CLOSING) return;
-    if (s->broken) {
-        handle_broken(s);
-        return;
-    }
+    if (report_deferred(s)) return;
     if (lsock__buf_len(&s->wbuf) > 0) {
         int64_t r = flush_some(s);
         if (r < 0) {
@@ -618,7 +737,10 @@ static void do_disconnect(lsock_socket *s)
             return;
         }
         after_flush(s);
-        if (lsock__buf_len(&s->wbuf) > 0) return; /* CLOSING until the rest is written */
+        if (lsock__buf_len(&s->wbuf) > 0) {
+            start_linger(s); /* CLOSING until the rest is written, or the linger time is up */
+            return;
+        }
     }
     finish_close(s);
 }
@@ -724,6 +846,26 @@ bool lsock_socket_set_connect_timeout(lsock_socket *s, int msecs)
 int lsock_socket_connect_timeout(const lsock_socket *s)
 {
     return s ? s->connect_timeout : -1;
+}
+
+void lsock_socket_set_linger(lsock_socket *s, int msecs)
+{
+    if (!s || s->dead) return;
+    if (msecs < -1) {
+        fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_linger",
+             "negative time other than -1");
+        return;
+    }
+    s->linger = msecs;
+    if (s->state != LSOCK_CLOSING || lsock__buf_len(&s->wbuf) == 0) return;
+    hold(s); /* already closing: the new time counts from now */
+    start_linger(s);
+    release(s);
+}
+
+int lsock_socket_linger(const lsock_socket *s)
+{
+    return s ? s->linger : -1;
 }
 
 lsock_state lsock_socket_state(const lsock_socket *s)
@@ -932,7 +1074,7 @@ bool lsock_socket_flush(lsock_socket *s)
     after_flush(s);
     defer_report(s);
     if (r > 0 && s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && s->loop)
-        lsock__io_start(s->loop, &s->io, LSOCK__WRITABLE); /* the loop completes the close */
+        start_io(s, LSOCK__WRITABLE, "lsock_socket_flush"); /* the loop completes the close */
     return r > 0;
 }
 
@@ -1002,64 +1144,92 @@ static bool wait_connected(lsock_socket *s, int msecs)
     }
 }
 
-/* The wait engine: polls this socket's descriptor only, doing its reads and writes, until
- * done(s) holds, the connection ends, or the time is up. Returns 1 done, 0 timeout, -1 the
- * connection ended. */
-static int wait_loop(lsock_socket *s, int msecs, int (*done)(lsock_socket *, int, int),
-                     int ignore_limit)
+/* What a wait waits for. */
+typedef enum wait_goal { FOR_READ, FOR_WRITTEN, FOR_CLOSE } wait_goal;
+
+/* The outcomes of wait_loop. */
+enum { WAIT_FULL = -2, WAIT_ENDED = -1, WAIT_TIMEOUT = 0, WAIT_DONE = 1 };
+
+/* Whether the goal can only come from reading: data, or the end of a connection with nothing
+ * left to write (the end of stream lies behind the unread data). */
+static int needs_reading(const lsock_socket *s, wait_goal goal)
+{
+    if (goal == FOR_WRITTEN) return 0;
+    if (goal == FOR_CLOSE) return !(s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) > 0);
+    return 1;
+}
+
+/* Milliseconds to poll: up to the wait's deadline, and while CLOSING up to the linger's. */
+static int wait_left(const lsock_socket *s, uint64_t deadline, int msecs)
+{
+    int left = remaining(deadline, msecs);
+    if (lingering(s)) {
+        uint64_t now = lsock__now_ms();
+        uint64_t l = now >= s->linger_deadline ? 0 : s->linger_deadline - now;
+        if (left < 0 || l < (uint64_t)left) left = l > INT_MAX ? INT_MAX : (int)l;
+    }
+    return left;
+}
+
+/*
+ * The wait engine: polls this socket's descriptor only, doing its reads and writes, until
+ * the goal is reached, the connection ends, or the time is up. Never reads past the read
+ * buffer limit: a goal that needs reading while the buffer is full gives WAIT_FULL at once.
+ * Enforces the linger time of a CLOSING socket. Returns WAIT_DONE, WAIT_TIMEOUT, WAIT_ENDED
+ * (the connection ended) or WAIT_FULL.
+ */
+static int wait_loop(lsock_socket *s, int msecs, wait_goal goal)
 {
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
     for (;;) {
-        if (s->broken) {
-            handle_broken(s);
-            return -1;
+        if (report_deferred(s)) return WAIT_ENDED;
+        if (linger_due(s)) {
+            linger_expired(s);
+            return WAIT_ENDED;
         }
-        unsigned ev = 0;
-        if (!s->throttled || ignore_limit) ev |= LSOCK__READABLE;
+        int full = s->throttled || rbuf_full(s);
+        if (full && needs_reading(s, goal)) return WAIT_FULL;
+        unsigned ev = full ? 0 : LSOCK__READABLE;
         if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
-        int left = remaining(deadline, msecs);
-        int block = ev == LSOCK__READABLE && msecs < 0 && s->fd_blocking;
-        /* ev is never empty here: a full read buffer is refused before waiting to read, and
-         * the other waits have data to write or ignore the limit. */
-        int rc = block ? LSOCK__READABLE : ev ? lsock__plat_wait(s->fd, ev, left) : 0;
-        if (rc == 0) return 0;
+        if (ev == 0)
+            return WAIT_FULL; /* reading paused and nothing to write: nothing to wait for */
+        int left = wait_left(s, deadline, msecs);
+        int block = ev == LSOCK__READABLE && left < 0 && s->fd_blocking;
+        int rc = block ? LSOCK__READABLE : lsock__plat_wait(s->fd, ev, left);
+        if (rc == 0) {
+            if (linger_due(s) || remaining(deadline, msecs) != 0) continue;
+            return WAIT_TIMEOUT;
+        }
         if (rc < 0) {
             connection_lost(s, -rc, "lsock_socket_wait");
-            return -1;
+            return WAIT_ENDED;
         }
         int wrote = 0, got = 0;
         if (rc & LSOCK__WRITABLE) {
             size_t before = lsock__buf_len(&s->wbuf);
-            if (on_writable(s) < 0) return -1;
+            if (on_writable(s) < 0) return WAIT_ENDED;
             wrote = lsock__buf_len(&s->wbuf) < before;
         }
         if (rc & LSOCK__READABLE) {
-            if (ignore_limit && s->throttled) set_throttle(s, 0);
             s->block_next = block;
-            int r = on_readable(s, ignore_limit);
+            int r = on_readable(s);
             if (!s->dead) s->block_next = 0;
             if (r == 0 && block) s->fd_blocking = 0; /* not blocking after all: poll from now */
-            if (r < 0) return -1;
+            if (r < 0) return WAIT_ENDED;
             got = r;
         }
-        if (s->dead) return -1;
-        if (done(s, got, wrote)) return 1;
+        if (s->dead) return WAIT_ENDED;
+        if ((goal == FOR_READ && got) || (goal == FOR_WRITTEN && wrote)) return WAIT_DONE;
     }
 }
 
-static int done_read(lsock_socket *s, int got, int wrote)
+/* A wait's result as its return value and error. */
+static bool wait_result(lsock_socket *s, int rc, const char *call)
 {
-    return got;
-}
-
-static int done_written(lsock_socket *s, int got, int wrote)
-{
-    return wrote;
-}
-
-static int done_never(lsock_socket *s, int got, int wrote)
-{
-    return 0;
+    if (rc == WAIT_TIMEOUT) return timed_out(s, call);
+    if (rc == WAIT_FULL)
+        return fail(s, LSOCK_ERR_OPERATION, call, "the read buffer is full: read from it first");
+    return rc == WAIT_DONE && !s->dead;
 }
 
 bool lsock_socket_wait_for_connected(lsock_socket *s, int msecs)
@@ -1089,18 +1259,11 @@ static bool wait_ready_read(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_ready_read";
     if (!connect_phase(s, &msecs)) return false;
-    if (s->broken) {
-        handle_broken(s);
-        return false;
-    }
+    if (report_deferred(s)) return false;
     if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
         return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
-    if (s->rbuf_limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= s->rbuf_limit &&
-        lsock__buf_len(&s->wbuf) == 0)
-        return fail(s, LSOCK_ERR_OPERATION, call, "the read buffer is full: read from it first");
-    int rc = wait_loop(s, msecs, done_read, 0);
-    if (rc == 0) return timed_out(s, call);
-    return rc > 0 && !s->dead;
+    /* A full read buffer fails at once, whatever is queued for writing (wait_loop). */
+    return wait_result(s, wait_loop(s, msecs, FOR_READ), call);
 }
 
 bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs)
@@ -1116,10 +1279,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_bytes_written";
     if (!connect_phase(s, &msecs)) return false;
-    if (s->broken) {
-        handle_broken(s);
-        return false;
-    }
+    if (report_deferred(s)) return false;
     if (s->written_unreported > 0) {
         /* Data already went straight to the kernel: that is the write being waited for. */
         if (s->loop) lsock__pending_cancel(s->loop, &s->pend);
@@ -1129,9 +1289,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
     if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0)
         return fail(s, LSOCK_ERR_OPERATION, call, "nothing written to wait for");
-    int rc = wait_loop(s, msecs, done_written, 0);
-    if (rc == 0) return timed_out(s, call);
-    return rc > 0 && !s->dead;
+    return wait_result(s, wait_loop(s, msecs, FOR_WRITTEN), call);
 }
 
 bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
@@ -1143,18 +1301,20 @@ bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
     return ok;
 }
 
+/* True once the socket is disconnected, however that came (the peer closed, an error, the
+ * linger time ran out: the error says which). */
 static bool wait_disconnected(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_disconnected";
     if (s->state == LSOCK_UNCONNECTED) return fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     if (!connect_phase(s, &msecs)) return false;
-    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && !s->broken) {
+    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && !s->broken && !s->watch_err) {
         finish_close(s);
         return !s->dead;
     }
-    int rc = wait_loop(s, msecs, done_never, 1);
-    if (rc == 0) return timed_out(s, call);
-    return !s->dead && s->state == LSOCK_UNCONNECTED;
+    int rc = wait_loop(s, msecs, FOR_CLOSE);
+    if (rc == WAIT_ENDED) return !s->dead && s->state == LSOCK_UNCONNECTED;
+    return wait_result(s, rc, call);
 }
 
 bool lsock_socket_wait_for_disconnected(lsock_socket *s, int msecs)
@@ -1189,7 +1349,7 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     s->fd_shared = 1; /* the application may keep its own copies */
     s->open_mode = open_mode;
     s->state = LSOCK_CONNECTED;
-    watch(s);
+    watch(s, call);
     emit_state(s, LSOCK_CONNECTED);
     release(s);
     return true;
@@ -1240,5 +1400,5 @@ lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned for
 
 void lsock__socket_activate(lsock_socket *s)
 {
-    watch(s);
+    watch(s, "lsock_server_next_pending_connection");
 }

@@ -660,4 +660,188 @@ TEST(wait_for_ready_read_with_full_read_buffer_fails_at_once_without_reading)
     pair_close(&p);
 }
 
+/* ---- the read buffer limit in the waits ------------------------------------------------- */
+
+#define FULL_BUFFER_TEXT                                                                           \
+    "Operation not allowed in this state (the read buffer is full: read from it first)"
+
+/* A peer thread: streams total bytes of the pattern through a loop-less socket, then
+ * disconnects and frees it. ok: everything was handed to the kernel. */
+typedef struct streamer {
+    lsock_socket *s;
+    size_t total;
+    bool ok;
+    pthread_t th;
+} streamer;
+
+static void *stream_main(void *arg)
+{
+    streamer *st = arg;
+    unsigned char *data = pattern_new(st->total);
+    if (lsock_socket_write(st->s, data, (int64_t)st->total) == (int64_t)st->total) {
+        uint64_t dl = test_now_ms() + 30000;
+        while (lsock_socket_bytes_to_write(st->s) > 0 && test_now_ms() < dl)
+            lsock_socket_wait_for_bytes_written(st->s, 1000);
+        st->ok = lsock_socket_bytes_to_write(st->s) == 0;
+    }
+    lsock_socket_disconnect(st->s);
+    lsock_socket_free(st->s);
+    free(data);
+    return NULL;
+}
+
+TEST(wait_for_disconnected_never_reads_past_the_read_buffer_limit)
+{
+    const int64_t limit = 65536;
+    pair p;
+    pair_open(&p, NULL);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_read_buffer_size(p.client, limit));
+    streamer st = {.s = p.peer, .total = 8u << 20};
+    p.peer = NULL;
+    ASSERT_EQ(pthread_create(&st.th, NULL, stream_main, &st), 0);
+    /* The peer streams far more than the limit and stays connected: the wait fills the buffer
+     * up to the limit, then refuses to read on. */
+    ASSERT(!lsock_socket_wait_for_disconnected(p.client, 5000));
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
+    ASSERT_STR_EQ(lsock_socket_error_string(p.client),
+                  "lsock_socket_wait_for_disconnected: " FULL_BUFFER_TEXT);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), limit);
+    ASSERT(r.max_available <= limit);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
+    /* Reading and waiting again gets every byte in order, then the end. */
+    unsigned char *buf = malloc((size_t)limit);
+    ASSERT(buf != NULL);
+    size_t got = 0;
+    uint64_t dl = test_now_ms() + 60000;
+    for (bool done = false;;) {
+        int64_t n = lsock_socket_read(p.client, buf, limit);
+        ASSERT(n >= 0);
+        for (int64_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(got + (size_t)i)) FAIL_("byte %zu differs", got + (size_t)i);
+        got += (size_t)n;
+        if (done) break;
+        ASSERT(test_now_ms() < dl);
+        if (lsock_socket_wait_for_disconnected(p.client, 5000)) {
+            done = true;
+            continue;
+        }
+        ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
+        ASSERT(lsock_socket_bytes_available(p.client) <= limit);
+    }
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_EQ(got, st.total);
+    ASSERT(r.max_available <= limit);
+    ASSERT_EQ(pthread_join(st.th, NULL), 0);
+    ASSERT(st.ok);
+    free(buf);
+    pair_close(&p);
+}
+
+TEST(wait_for_ready_read_with_full_read_buffer_and_a_queued_write_fails_at_once_not_timeout)
+{
+    pair p;
+    pair_open(&p, NULL);
+    ASSERT(lsock_socket_set_read_buffer_size(p.client, 4));
+    ASSERT_EQ(lsock_socket_write(p.peer, "0123456789", 10), 10);
+    ASSERT(lsock_socket_wait_for_ready_read(p.client, 5000));
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 4);
+    /* A write the peer does not read stays queued. */
+    size_t n = 8u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    ASSERT(lsock_socket_bytes_to_write(p.client) > 0);
+    uint64_t t0 = test_now_ms();
+    ASSERT(!lsock_socket_wait_for_ready_read(p.client, 5000));
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION); /* not SOCKET_TIMEOUT */
+    ASSERT_STR_EQ(lsock_socket_error_string(p.client),
+                  "lsock_socket_wait_for_ready_read: " FULL_BUFFER_TEXT);
+    ASSERT(test_now_ms() - t0 < 2000);
+    /* wait_for_disconnected, too, while the connection has data to read. */
+    t0 = test_now_ms();
+    ASSERT(!lsock_socket_wait_for_disconnected(p.client, 5000));
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
+    ASSERT_STR_EQ(lsock_socket_error_string(p.client),
+                  "lsock_socket_wait_for_disconnected: " FULL_BUFFER_TEXT);
+    ASSERT(test_now_ms() - t0 < 2000);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 4);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
+    free(data);
+    pair_close(&p);
+}
+
+/* ---- linger without a loop -------------------------------------------------------------- */
+
+/* The client queues 8 MiB that its loop-less peer never reads, with the given linger, and
+ * disconnects: CLOSING with the queue held. Returns the time of the disconnect. */
+static uint64_t disconnect_stalled(pair *p, rec *r, int linger)
+{
+    pair_open(p, NULL);
+    rec_init(r);
+    lsock_socket_set_callbacks(p->client, &rec_cbs, r);
+    size_t n = 8u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p->client, data, (int64_t)n), (int64_t)n);
+    free(data);
+    ASSERT(lsock_socket_bytes_to_write(p->client) > 0);
+    lsock_socket_set_linger(p->client, linger);
+    ASSERT_EQ(lsock_socket_linger(p->client), linger);
+    uint64_t t0 = test_now_ms();
+    lsock_socket_disconnect(p->client);
+    return t0;
+}
+
+#define LINGER_ABORT_LOG                                                                           \
+    "state:CLOSING error:SOCKET_TIMEOUT state:UNCONNECTED read_channel_finished disconnected"
+
+TEST(wait_for_disconnected_honours_linger_when_the_peer_never_reads)
+{
+    pair p;
+    rec r;
+    uint64_t t0 = disconnect_stalled(&p, &r, 100);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    /* Disconnected by the linger time, not by the wait's own timeout. */
+    ASSERT(lsock_socket_wait_for_disconnected(p.client, 5000));
+    uint64_t took = test_now_ms() - t0;
+    ASSERT(took >= 90 && took < 2500);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_disconnect: "));
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, LINGER_ABORT_LOG);
+    pair_close(&p);
+}
+
+TEST(wait_for_bytes_written_honours_linger_when_the_peer_never_reads)
+{
+    pair p;
+    rec r;
+    uint64_t t0 = disconnect_stalled(&p, &r, 100);
+    /* Reports what went to the kernel already, then waits for the rest until the linger. */
+    while (lsock_socket_wait_for_bytes_written(p.client, 5000))
+        ASSERT(test_now_ms() - t0 < 2500);
+    uint64_t took = test_now_ms() - t0;
+    ASSERT(took >= 90 && took < 2500);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_disconnect: "));
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, LINGER_ABORT_LOG);
+    pair_close(&p);
+}
+
+TEST(disconnect_with_linger_zero_aborts_at_once_when_data_stays_queued)
+{
+    pair p;
+    rec r;
+    disconnect_stalled(&p, &r, 0);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, LINGER_ABORT_LOG);
+    pair_close(&p);
+}
+
 TEST_MAIN()

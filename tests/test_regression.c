@@ -18,10 +18,10 @@
 
 /* ---- A: wait_for_disconnected on a throttled loop socket ------------------------------- */
 
-/* wait_loop(ignore_limit) clears s->throttled without restarting the loop's READABLE watcher
- * (socket.c, wait_loop: "if (ignore_limit && s->throttled) s->throttled = 0;"). After such a
- * wait times out, after_consume() sees throttled == 0 and never restarts the watcher: the
- * socket never reads again on its loop. */
+/* wait_loop(ignore_limit) used to clear s->throttled without restarting the loop's READABLE
+ * watcher. After such a wait timed out, after_consume() saw throttled == 0 and never restarted
+ * the watcher: the socket never read again on its loop. The wait now honours the limit (it
+ * refuses a full buffer at once); the loop must still read after it. */
 TEST(wait_for_disconnected_timeout_on_throttled_socket_keeps_loop_reading)
 {
     lsock_loop *loop = loop_new();
@@ -31,12 +31,16 @@ TEST(wait_for_disconnected_timeout_on_throttled_socket_keeps_loop_reading)
     unsigned char *data = pattern_new(256);
     ASSERT_EQ(lsock_socket_write(p.peer, data, 256), 256);
     RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 128, 5000); /* now throttled */
-    /* Times out (the peer stays connected); reads the rest, ignoring the limit. */
+    /* The buffer is full and the peer stays connected: refused, nothing read past the limit. */
     ASSERT(!lsock_socket_wait_for_disconnected(p.client, 20));
-    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
+    ASSERT_EQ(lsock_socket_bytes_available(p.client), 128);
     unsigned char buf[512];
-    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 256);
-    ASSERT(memcmp(buf, data, 256) == 0);
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 128);
+    ASSERT(memcmp(buf, data, 128) == 0);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 128, 5000);
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 128);
+    ASSERT(memcmp(buf, data + 128, 128) == 0);
     /* The peer sends more: the client's loop must see it. */
     ASSERT_EQ(lsock_socket_write(p.peer, "more", 4), 4);
     bool got = RUN_UNTIL_OR(loop, lsock_socket_bytes_available(p.client) == 4, 2000);

@@ -25,6 +25,8 @@
 
 #include "support.h"
 
+#include "internal.h" /* lsock__test_io_start_fail, lsock__plat_strerror */
+
 /* ---- server helpers -------------------------------------------------------------------- */
 
 typedef struct srvrec {
@@ -981,6 +983,35 @@ TEST(ten_processes_exchange_lines_with_a_loop_server)
     ASSERT_EQ(e.lines, N);
     for (int i = 0; i < e.nconns; i++)
         lsock_socket_free(e.conns[i]);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(listener_the_loop_cannot_watch_sets_socket_resource_and_retries)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("nowatchsrv");
+    lsock_server *srv = lsock_server_new(loop);
+    lsock__test_io_start_fail = ENOSPC;
+    ASSERT(lsock_server_listen(srv, name));
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SOCKET_RESOURCE);
+    char want[256];
+    snprintf(want, sizeof want,
+             "lsock_server_accept: Out of resources (cannot watch the listening socket: %s)",
+             lsock__plat_strerror(ENOSPC));
+    ASSERT_STR_EQ(lsock_server_error_string(srv), want);
+    ASSERT(lsock_server_is_listening(srv));
+    /* A client waits in the backlog; the retry watches the listener again and accepts it. */
+    lsock_socket *c = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s != NULL);
+    ASSERT_EQ(lsock_socket_write(c, "ping", 4), 4);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(s) == 4, 5000);
+    lsock_socket_free(s);
+    lsock_socket_free(c);
     lsock_server_free(srv);
     loop_free(loop);
 }

@@ -24,6 +24,8 @@
 
 #include "support.h"
 
+#include "internal.h" /* lsock__test_io_start_fail, lsock__plat_strerror */
+
 /* ---- defaults and names ---------------------------------------------------------------- */
 
 TEST(new_socket_has_documented_defaults)
@@ -1801,6 +1803,234 @@ TEST(connect_retry_on_full_backlog_does_not_spin)
     lsock_socket_free(a);
     lsock_socket_free(b);
     fullsrv_close(&f);
+    loop_free(loop);
+}
+
+/* ---- linger: a graceful disconnect bounded in time ------------------------------------- */
+
+/* The client queues n bytes that the peer, reading at most limit bytes, never takes: returns
+ * once the peer is seen holding a full buffer and the client's queue is still non-empty. */
+static void stall_peer(lsock_loop *loop, pair *p, int64_t limit, size_t n)
+{
+    ASSERT(lsock_socket_set_read_buffer_size(p->peer, limit));
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p->client, data, (int64_t)n), (int64_t)n);
+    free(data);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p->peer) == limit, 5000);
+    ASSERT(lsock_socket_bytes_to_write(p->client) > 0);
+}
+
+TEST(set_linger_keeps_values_and_refuses_negatives_other_than_minus_one)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT_EQ(lsock_socket_linger(s), -1);
+    lsock_socket_set_linger(s, 250);
+    ASSERT_EQ(lsock_socket_linger(s), 250);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_NONE);
+    lsock_socket_set_linger(s, -2);
+    ASSERT_EQ(lsock_socket_linger(s), 250);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_INVALID_ARGUMENT);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_set_linger: "));
+    lsock_socket_set_linger(s, 0);
+    ASSERT_EQ(lsock_socket_linger(s), 0);
+    lsock_socket_set_linger(s, -1);
+    ASSERT_EQ(lsock_socket_linger(s), -1);
+    lsock_socket_set_linger(NULL, 5);
+    ASSERT_EQ(lsock_socket_linger(NULL), -1);
+    lsock_socket_free(s);
+}
+
+TEST(disconnect_with_linger_aborts_with_socket_timeout_when_the_peer_never_reads)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    stall_peer(loop, &p, 4096, 8u << 20);
+    lsock_socket_set_linger(p.client, 100);
+    uint64_t t0 = test_now_ms();
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    RUN_UNTIL(loop, lsock_socket_state(p.client) == LSOCK_UNCONNECTED, 5000);
+    ASSERT(test_now_ms() - t0 >= 90);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_disconnect: "));
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    ASSERT_STR_EQ(r.log, "state:CLOSING error:SOCKET_TIMEOUT state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(disconnect_without_linger_stays_closing_while_the_peer_never_reads)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    stall_peer(loop, &p, 4096, 8u << 20);
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    int64_t queued = lsock_socket_bytes_to_write(p.client);
+    ASSERT(run_for(loop, 300) > 3);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), queued);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 4096);
+    ASSERT_EQ(r.errors, 0);
+    ASSERT_STR_EQ(r.log, "state:CLOSING");
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(linger_that_expires_after_the_queue_drained_does_nothing)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    size_t n = 2u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    ASSERT(lsock_socket_bytes_to_write(p.client) > 0);
+    lsock_socket_set_linger(p.client, 1000);
+    uint64_t t0 = test_now_ms();
+    lsock_socket_disconnect(p.client);
+    ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CLOSING);
+    /* The peer reads everything: the queue drains and the close completes. */
+    RUN_UNTIL(loop, lsock_socket_state(p.client) == LSOCK_UNCONNECTED, 5000);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.peer) == (int64_t)n, 5000);
+    ASSERT(test_now_ms() - t0 < 1000); /* else the linger time would be the test */
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_NONE);
+    /* Past the linger time: nothing more happens. */
+    while (test_now_ms() < t0 + 1200)
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_NONE);
+    ASSERT_EQ(r.errors, 0);
+    ASSERT_STR_EQ(r.log, "state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
+    free(data);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+/* ---- a descriptor the loop cannot watch ------------------------------------------------ */
+
+/* The error text of a watch that failed with ENOSPC, after "<call>: ". */
+static const char *watch_failure_text(const char *call)
+{
+    static char buf[256];
+    snprintf(buf, sizeof buf, "%s: Out of resources (cannot watch the connection: %s)", call,
+             lsock__plat_strerror(ENOSPC));
+    return buf;
+}
+
+TEST(connect_fails_socket_resource_when_the_loop_cannot_watch_the_connection)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("nowatch");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *s = lsock_socket_new(loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    lsock__test_io_start_fail = ENOSPC;
+    ASSERT(!lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(s), watch_failure_text("lsock_socket_connect"));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    ASSERT_STR_EQ(r.log, "state:CONNECTING error:SOCKET_RESOURCE state:UNCONNECTED");
+    /* Nothing is left half-made: the next connect works. */
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(accepted_connection_the_loop_cannot_watch_ends_with_socket_resource)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("nowatchacc");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock__test_io_start_fail = ENOSPC;
+    lsock_socket *s = lsock_server_next_pending_connection(srv);
+    ASSERT(s != NULL);
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 2000);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(s),
+                  watch_failure_text("lsock_server_next_pending_connection"));
+    ASSERT_STR_EQ(r.log, "error:SOCKET_RESOURCE state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    /* The client sees the connection end. */
+    RUN_UNTIL(loop, lsock_socket_state(c) == LSOCK_UNCONNECTED, 5000);
+    ASSERT_ERR(lsock_socket_error(c), LSOCK_ERR_PEER_CLOSED);
+    lsock_socket_free(s);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(adopted_descriptor_the_loop_cannot_watch_ends_with_socket_resource)
+{
+    lsock_loop *loop = loop_new();
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    lsock_socket *s = lsock_socket_new(loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(s, &rec_cbs, &r);
+    lsock__test_io_start_fail = ENOSPC;
+    ASSERT(lsock_socket_set_descriptor(s, sv[0], LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 2000);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(s), watch_failure_text("lsock_socket_set_descriptor"));
+    ASSERT_STR_EQ(r.log, "state:CONNECTED error:SOCKET_RESOURCE state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    lsock_socket_free(s);
+    /* The socket owned sv[0] and closed it: the other end sees EOF. */
+    char buf[8];
+    ASSERT_EQ(read(sv[1], buf, sizeof buf), 0);
+    close(sv[1]);
+    loop_free(loop);
+}
+
+TEST(socket_that_cannot_resume_reading_ends_with_socket_resource)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.client, &rec_cbs, &r);
+    ASSERT(lsock_socket_set_read_buffer_size(p.client, 4));
+    ASSERT_EQ(lsock_socket_write(p.peer, "0123456789", 10), 10);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.client) == 4, 5000); /* reading paused */
+    lsock__test_io_start_fail = ENOSPC;
+    char buf[16];
+    ASSERT_EQ(lsock_socket_read(p.client, buf, sizeof buf), 4); /* resumes reading: refused */
+    ASSERT_EQ(lsock__test_io_start_fail, 0);
+    RUN_UNTIL(loop, lsock_socket_state(p.client) == LSOCK_UNCONNECTED, 2000);
+    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT_STR_EQ(lsock_socket_error_string(p.client), watch_failure_text("lsock_socket_read"));
+    ASSERT_STR_EQ(r.log, "error:SOCKET_RESOURCE state:CLOSING state:UNCONNECTED "
+                         "read_channel_finished disconnected");
+    pair_close(&p);
     loop_free(loop);
 }
 
