@@ -315,7 +315,10 @@ static int taken(lsock_server *srv, lsock_error code, const char *detail)
 static int examine(lsock_server *srv, const char *path, lsock__file_info *f)
 {
     int rc = lsock__plat_file_info(path, f);
-    if (rc < 0) return taken(srv, lsock__listen_error(rc), lsock__plat_strerror(rc));
+    if (rc < 0)
+        return taken(srv, lsock__listen_error(rc),
+                     rc == -ENAMETOOLONG ? lsock__plat_name_limit_text()
+                                         : lsock__plat_strerror(rc));
     if (!f->exists) return NAME_FREE;
     if (!f->is_socket)
         return taken(srv, LSOCK_ERR_ADDRESS_IN_USE, "a file that is not a socket exists");
