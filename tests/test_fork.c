@@ -195,6 +195,35 @@ TEST(loop_fork_lets_the_child_use_the_inherited_loop)
     forked_close(&f);
 }
 
+TEST(loop_fork_then_freeing_an_inherited_server_leaves_the_child_loop_idle)
+{
+    lsock_loop *loop = loop_new();
+    const char *name = test_name("forkedsrv");
+    lsock_server *srv = lsock_server_new(loop);
+    ASSERT(lsock_server_listen(srv, name));
+    /* A client waits in the backlog: the listener stays readable while nobody accepts. */
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        /* The child's own backend watches the listener; freeing the server must take it out
+         * of that backend, or the child's loop would be woken for a descriptor it closed. */
+        if (!lsock_loop_fork(loop)) _exit(1);
+        lsock_server_free(srv);
+        int n = run_for(loop, 200);
+        _exit(n < 100 ? 0 : 2);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    ASSERT(file_exists(path_of(name)));
+    RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    ASSERT(peer != NULL);
+    lsock_socket_free(peer);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
 static int fired;
 static void count_fired(lsock_timer *t, void *u)
 {
