@@ -392,7 +392,7 @@ TEST(nested_run_keeps_a_pending_stop_for_the_outer_run)
     uint64_t deadline = test_now_ms() + 5000;
     while (st.calls < 2 && test_now_ms() < deadline)
         lsock_loop_run(loop, LSOCK_RUN_ONCE);
-    ASSERT_EQ(st.calls, 2);
+    ASSERT(st.calls >= 2); /* one pass may run a 1 ms timer before and after polling */
     lsock_timer_free(t);
     ASSERT(lsock_loop_free(loop));
 }
