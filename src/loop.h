@@ -1,5 +1,5 @@
 /*
- * The loop's internals, for the objects that run on it (socket.c, server.c) and for loop.c
+ * The loop's internals, for the objects that run on it (socket*.c, server.c) and for loop.c
  * itself: watchers of descriptors, deferred work, and the loop's counters. Timers are public
  * (lsock_timer in lsock.h); their heap is private to loop.c. Nothing here is public.
  *

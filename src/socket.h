@@ -1,0 +1,124 @@
+/*
+ * The socket's private parts, shared by the three files that implement it: socket.c (the state
+ * machine and lifetime), socket_io.c (the I/O paths) and socket_wait.c (the blocking waits).
+ * Not installed; what server.c needs of the socket is in internal.h.
+ */
+#ifndef LSOCK_SOCKET_H
+#define LSOCK_SOCKET_H
+
+#include "internal.h"
+#include "buffer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lsock_socket {
+    lsock_loop *loop;
+    lsock_socket_callbacks cb;
+    void *ud;
+    lsock_state state;
+    unsigned open_mode;
+    unsigned options;
+    int fd;
+    lsock__io io;
+    lsock__buf rbuf, wbuf;
+    int64_t rbuf_limit;
+    int64_t wbuf_limit;
+    int throttled; /* reading paused: read buffer at its limit */
+    int connect_timeout;
+    char *name, *full;
+    char *connecting_path; /* resolved name while CONNECTING */
+    unsigned connecting_mode;
+    uint64_t connect_deadline;
+    int retry_delay;
+    lsock_timer *retry;
+    lsock__errinfo err;
+    int64_t written_unreported; /* handed to the kernel, not yet told via bytes_written */
+    int broken;                 /* a write failed with this errno; handled asynchronously */
+    lsock__pending pend;
+    int depth;
+    int dead;
+    int in_ready_read, in_bytes_written;
+    int fd_blocking;        /* loop-less: the descriptor is blocking (reads pass MSG_DONTWAIT) */
+    int fd_shared;          /* handed out or adopted: others may hold the file (lsock__io_close) */
+    unsigned fd_fork_stamp; /* lsock__plat_fork_stamp() from before the descriptor was made */
+    int sndbuf_grown;       /* the kernel refused a write once: its send buffer was raised */
+    int block_next;         /* the next read_some blocks in recv() */
+    int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
+    uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
+    lsock_timer *linger_timer;
+    int watch_err;          /* starting to watch the descriptor failed with this errno */
+    const char *watch_call; /* the call in which it failed */
+};
+
+/* ---- socket.c: lifetime, callbacks, closing, connecting ------------------------------ */
+
+/* Frees the memory of a dead socket (lsock__socket_release calls it for the last holder). */
+void lsock__socket_destroy(lsock_socket *s);
+/* Reports what went to the kernel since the last report through bytes_written, never nested. */
+void lsock__socket_emit_bytes_written(lsock_socket *s);
+/* Ends the connection in Qt's order (CLOSING, UNCONNECTED, read_channel_finished, disconnected). */
+void lsock__socket_finish_close(lsock_socket *s);
+/* Records the error, fires error_occurred, then ends the connection (Qt's setErrorAndEmit). */
+void lsock__socket_error_and_close(lsock_socket *s, lsock_error code, const char *call,
+                                   const char *detail);
+/* Ends the connection after an I/O error (errno; 0: end of stream): PEER_CLOSED or CONNECTION. */
+void lsock__socket_connection_lost(lsock_socket *s, int err, const char *call);
+/* One more connect attempt while the backlog is full: 1 connected, 0 connecting, -1 failed. */
+int lsock__socket_retry_connect(lsock_socket *s);
+/* Aborts a CLOSING socket whose linger time ran out with data still queued. */
+void lsock__socket_linger_expired(lsock_socket *s);
+
+/* ---- socket_io.c: watching, reading and writing -------------------------------------- */
+
+/* Writes "cannot watch the connection: <cause>" into buf. */
+void lsock__socket_watch_failure_detail(char *buf, size_t size, int err);
+/* Resumes reading once the application has made room below the read buffer limit. */
+void lsock__socket_after_consume(lsock_socket *s);
+/* Reads, fires ready_read, ends the connection at end of stream: 1 data, 0 nothing, -1 ended. */
+int lsock__socket_on_readable(lsock_socket *s);
+/* Writes queued data until the kernel is full: bytes written or -errno. */
+int64_t lsock__socket_flush_some(lsock_socket *s);
+/* After a flush: watch for room while data is queued, stop watching once it is all written. */
+void lsock__socket_after_flush(lsock_socket *s);
+/* Reports a failure recorded earlier (broken write, failed watch): 1 if there was one. */
+int lsock__socket_report_deferred(lsock_socket *s);
+/* Flushes, fires bytes_written, completes CLOSING: -1 if the connection ended, else 0. */
+int lsock__socket_on_writable(lsock_socket *s);
+/* The loop's callback for the socket's descriptor. */
+void lsock__socket_on_io(lsock__io *io, unsigned revents);
+/* The loop's callback for the socket's deferred work (s->pend). */
+void lsock__socket_pending_cb(lsock__pending *p);
+/* Starts watching a connected descriptor on the loop (no-op without a loop). */
+void lsock__socket_watch(lsock_socket *s, const char *call);
+
+/* ---- small helpers, inline for the hot path ------------------------------------------ */
+
+/* Keeps the socket's memory while an entry point runs (callbacks may free the socket). */
+static inline void lsock__socket_hold(lsock_socket *s)
+{
+    s->depth++;
+}
+
+/* Ends a hold; the memory goes with the outermost one once the socket is dead. */
+static inline void lsock__socket_release(lsock_socket *s)
+{
+    if (--s->depth == 0 && s->dead) lsock__socket_destroy(s);
+}
+
+/* Records an error on the socket; returns false for the caller to return. */
+static inline bool lsock__socket_fail(lsock_socket *s, lsock_error code, const char *call,
+                                      const char *detail)
+{
+    lsock__err_set(&s->err, code, call, detail);
+    return false;
+}
+
+/* CLOSING with data queued and a linger time running. */
+static inline int lsock__socket_lingering(const lsock_socket *s)
+{
+    return s->state == LSOCK_CLOSING && s->linger_deadline != 0 && lsock__buf_len(&s->wbuf) > 0;
+}
+
+#endif

@@ -1,0 +1,496 @@
+/*
+ * The socket's I/O paths: watching the descriptor, reading and writing between the kernel and
+ * the buffers, the loop's callbacks, and the public read and write calls. The state machine
+ * and lifetime are in socket.c, the blocking waits in socket_wait.c, the struct in socket.h.
+ */
+#include "socket.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define READ_DIRECT_MIN 16384
+#define READ_ROUNDS     16
+
+/* ---- callbacks ----------------------------------------------------------------------- */
+
+/* readyRead is not emitted recursively (as Qt): data that arrives while the application is
+ * inside ready_read waits in the buffer. */
+static void emit_ready_read(lsock_socket *s)
+{
+    if (s->dead || !s->cb.ready_read || s->in_ready_read) return;
+    s->in_ready_read = 1;
+    s->cb.ready_read(s, s->ud);
+    s->in_ready_read = 0;
+}
+
+/* ---- watching ------------------------------------------------------------------------ */
+
+void lsock__socket_watch_failure_detail(char *buf, size_t size, int err)
+{
+    snprintf(buf, size, "cannot watch the connection: %s", lsock__plat_strerror(err));
+}
+
+/*
+ * Starts watching events on the loop. If the loop refuses (the backend is out of memory or
+ * space), the connection would be deaf: the failure is recorded and reported from the loop
+ * (or the next wait call), and the connection ends with SOCKET_RESOURCE
+ * (lsock__socket_report_deferred).
+ */
+static void start_io(lsock_socket *s, unsigned events, const char *call)
+{
+    int rc = lsock__io_start(s->loop, &s->io, events);
+    if (rc == 0 || s->watch_err) return;
+    s->watch_err = -rc;
+    s->watch_call = call;
+    lsock__pending_queue(s->loop, &s->pend);
+}
+
+static void handle_watch_failure(lsock_socket *s)
+{
+    char detail[96];
+    lsock__socket_watch_failure_detail(detail, sizeof detail, s->watch_err);
+    s->watch_err = 0;
+    lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, s->watch_call, detail);
+}
+
+/* ---- reading and writing ------------------------------------------------------------- */
+
+static void set_throttle(lsock_socket *s, int on)
+{
+    if (s->throttled == on) return;
+    s->throttled = on;
+    if (!s->loop || s->fd < 0) return;
+    if (on)
+        lsock__io_stop(s->loop, &s->io, LSOCK__READABLE);
+    else
+        start_io(s, LSOCK__READABLE, "lsock_socket_read");
+}
+
+/* Resumes reading once the application has made room below the limit. */
+void lsock__socket_after_consume(lsock_socket *s)
+{
+    if (s->throttled && (s->rbuf_limit == 0 || (int64_t)lsock__buf_len(&s->rbuf) < s->rbuf_limit))
+        set_throttle(s, 0);
+}
+
+/*
+ * Reads what the kernel has, up to the read buffer limit: every read path goes through here,
+ * so none reads past it. Returns bytes added (> 0), 0 at end of stream, -EAGAIN when nothing
+ * (or no room), -errno.
+ */
+static int64_t read_some(lsock_socket *s)
+{
+    int64_t total = 0;
+    for (int round = 0; round < READ_ROUNDS; round++) {
+        size_t want = 65536;
+        if (s->rbuf_limit > 0) {
+            int64_t room = s->rbuf_limit - (int64_t)lsock__buf_len(&s->rbuf);
+            if (room <= 0) {
+                set_throttle(s, 1);
+                break;
+            }
+            if ((uint64_t)room < want) want = (size_t)room;
+        }
+        int64_t r;
+        size_t asked;
+        int discard = !(s->open_mode & LSOCK_READ_ONLY);
+        size_t scratch_size = 0;
+        char *scratch = s->loop ? lsock__loop_scratch(s->loop, &scratch_size) : NULL;
+        if (!discard && (lsock__buf_space(&s->rbuf) >= READ_DIRECT_MIN || !scratch)) {
+            size_t space = lsock__buf_space(&s->rbuf);
+            if (space < want && space < READ_DIRECT_MIN) space = want;
+            if (space > want) space = want;
+            char *p = lsock__buf_reserve(&s->rbuf, space);
+            if (!p) return total > 0 ? total : -ENOMEM;
+            asked = space;
+            r = round == 0 && s->block_next ? lsock__plat_read_blocking(s->fd, p, space)
+                                            : lsock__plat_read(s->fd, p, space);
+            if (r > 0) lsock__buf_commit(&s->rbuf, (size_t)r);
+        } else {
+            if (want > scratch_size) want = scratch_size;
+            char local[4096];
+            if (!scratch) {
+                scratch = local;
+                if (want > sizeof local) want = sizeof local;
+            }
+            asked = want;
+            r = lsock__plat_read(s->fd, scratch, want);
+            if (r > 0 && !discard && lsock__buf_append(&s->rbuf, scratch, (size_t)r) < 0)
+                return -ENOMEM; /* the bytes are lost only when memory is */
+        }
+        if (r > 0) {
+            if (!discard) total += r;
+            if ((size_t)r < asked) break;
+            continue;
+        }
+        if (r == 0) return total > 0 ? total : 0;
+        if (r == -EAGAIN) break;
+        return total > 0 ? total : r;
+    }
+    return total > 0 ? total : -EAGAIN;
+}
+
+/*
+ * Handles readability: reads, fires ready_read, and ends the connection on end of stream or
+ * error. Returns 1 if data arrived, 0 if nothing, -1 if the connection ended.
+ */
+int lsock__socket_on_readable(lsock_socket *s)
+{
+    int64_t r = read_some(s);
+    if (r > 0) {
+        emit_ready_read(s);
+        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
+        /* End of stream behind the data is seen on the next readiness report. */
+        return 1;
+    }
+    if (r == -EAGAIN) return 0;
+    if (r == -ENOMEM) {
+        lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_read",
+                                      "out of memory");
+        return -1;
+    }
+    lsock__socket_connection_lost(s, r == 0 ? 0 : (int)-r, "lsock_socket_read");
+    return -1;
+}
+
+/* Writes queued data until the kernel is full. Returns bytes written or -errno. */
+int64_t lsock__socket_flush_some(lsock_socket *s)
+{
+    int64_t total = 0;
+    while (lsock__buf_len(&s->wbuf) > 0) {
+        int64_t r = lsock__plat_write(s->fd, lsock__buf_begin(&s->wbuf), lsock__buf_len(&s->wbuf));
+        if (r > 0) {
+            lsock__buf_consume(&s->wbuf, (size_t)r);
+            total += r;
+            continue;
+        }
+        if (r == -EAGAIN || r == 0) break;
+        return total > 0 ? total : r;
+    }
+    s->written_unreported += total;
+    return total;
+}
+
+/* The writer side after a flush: watch for room, or finish a graceful close. */
+void lsock__socket_after_flush(lsock_socket *s)
+{
+    if (s->loop && s->fd >= 0) {
+        if (lsock__buf_len(&s->wbuf) > 0)
+            start_io(s, LSOCK__WRITABLE, "lsock_socket_write");
+        else
+            lsock__io_stop(s->loop, &s->io, LSOCK__WRITABLE);
+    }
+}
+
+/* Reads what the peer sent before the connection broke, so that it stays readable (as Qt,
+ * whose dispatcher reads before it writes), up to the read buffer limit: what lies beyond it
+ * goes with the connection, whose error is reported next. Returns -1 if a callback ended the
+ * connection. */
+static int drain_before_loss(lsock_socket *s)
+{
+    if (s->fd < 0 || !(s->open_mode & LSOCK_READ_ONLY)) return 0;
+    int got = 0;
+    int64_t r;
+    while ((r = read_some(s)) > 0)
+        got = 1;
+    if (got) {
+        emit_ready_read(s);
+        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
+    }
+    return 0;
+}
+
+/* A write failed earlier: report it now (from the loop or a wait call). */
+static void handle_broken(lsock_socket *s)
+{
+    int err = s->broken;
+    s->broken = 0;
+    if (drain_before_loss(s) < 0) return;
+    lsock__socket_connection_lost(s, err, "lsock_socket_write");
+}
+
+/* A failure recorded earlier (a broken write, a descriptor the loop could not watch): report
+ * it now, from the loop or a wait call. Returns 1 if there was one (the connection ended). */
+int lsock__socket_report_deferred(lsock_socket *s)
+{
+    if (s->broken) {
+        handle_broken(s);
+        return 1;
+    }
+    if (s->watch_err) {
+        handle_watch_failure(s);
+        return 1;
+    }
+    return 0;
+}
+
+/* Writable: flush, report, complete CLOSING. Returns -1 if the connection ended. */
+int lsock__socket_on_writable(lsock_socket *s)
+{
+    int64_t r = lsock__socket_flush_some(s);
+    if (r < 0) {
+        if (drain_before_loss(s) == 0)
+            lsock__socket_connection_lost(s, (int)-r, "lsock_socket_write");
+        return -1;
+    }
+    lsock__socket_after_flush(s);
+    lsock__socket_emit_bytes_written(s);
+    if (s->dead) return -1;
+    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0) {
+        lsock__socket_finish_close(s);
+        return -1;
+    }
+    return s->state == LSOCK_UNCONNECTED ? -1 : 0;
+}
+
+void lsock__socket_on_io(lsock__io *io, unsigned revents)
+{
+    lsock_socket *s = io->data;
+    lsock__socket_hold(s);
+    if (!s->cb.bytes_written) s->written_unreported = 0;
+    if (!lsock__socket_report_deferred(s)) {
+        if (revents & LSOCK__WRITABLE) lsock__socket_on_writable(s);
+        if (!s->dead && s->fd >= 0 && (revents & LSOCK__READABLE) && !s->throttled)
+            lsock__socket_on_readable(s);
+    }
+    lsock__socket_release(s);
+}
+
+/* Deferred work from the loop: a broken write or a failed watch to report, or bytes_written
+ * after writes that went straight to the kernel. */
+void lsock__socket_pending_cb(lsock__pending *p)
+{
+    lsock_socket *s = (lsock_socket *)((char *)p - offsetof(lsock_socket, pend));
+    lsock__socket_hold(s);
+    if (!lsock__socket_report_deferred(s)) lsock__socket_emit_bytes_written(s);
+    lsock__socket_release(s);
+}
+
+/* Starts watching a connected descriptor on the loop (a failure is reported from the loop:
+ * see start_io). */
+void lsock__socket_watch(lsock_socket *s, const char *call)
+{
+    if (!s->loop) return;
+    lsock__io_init(&s->io, s->fd, lsock__socket_on_io, s);
+    start_io(s, LSOCK__READABLE, call);
+}
+
+/* ---- I/O calls ----------------------------------------------------------------------- */
+
+static bool can_read(lsock_socket *s, const void *buf, int64_t max, const char *call)
+{
+    if (!s) return false;
+    if (max < 0 || (!buf && max > 0))
+        return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
+                                  max < 0 ? "negative size" : "NULL buffer");
+    if (!(s->open_mode & LSOCK_READ_ONLY))
+        return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not open for reading");
+    return true;
+}
+
+int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max)
+{
+    if (!can_read(s, buf, max, "lsock_socket_read")) return -1;
+    size_t n = lsock__buf_peek(&s->rbuf, buf, (size_t)max);
+    lsock__buf_consume(&s->rbuf, n);
+    lsock__socket_after_consume(s);
+    return (int64_t)n;
+}
+
+int64_t lsock_socket_read_line(lsock_socket *s, char *buf, int64_t max)
+{
+    if (!can_read(s, buf, max, "lsock_socket_read_line")) return -1;
+    if (max < 2) {
+        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_read_line",
+                           "max must be at least 2");
+        return -1;
+    }
+    size_t limit = (size_t)(max - 1);
+    size_t nl = lsock__buf_find(&s->rbuf, 0, '\n');
+    size_t n = nl == (size_t)-1 ? lsock__buf_len(&s->rbuf) : nl + 1;
+    if (n > limit) n = limit;
+    lsock__buf_peek(&s->rbuf, buf, n);
+    buf[n] = '\0';
+    lsock__buf_consume(&s->rbuf, n);
+    lsock__socket_after_consume(s);
+    return (int64_t)n;
+}
+
+void *lsock_socket_read_all(lsock_socket *s, size_t *len)
+{
+    if (len) *len = 0;
+    if (!can_read(s, NULL, 0, "lsock_socket_read_all")) return NULL;
+    size_t n = lsock__buf_len(&s->rbuf);
+    char *out = malloc(n + 1);
+    if (!out) {
+        lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_read_all", "out of memory");
+        return NULL;
+    }
+    lsock__buf_peek(&s->rbuf, out, n);
+    out[n] = '\0';
+    lsock__buf_consume(&s->rbuf, n);
+    lsock__socket_after_consume(s);
+    if (len) *len = n;
+    return out;
+}
+
+int64_t lsock_socket_peek(lsock_socket *s, void *buf, int64_t max)
+{
+    if (!can_read(s, buf, max, "lsock_socket_peek")) return -1;
+    return (int64_t)lsock__buf_peek(&s->rbuf, buf, (size_t)max);
+}
+
+int64_t lsock_socket_skip(lsock_socket *s, int64_t max)
+{
+    if (!can_read(s, NULL, max < 0 ? max : 0, "lsock_socket_skip")) return -1;
+    size_t n = lsock__buf_consume(&s->rbuf, (size_t)max);
+    lsock__socket_after_consume(s);
+    return (int64_t)n;
+}
+
+bool lsock_socket_can_read_line(const lsock_socket *s)
+{
+    return s && (s->open_mode & LSOCK_READ_ONLY) &&
+           lsock__buf_find(&s->rbuf, 0, '\n') != (size_t)-1;
+}
+
+int64_t lsock_socket_bytes_available(const lsock_socket *s)
+{
+    return s ? (int64_t)lsock__buf_len(&s->rbuf) : 0;
+}
+
+int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
+{
+    return s ? (int64_t)lsock__buf_len(&s->wbuf) : 0;
+}
+
+bool lsock_socket_at_end(const lsock_socket *s)
+{
+    return !s || lsock__buf_len(&s->rbuf) == 0;
+}
+
+/* Schedules bytes_written (or a broken-write report) for the next loop iteration. Without
+ * a loop the count waits for the next wait_for_*() call. */
+static void defer_report(lsock_socket *s)
+{
+    /* Without a bytes_written callback there is nobody to tell: no deferred call per write
+     * (the count is dropped at the socket's next loop event, see lsock__socket_on_io). */
+    if (s->loop && (s->broken || (s->written_unreported && s->cb.bytes_written)))
+        lsock__pending_queue(s->loop, &s->pend);
+}
+
+int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
+{
+    static const char call[] = "lsock_socket_write";
+    if (!s) return -1;
+    if (len < 0 || (!buf && len > 0)) {
+        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
+                           len < 0 ? "negative size" : "NULL buffer");
+        return -1;
+    }
+    if (s->state != LSOCK_CONNECTED || !(s->open_mode & LSOCK_WRITE_ONLY)) {
+        lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
+                           s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
+        return -1;
+    }
+    if (s->broken) return len; /* the connection is ending; its error is on the way */
+    if (len == 0) return 0;
+    size_t done = 0;
+    if (s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
+        (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
+        /* The queue would refuse part of this: first give the kernel what it takes now. */
+        int64_t r = lsock__socket_flush_some(s);
+        if (r < 0) {
+            s->broken = (int)-r;
+            defer_report(s);
+            return len;
+        }
+        lsock__socket_after_flush(s);
+    }
+    if (lsock__buf_len(&s->wbuf) == 0) {
+        /* Fast path: straight to the kernel; only the remainder is queued. */
+        int64_t r = lsock__plat_write(s->fd, buf, (size_t)len);
+        if ((r >= 0 || r == -EAGAIN) && (r < 0 ? 0 : r) < len && !s->sndbuf_grown) {
+            /* The connection streams: give it a larger kernel buffer and offer the rest. */
+            s->sndbuf_grown = 1;
+            lsock__plat_grow_send_buffer(s->fd);
+            int64_t more = lsock__plat_write(s->fd, (const char *)buf + (r > 0 ? r : 0),
+                                             (size_t)(len - (r > 0 ? r : 0)));
+            if (more > 0) r = (r > 0 ? r : 0) + more;
+        }
+        if (r > 0) {
+            done = (size_t)r;
+            s->written_unreported += r;
+        } else if (r < 0 && r != -EAGAIN) {
+            /* As Qt: the write is accepted and the failure is reported from the loop (or the
+             * next wait call): error_occurred, then the connection ends. */
+            s->broken = (int)-r;
+            defer_report(s);
+            return len;
+        }
+    }
+    size_t take = (size_t)len - done;
+    if (s->wbuf_limit > 0) {
+        int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);
+        if (room < 0) room = 0;
+        if ((uint64_t)take > (uint64_t)room) take = (size_t)room;
+    }
+    if (take > 0) {
+        if (lsock__buf_append(&s->wbuf, (const char *)buf + done, take) < 0) {
+            lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+            defer_report(s);
+            return done ? (int64_t)done : -1;
+        }
+        lsock__socket_after_flush(s);
+    }
+    defer_report(s);
+    return (int64_t)(done + take);
+}
+
+bool lsock_socket_flush(lsock_socket *s)
+{
+    if (!s || s->fd < 0 || lsock__buf_len(&s->wbuf) == 0 || s->broken) return false;
+    int64_t r = lsock__socket_flush_some(s);
+    if (r < 0) {
+        s->broken = (int)-r; /* reported from the loop or the next wait call */
+        defer_report(s);
+        return false;
+    }
+    lsock__socket_after_flush(s);
+    defer_report(s);
+    if (r > 0 && s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && s->loop)
+        start_io(s, LSOCK__WRITABLE, "lsock_socket_flush"); /* the loop completes the close */
+    return r > 0;
+}
+
+int64_t lsock_socket_read_buffer_size(const lsock_socket *s)
+{
+    return s ? s->rbuf_limit : 0;
+}
+
+bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size)
+{
+    if (!s) return false;
+    if (size < 0)
+        return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT,
+                                  "lsock_socket_set_read_buffer_size", "negative size");
+    s->rbuf_limit = size;
+    lsock__socket_after_consume(s);
+    return true;
+}
+
+int64_t lsock_socket_write_buffer_size(const lsock_socket *s)
+{
+    return s ? s->wbuf_limit : 0;
+}
+
+bool lsock_socket_set_write_buffer_size(lsock_socket *s, int64_t size)
+{
+    if (!s) return false;
+    if (size < 0)
+        return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT,
+                                  "lsock_socket_set_write_buffer_size", "negative size");
+    s->wbuf_limit = size;
+    return true;
+}
