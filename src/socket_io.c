@@ -172,7 +172,8 @@ int64_t lsock__socket_flush_some(lsock_socket *s)
     return total;
 }
 
-/* The writer side after a flush: watch for room, or finish a graceful close. */
+/* The writer side after a flush: watch for room while data stays queued, else stop watching
+ * (a graceful close is finished by the callers: on_writable, do_disconnect, flush). */
 void lsock__socket_after_flush(lsock_socket *s)
 {
     if (s->loop && s->fd >= 0) {

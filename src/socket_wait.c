@@ -87,10 +87,10 @@ static int wait_left(const lsock_socket *s, uint64_t deadline, int msecs)
  * The wait engine: polls this socket's descriptor only, doing its reads and writes, until
  * the goal is reached, the connection ends, or the time is up. Never reads past the read
  * buffer limit: a goal that needs reading while the buffer is full gives WAIT_FULL at once.
- * Enforces the linger time of a CLOSING socket. Returns WAIT_DONE, WAIT_TIMEOUT, WAIT_ENDED
- * (the connection ended) or WAIT_FULL.
+ * Enforces the linger time of a CLOSING socket. call names the wait in errors. Returns WAIT_DONE,
+ * WAIT_TIMEOUT, WAIT_ENDED (the connection ended) or WAIT_FULL.
  */
-static int wait_loop(lsock_socket *s, int msecs, wait_goal goal)
+static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *call)
 {
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
     for (;;) {
@@ -113,7 +113,7 @@ static int wait_loop(lsock_socket *s, int msecs, wait_goal goal)
             return WAIT_TIMEOUT;
         }
         if (rc < 0) {
-            lsock__socket_connection_lost(s, -rc, "lsock_socket_wait");
+            lsock__socket_connection_lost(s, -rc, call);
             return WAIT_ENDED;
         }
         int wrote = 0, got = 0;
@@ -176,7 +176,7 @@ static bool wait_ready_read(lsock_socket *s, int msecs)
     if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     /* A full read buffer fails at once, whatever is queued for writing (wait_loop). */
-    return wait_result(s, wait_loop(s, msecs, FOR_READ), call);
+    return wait_result(s, wait_loop(s, msecs, FOR_READ, call), call);
 }
 
 bool lsock_socket_wait_for_ready_read(lsock_socket *s, int msecs)
@@ -203,7 +203,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "nothing written to wait for");
-    return wait_result(s, wait_loop(s, msecs, FOR_WRITTEN), call);
+    return wait_result(s, wait_loop(s, msecs, FOR_WRITTEN, call), call);
 }
 
 bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
@@ -227,7 +227,7 @@ static bool wait_disconnected(lsock_socket *s, int msecs)
         lsock__socket_finish_close(s);
         return !s->dead;
     }
-    int rc = wait_loop(s, msecs, FOR_CLOSE);
+    int rc = wait_loop(s, msecs, FOR_CLOSE, call);
     if (rc == WAIT_ENDED) return !s->dead && s->state == LSOCK_UNCONNECTED;
     return wait_result(s, rc, call);
 }
