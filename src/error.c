@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const names[] = {
@@ -39,19 +40,31 @@ const char *lsock_version(void)
     return STR_(LSOCK_VERSION_MAJOR) "." STR_(LSOCK_VERSION_MINOR) "." STR_(LSOCK_VERSION_PATCH);
 }
 
+/* Stands in for the text when its buffer cannot be allocated; never written to. */
+static char no_memory_text[] = "lsock: out of memory (the error text could not be stored)";
+
 void lsock__err_set(lsock__errinfo *e, lsock_error code, const char *call, const char *detail)
 {
     e->code = code;
+    if (!e->text || e->text == no_memory_text) {
+        char *buf = malloc(LSOCK__ERRTEXT_SIZE);
+        if (!buf) {
+            e->text = no_memory_text;
+            return;
+        }
+        e->text = buf;
+    }
+    const size_t size = LSOCK__ERRTEXT_SIZE;
     int n;
     if (detail && *detail)
-        n = snprintf(e->text, sizeof e->text, "%s: %s (%s)", call, lsock_strerror(code), detail);
+        n = snprintf(e->text, size, "%s: %s (%s)", call, lsock_strerror(code), detail);
     else
-        n = snprintf(e->text, sizeof e->text, "%s: %s", call, lsock_strerror(code));
-    if (n < 0 || (size_t)n < sizeof e->text) return;
+        n = snprintf(e->text, size, "%s: %s", call, lsock_strerror(code));
+    if (n < 0 || (size_t)n < size) return;
     /* Too long (only a detail can be): end at the last whole word that leaves room for the
      * mark. */
     static const char more[] = "...)";
-    size_t end = sizeof e->text - sizeof more;
+    size_t end = size - sizeof more;
     while (end > 0 && e->text[end] != ' ')
         end--;
     while (end > 0 && e->text[end - 1] == ' ')
@@ -62,7 +75,21 @@ void lsock__err_set(lsock__errinfo *e, lsock_error code, const char *call, const
 void lsock__err_clear(lsock__errinfo *e)
 {
     e->code = LSOCK_ERR_NONE;
-    e->text[0] = '\0';
+    if (e->text && e->text != no_memory_text)
+        e->text[0] = '\0';
+    else
+        e->text = NULL;
+}
+
+const char *lsock__err_text(const lsock__errinfo *e)
+{
+    return e->text ? e->text : "";
+}
+
+void lsock__err_free(lsock__errinfo *e)
+{
+    if (e->text != no_memory_text) free(e->text);
+    e->text = NULL;
 }
 
 /* The error mapping, one table for every platform (the platform layers report -errno values;

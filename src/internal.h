@@ -21,18 +21,24 @@
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
-/* An error with the text of its call: "lsock_socket_connect: Connection refused". Sized for
- * the longest text lsock writes (a call, a message, and a detail such as the name limit's
- * explanation, with room to spare); a longer detail (a long strerror()) is cut at a word
- * boundary and marked with "...", never in the middle of a word. */
+/* An error with the text of its call: "lsock_socket_connect: Connection refused". The text
+ * buffer is allocated at the first error only (most objects never fail, and an idle
+ * connection should not carry it), sized for the longest text lsock writes (a call, a
+ * message, and a detail such as the name limit's explanation, with room to spare); a longer
+ * detail (a long strerror()) is cut at a word boundary and marked with "...", never in the
+ * middle of a word. Out of memory for the buffer, the code is still set and the text says
+ * so. lsock__err_free() releases the buffer with its object. */
 #define LSOCK__ERRTEXT_SIZE 384
 typedef struct lsock__errinfo {
     lsock_error code;
-    char text[LSOCK__ERRTEXT_SIZE];
+    char *text; /* NULL until the first error */
 } lsock__errinfo;
 
 void lsock__err_set(lsock__errinfo *e, lsock_error code, const char *call, const char *detail);
 void lsock__err_clear(lsock__errinfo *e);
+/* The text of the last error, "" when there is none. */
+const char *lsock__err_text(const lsock__errinfo *e);
+void lsock__err_free(lsock__errinfo *e);
 /* The one error mapping: -errno (or errno) of connect / of bind, listen and their files. */
 lsock_error lsock__connect_error(int err);
 lsock_error lsock__listen_error(int err);

@@ -66,6 +66,7 @@ static void destroy(lsock_server *srv)
     free(srv->queue);
     free(srv->name);
     free(srv->full);
+    lsock__err_free(&srv->err);
     free(srv);
 }
 
@@ -567,7 +568,7 @@ lsock_error lsock_server_error(const lsock_server *srv)
 
 const char *lsock_server_error_string(const lsock_server *srv)
 {
-    return srv ? srv->err.text : empty;
+    return srv ? lsock__err_text(&srv->err) : empty;
 }
 
 bool lsock_remove_server(const char *name)

@@ -34,6 +34,7 @@ void lsock__socket_destroy(lsock_socket *s)
     free(s->name);
     free(s->full);
     free(s->connecting_path);
+    lsock__err_free(&s->err);
     free(s);
 }
 
@@ -548,7 +549,7 @@ lsock_error lsock_socket_error(const lsock_socket *s)
 
 const char *lsock_socket_error_string(const lsock_socket *s)
 {
-    return s ? s->err.text : empty;
+    return s ? lsock__err_text(&s->err) : empty;
 }
 
 bool lsock_socket_is_valid(const lsock_socket *s)

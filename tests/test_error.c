@@ -83,16 +83,30 @@ TEST(error_text_too_long_is_cut_at_a_word_boundary)
         n += (size_t)snprintf(detail + n, sizeof detail - n, "word%zu ", n);
     detail[n - 1] = '\0';
     snprintf(full, sizeof full, "lsock_x: %s (%s)", lsock_strerror(LSOCK_ERR_UNKNOWN), detail);
-    lsock__errinfo e;
+    lsock__errinfo e = {LSOCK_ERR_NONE, NULL};
     lsock__err_set(&e, LSOCK_ERR_UNKNOWN, "lsock_x", detail);
     ASSERT_ERR(e.code, LSOCK_ERR_UNKNOWN);
     size_t len = strlen(e.text);
-    ASSERT(len < sizeof e.text && len > sizeof e.text / 2);
+    ASSERT(len < LSOCK__ERRTEXT_SIZE && len > LSOCK__ERRTEXT_SIZE / 2);
     ASSERT_STR_EQ(e.text + len - 4, "...)");
     size_t kept = len - 4;
     ASSERT(strncmp(e.text, full, kept) == 0); /* a prefix of the whole text... */
     ASSERT(full[kept] == ' ');                /* ...ending where a word ends */
     ASSERT(e.text[kept - 1] != ' ');
+    lsock__err_free(&e);
+}
+
+TEST(error_text_is_empty_until_the_first_error_and_after_a_clear)
+{
+    lsock__errinfo e = {LSOCK_ERR_NONE, NULL};
+    ASSERT_STR_EQ(lsock__err_text(&e), "");
+    lsock__err_set(&e, LSOCK_ERR_SOCKET_TIMEOUT, "lsock_x", NULL);
+    ASSERT_STR_EQ(lsock__err_text(&e), "lsock_x: Socket operation timed out");
+    lsock__err_clear(&e);
+    ASSERT_ERR(e.code, LSOCK_ERR_NONE);
+    ASSERT_STR_EQ(lsock__err_text(&e), "");
+    lsock__err_free(&e);
+    ASSERT_STR_EQ(lsock__err_text(&e), "");
 }
 
 TEST_MAIN()
