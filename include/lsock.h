@@ -20,7 +20,9 @@
  *    only lets go of the child's copies: the parent's loop keeps watching what it watched,
  *    and a server removes its socket file only in the process that created it (so a child's
  *    lsock_server_free() never unlinks the parent's live name).
- *  - An inherited loop is not run: lsock_loop_run() returns -1 in the child, and anything
+ *  - An inherited loop is not run: lsock_loop_run() returns -1 in the child (a run that was
+ *    under way when a callback forked returns -1 as soon as that callback returns, having
+ *    dispatched nothing more: the rest of its events are the parent's), and anything
  *    that would make the loop watch a descriptor (a write that has to be queued, a connect)
  *    fails on that object with LSOCK_ERR_SOCKET_RESOURCE, instead of changing the backend the
  *    parent polls.
@@ -164,7 +166,8 @@ LSOCK_API void lsock_loop_stop(lsock_loop *loop);
 LSOCK_API void lsock_loop_wakeup(lsock_loop *loop);
 /* A descriptor that becomes readable when the loop has work, to embed the loop in a foreign
  * one (GLib, Qt, libuv): when it is readable, call lsock_loop_run(loop, LSOCK_RUN_NOWAIT).
- * -1 where the backend cannot offer one (poll backend). */
+ * -1 where the backend cannot offer one (poll backend), and in a child of fork() until it
+ * calls lsock_loop_fork() (the descriptor would be the parent's). */
 LSOCK_API int lsock_loop_backend_fd(lsock_loop *loop);
 /* Milliseconds until the loop next needs to run (next timer): 0 if now, -1 if no timer. */
 LSOCK_API int lsock_loop_backend_timeout(lsock_loop *loop);
@@ -172,7 +175,10 @@ LSOCK_API int lsock_loop_backend_timeout(lsock_loop *loop);
 LSOCK_API const char *lsock_loop_backend_name(lsock_loop *loop);
 /* In a child made by fork(): gives the inherited loop a backend and a wakeup channel of its
  * own, watching the same descriptors, so that the child can run it (see "Fork" above; as
- * libuv's uv_loop_fork()). Call it before any other call on the loop or its objects. Returns
+ * libuv's uv_loop_fork()). Call it before any other call on the loop or its objects; inside
+ * a callback of the loop too (a fork in a callback): the run goes on in the child with the
+ * new backend, and the rest of the events polled before the fork are left to the parent.
+ * Returns
  * true on success, and at once (doing nothing) in the process that created the loop or one
  * that already called it, and on Windows; false when out of resources or on NULL (the loop
  * is then left as it was: still not runnable in the child). */

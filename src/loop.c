@@ -39,10 +39,14 @@ struct lsock_loop {
     uint64_t timer_seq;
     lsock__pending pending; /* sentinel of the deferred work queue */
     int objects;
-    int listeners;      /* listening servers: work even while paused (no watcher) */
-    int running;        /* lsock_loop_run depth: the loop cannot be freed inside it */
-    int stop_flag;      /* lsock_loop_stop(): cleared when the outermost run returns */
-    unsigned fork_gen;  /* lsock__plat_fork_generation() of the process the backend is for */
+    int listeners;            /* listening servers: work even while paused (no watcher) */
+    int running;              /* lsock_loop_run depth: the loop cannot be freed inside it */
+    int stop_flag;            /* lsock_loop_stop(): cleared when the outermost run returns */
+    unsigned fork_gen;        /* lsock__plat_fork_generation() of the process the backend is for */
+    unsigned backend_epoch;   /* changes with each lsock_loop_fork() that replaces the backend */
+    unsigned dispatch_epoch;  /* backend_epoch of the backend whose events are being reported */
+    lsock__backend **retired; /* replaced by lsock_loop_fork() while a run was dispatching */
+    int nretired;
     uint64_t iteration; /* polls so far: tells a server whether its listener fired twice in a row */
     int wake_rfd, wake_wfd;
     lsock__io wake_io;
@@ -252,6 +256,16 @@ static int run_pending(lsock_loop *loop)
     loop->pending.next = loop->pending.prev = &loop->pending;
     int ran = 0;
     while (!pending_empty(&snap)) {
+        if (inherited(loop)) {
+            /* A callback forked and this is the child: the rest stays queued, in order, for
+             * the child's lsock_loop_fork() and next run. */
+            lsock__pending *first = snap.next, *last = snap.prev, *head = &loop->pending;
+            last->next = head->next;
+            head->next->prev = last;
+            head->next = first;
+            first->prev = head;
+            break;
+        }
         lsock__pending *p = snap.next;
         pending_unlink(p);
         p->queued = 0;
@@ -299,6 +313,8 @@ lsock_loop *lsock_loop_new(void)
     return loop;
 }
 
+static void free_retired(lsock_loop *loop);
+
 bool lsock_loop_free(lsock_loop *loop)
 {
     if (!loop) return true;
@@ -307,6 +323,7 @@ bool lsock_loop_free(lsock_loop *loop)
     lsock__plat_close(loop->wake_rfd);
     if (loop->wake_wfd != loop->wake_rfd) lsock__plat_close(loop->wake_wfd);
     lsock__backend_free(loop->backend);
+    free_retired(loop);
     free(loop->watchers);
     free(loop->heap);
     free(loop->scratch);
@@ -346,6 +363,7 @@ static void run_timers(lsock_loop *loop)
     if (loop->nheap == 0) return; /* no clock read when no timer is started */
     uint64_t now = lsock__now_ms(), pass = loop->timer_seq;
     while (loop->nheap > 0 && loop->heap[0]->due <= now && loop->heap[0]->seq < pass) {
+        if (inherited(loop)) return; /* a callback forked: not the child's to run */
         lsock_timer *t = loop->heap[0];
         heap_remove(loop, t);
         if (t->repeat) {
@@ -374,6 +392,9 @@ static int next_timeout(const lsock_loop *loop)
 static void report(lsock_loop *loop, int fd, unsigned revents)
 {
     if (fd < 0 || fd >= loop->nwatchers) return;
+    /* After a fork in a callback, the rest of the batch is the parent's: the child neither
+     * takes it from an inherited loop nor from the backend its lsock_loop_fork() replaced. */
+    if (loop->dispatch_epoch != loop->backend_epoch || inherited(loop)) return;
     lsock__io *io = loop->watchers[fd];
     if (!io) return;
     unsigned ev = revents & io->events;
@@ -385,14 +406,28 @@ static void report(lsock_loop *loop, int fd, unsigned revents)
 static void poll_backend(lsock_loop *loop, int timeout)
 {
     uint64_t deadline = timeout > 0 ? lsock__now_ms() + (uint64_t)timeout : 0;
+    unsigned outer = loop->dispatch_epoch; /* a nested run polls inside an outer dispatch */
+    loop->dispatch_epoch = loop->backend_epoch;
     while (lsock__backend_poll(loop->backend, timeout, report, loop) == -EINTR) {
-        if (loop->stop_flag) return;
+        if (loop->stop_flag || inherited(loop)) break;
         if (timeout > 0) {
             uint64_t now = lsock__now_ms();
-            if (now >= deadline) return;
+            if (now >= deadline) break;
             timeout = (int)(deadline - now);
         }
     }
+    loop->dispatch_epoch = outer;
+}
+
+/* Frees the backends that lsock_loop_fork() replaced while they were dispatching events:
+ * once no run is left on the stack, nothing reads them any more. */
+static void free_retired(lsock_loop *loop)
+{
+    for (int i = 0; i < loop->nretired; i++)
+        lsock__backend_free(loop->retired[i]);
+    free(loop->retired);
+    loop->retired = NULL;
+    loop->nretired = 0;
 }
 
 int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
@@ -408,7 +443,8 @@ int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
     while (alive && !loop->stop_flag) {
         run_timers(loop);
         int ran = run_pending(loop);
-        if (!loop_alive(loop)) { /* the callbacks just run may have ended all work */
+        if (inherited(loop)) break; /* a callback forked: see the fork policy in lsock.h */
+        if (!loop_alive(loop)) {    /* the callbacks just run may have ended all work */
             alive = 0;
             break;
         }
@@ -418,12 +454,16 @@ int lsock_loop_run(lsock_loop *loop, lsock_run_mode mode)
             timeout = loop->stop_flag ? 0 : next_timeout(loop);
         loop->iteration++;
         poll_backend(loop, timeout);
+        if (inherited(loop)) break;
         run_timers(loop);
         alive = loop_alive(loop);
         if (mode != LSOCK_RUN_DEFAULT) break;
     }
-    if (--loop->running == 0) loop->stop_flag = 0;
-    return alive;
+    if (--loop->running == 0) {
+        loop->stop_flag = 0;
+        if (loop->nretired > 0) free_retired(loop);
+    }
+    return inherited(loop) ? -1 : alive;
 }
 
 void lsock_loop_stop(lsock_loop *loop)
@@ -445,7 +485,7 @@ uint64_t lsock__loop_iteration(const lsock_loop *loop)
 
 int lsock_loop_backend_fd(lsock_loop *loop)
 {
-    return loop ? lsock__backend_fd(loop->backend) : -1;
+    return loop && !inherited(loop) ? lsock__backend_fd(loop->backend) : -1;
 }
 
 int lsock_loop_backend_timeout(lsock_loop *loop)
@@ -463,6 +503,13 @@ bool lsock_loop_fork(lsock_loop *loop)
     if (!loop) return false;
     unsigned gen = lsock__plat_fork_generation();
     if (loop->fork_gen == gen) return true; /* not inherited: nothing to do */
+    /* Called from a callback (a fork inside a callback), the old backend may be dispatching
+     * events further up the stack: it is kept until the outermost run returns. */
+    if (loop->running > 0) {
+        lsock__backend **r = realloc(loop->retired, (size_t)(loop->nretired + 1) * sizeof *r);
+        if (!r) return false;
+        loop->retired = r;
+    }
     lsock__backend *b = lsock__backend_new();
     int rfd = -1, wfd = -1;
     if (!b || lsock__plat_wakeup_open(&rfd, &wfd) < 0 || grow_watchers(loop, rfd) < 0) goto fail;
@@ -478,8 +525,12 @@ bool lsock_loop_fork(lsock_loop *loop)
     if (loop->watchers[loop->wake_rfd] == &loop->wake_io) loop->watchers[loop->wake_rfd] = NULL;
     lsock__plat_close(loop->wake_rfd);
     if (loop->wake_wfd != loop->wake_rfd) lsock__plat_close(loop->wake_wfd);
-    lsock__backend_free(loop->backend);
+    if (loop->running > 0)
+        loop->retired[loop->nretired++] = loop->backend;
+    else
+        lsock__backend_free(loop->backend);
     loop->backend = b;
+    loop->backend_epoch++;
     loop->wake_rfd = rfd;
     loop->wake_wfd = wfd;
     loop->wake_io.fd = rfd;

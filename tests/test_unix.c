@@ -528,6 +528,87 @@ TEST(reclaim_stale_by_a_second_server_before_the_first_removes_the_file_fails_ad
     ASSERT_EQ(rmdir(dir), 0);
 }
 
+/* A child forked (by another thread, say) while a listen holds the directory's reclaim lock
+ * shares the lock's open file: it must not keep the directory locked after that listen. */
+static pid_t g_holder = -1;
+static int g_holder_pipe[2] = {-1, -1};
+
+static void fork_a_holder(const char *path)
+{
+    (void)path;
+    lsock__test_hook_reclaim = NULL;
+    ASSERT_EQ(pipe(g_holder_pipe), 0);
+    fflush(stdout);
+    fflush(stderr);
+    g_holder = fork();
+    ASSERT(g_holder >= 0);
+    if (g_holder == 0) {
+        alarm(20);
+        close(g_holder_pipe[1]);
+        char c;
+        while (read(g_holder_pipe[0], &c, 1) < 0 && errno == EINTR)
+            ; /* until the test closes the pipe */
+        _exit(0);
+    }
+    close(g_holder_pipe[0]);
+}
+
+TEST(reclaim_lock_is_released_by_listen_even_when_a_child_forked_while_it_was_held)
+{
+    const char *dir = make_tmpdir();
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    make_stale(a);
+    make_stale(b);
+    lsock__test_hook_reclaim = fork_a_holder;
+    lsock_server *first = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(first, LSOCK_RECLAIM_STALE));
+    ASSERT(lsock_server_listen(first, a));
+    lsock__test_hook_reclaim = NULL;
+    ASSERT(g_holder > 0); /* the hook ran: the child lives on, holding a copy of the lock */
+    lsock_server *second = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(second, LSOCK_RECLAIM_STALE));
+    bool ok = lsock_server_listen(second, b);
+    if (!ok) printf("second: %s\n", lsock_server_error_string(second));
+    close(g_holder_pipe[1]);
+    int status = 0;
+    ASSERT_EQ(waitpid(g_holder, &status, 0), g_holder);
+    ASSERT(ok);
+    lsock_server_free(second);
+    lsock_server_free(first);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+/* The reclaim lock needs to open the directory for reading; where the user may only write and
+ * search it, the reclaim still works (without taking turns), as it did before the lock. */
+static void reclaim_in_a_write_only_directory(void)
+{
+    char dir[] = "/tmp/lsock-wx-XXXXXX";
+    ASSERT(mkdtemp(dir) != NULL);
+    char path[64];
+    snprintf(path, sizeof path, "%s/srv", dir);
+    make_stale(path);
+    ASSERT_EQ(chmod(dir, 0300), 0);
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_RECLAIM_STALE));
+    bool ok = lsock_server_listen(srv, path);
+    if (!ok) printf("%s\n", lsock_server_error_string(srv));
+    ASSERT(ok);
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, path, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+    ASSERT_EQ(chmod(dir, 0700), 0);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+TEST(reclaim_stale_works_in_a_directory_the_user_may_write_but_not_read)
+{
+    run_unprivileged(reclaim_in_a_write_only_directory);
+}
+
 /* ---- lsock_remove_server() removes socket files only ------------------------------------ */
 
 enum { REGULAR_FILE, FIFO, SYMLINK_TO_SOCKET };

@@ -604,7 +604,12 @@ int lsock__plat_name_lock(const char *path, int wait_ms)
 
 void lsock__plat_name_unlock(int lock)
 {
-    if (lock >= 0) close(lock); /* the lock goes with the descriptor */
+    if (lock < 0) return;
+    /* Unlocked first: a flock belongs to the open file, which a child forked meanwhile (by
+     * another thread) shares until it exits; closing our descriptor alone would leave the
+     * directory locked for that long. */
+    flock(lock, LOCK_UN);
+    close(lock);
 }
 
 /* The access options of an abstract server, which has no file mode to apply them. */
