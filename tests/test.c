@@ -14,10 +14,17 @@
 #include <unistd.h>
 #endif
 
-#define MAX_TESTS 512
+#define MAX_TESTS    512
+#define MAX_CHILDREN 32
 
 static struct test_entry tests[MAX_TESTS];
 static int ntests;
+
+static struct {
+    const char *name;
+    test_child_fn fn;
+} children[MAX_CHILDREN];
+static int nchildren;
 
 void test_register_(const char *name, test_fn fn)
 {
@@ -28,6 +35,24 @@ void test_register_(const char *name, test_fn fn)
     tests[ntests].name = name;
     tests[ntests].fn = fn;
     ntests++;
+}
+
+void test_register_child_(const char *name, test_child_fn fn)
+{
+    if (nchildren == MAX_CHILDREN) {
+        fprintf(stderr, "too many child mains\n");
+        exit(2);
+    }
+    children[nchildren].name = name;
+    children[nchildren].fn = fn;
+    nchildren++;
+}
+
+test_child_fn test_child_lookup_(const char *name)
+{
+    for (int i = 0; i < nchildren; i++)
+        if (strcmp(children[i].name, name) == 0) return children[i].fn;
+    return NULL;
 }
 
 #ifdef _WIN32
@@ -127,6 +152,20 @@ static void run_here(const struct test_entry *t)
     exit(0);
 }
 
+/* Runs the child main fn of a child process started as "--child NAME ARG", under the same
+ * watchdog as a test; does not return. */
+static void run_child_here(const char *name, test_child_fn fn, const char *arg)
+{
+    SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX);
+    SetUnhandledExceptionFilter(crashed);
+    HANDLE th = CreateThread(NULL, 0, watchdog, (LPVOID)name, 0, NULL);
+    if (th) CloseHandle(th);
+    int rc = fn(arg);
+    fflush(stdout);
+    fflush(stderr);
+    exit(rc);
+}
+
 /* Runs one test in a child process (this executable, with the test's name); returns 0 pass,
  * 77 skip, 1 fail. */
 static int run_one(const struct test_entry *t)
@@ -192,6 +231,18 @@ static int run_one(const struct test_entry *t)
 
 int test_main_(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "--child") == 0) {
+        test_child_fn fn = test_child_lookup_(argv[2]);
+        if (!fn) {
+            fprintf(stderr, "no such child main: %s\n", argv[2]);
+            return 2;
+        }
+#ifdef _WIN32
+        run_child_here(argv[2], fn, argc > 3 ? argv[3] : "");
+#else
+        return fn(argc > 3 ? argv[3] : "");
+#endif
+    }
     if (argc > 1 && strcmp(argv[1], "--list") == 0) {
         for (int i = 0; i < ntests; i++)
             printf("%s\n", tests[i].name);

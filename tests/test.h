@@ -3,6 +3,10 @@
  * TEST_MAIN(). ctest runs every test as its own process ("test_x name"); the runner forks the
  * test into a child with a deadline (alarm), so a hang fails the test instead of the suite.
  * Without arguments the executable runs all its tests one after another, each in a child.
+ *
+ * CHILD_MAIN(name) { ... } defines what a child process of a test runs (support.h starts it
+ * with child_start()): on Unix a forked child calls it directly; on Windows, which has no
+ * fork(), the child is this executable started again as "test_x --child NAME ARG".
  */
 #ifndef LSOCK_TEST_H
 #define LSOCK_TEST_H
@@ -24,6 +28,12 @@ struct test_entry {
 
 void test_register_(const char *name, test_fn fn);
 int test_main_(int argc, char **argv);
+
+/* The main function of a child process: its argument string, its exit status. */
+typedef int (*test_child_fn)(const char *arg);
+void test_register_child_(const char *name, test_child_fn fn);
+/* The child main registered under name; NULL if none. */
+test_child_fn test_child_lookup_(const char *name);
 /* A unique name for a socket of this test: "lsock-test-<pid>-<n>-<tag>". Static storage
  * rotated over 8 slots. */
 const char *test_name(const char *tag);
@@ -39,6 +49,14 @@ int test_count_fds(void);
         test_register_(#name, test_##name);                                                        \
     }                                                                                              \
     static void test_##name(void)
+
+#define CHILD_MAIN(name)                                                                           \
+    static int child_##name(const char *arg);                                                      \
+    __attribute__((constructor)) static void child_reg_##name(void)                                \
+    {                                                                                              \
+        test_register_child_(#name, child_##name);                                                 \
+    }                                                                                              \
+    static int child_##name(const char *arg)
 
 #define TEST_MAIN()                                                                                \
     int main(int argc, char **argv)                                                                \

@@ -33,9 +33,9 @@ static void count_new_connection(lsock_server *srv, void *u)
     g_new_connections++;
 }
 
-/* A peer thread: reads everything from a raw fd until EOF, counting and checking bytes. */
+/* A peer thread: reads everything from a raw end until EOF, counting and checking bytes. */
 typedef struct reader {
-    int fd;
+    raw_fd fd;
     size_t total;
     bool eof;
     pthread_t th;
@@ -46,15 +46,14 @@ static void *reader_main(void *arg)
     reader *rd = arg;
     unsigned char buf[65536];
     for (;;) {
-        struct pollfd pfd = {.fd = rd->fd, .events = POLLIN};
-        if (poll(&pfd, 1, 10000) != 1) break;
-        ssize_t n = read(rd->fd, buf, sizeof buf);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-        if (n <= 0) {
+        if (!raw_wait_readable(rd->fd, 10000)) break;
+        int64_t n = raw_read(rd->fd, buf, sizeof buf);
+        if (n < 0) continue;
+        if (n == 0) {
             rd->eof = true;
             break;
         }
-        for (ssize_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++)
             if (buf[i] != pattern_byte(rd->total + (size_t)i)) return NULL;
         rd->total += (size_t)n;
     }
@@ -313,7 +312,7 @@ TEST(wait_for_disconnected_times_out_while_peer_stays)
 TEST(wait_for_disconnected_after_disconnect_delivers_queued_data)
 {
     const char *name = test_name("bclosing");
-    int lfd = raw_listener(path_of(name), 4);
+    raw_server *l = raw_listen(name, 4);
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(NULL);
@@ -321,7 +320,7 @@ TEST(wait_for_disconnected_after_disconnect_delivers_queued_data)
     ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
     reader rd;
     memset(&rd, 0, sizeof rd);
-    rd.fd = raw_accept(lfd);
+    rd.fd = raw_accept(l);
     size_t n = 8u << 20;
     unsigned char *data = pattern_new(n);
     uint64_t t0 = test_now_ms();
@@ -341,9 +340,8 @@ TEST(wait_for_disconnected_after_disconnect_delivers_queued_data)
                          "state:UNCONNECTED read_channel_finished disconnected");
     free(data);
     lsock_socket_free(s);
-    close(rd.fd);
-    close(lfd);
-    unlink(path_of(name));
+    raw_close(rd.fd);
+    raw_server_close(l);
 }
 
 TEST(wait_for_bytes_written_returns_true_after_a_write)
@@ -381,7 +379,7 @@ TEST(wait_for_bytes_written_on_unconnected_socket_fails)
 TEST(wait_for_bytes_written_drains_a_large_write_to_a_reading_peer)
 {
     const char *name = test_name("bbig");
-    int lfd = raw_listener(path_of(name), 4);
+    raw_server *l = raw_listen(name, 4);
     rec r;
     rec_init(&r);
     lsock_socket *s = lsock_socket_new(NULL);
@@ -389,7 +387,7 @@ TEST(wait_for_bytes_written_drains_a_large_write_to_a_reading_peer)
     ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
     reader rd;
     memset(&rd, 0, sizeof rd);
-    rd.fd = raw_accept(lfd);
+    rd.fd = raw_accept(l);
     ASSERT_EQ(pthread_create(&rd.th, NULL, reader_main, &rd), 0);
     size_t n = 4u << 20;
     unsigned char *data = pattern_new(n);
@@ -405,17 +403,16 @@ TEST(wait_for_bytes_written_drains_a_large_write_to_a_reading_peer)
     ASSERT_EQ(pthread_join(rd.th, NULL), 0);
     ASSERT_EQ(rd.total, n);
     free(data);
-    close(rd.fd);
-    close(lfd);
-    unlink(path_of(name));
+    raw_close(rd.fd);
+    raw_server_close(l);
 }
 
 TEST(wait_for_bytes_written_to_vanished_peer_fails_peer_closed)
 {
     rawpair p;
     rawpair_open(&p, NULL);
-    close(p.pfd);
-    p.pfd = -1;
+    raw_close(p.pfd);
+    p.pfd = RAW_NONE;
     char buf[1024];
     memset(buf, 'q', sizeof buf);
     rec r;
@@ -455,11 +452,16 @@ TEST(wait_for_connected_on_unconnected_socket_fails_at_once)
     lsock_socket_free(s);
 }
 
-/* Accepts one connection from a raw listener (from a thread). */
+/* Makes room on a full server (from a thread): accepts one connection. */
+typedef struct room {
+    fullsrv *f;
+    raw_fd accepted;
+} room;
+
 static void *accept_one(void *arg)
 {
-    int *fds = arg; /* [0] listener in, [1] accepted out */
-    fds[1] = accept4(fds[0], NULL, NULL, SOCK_CLOEXEC);
+    room *r = arg;
+    r->accepted = fullsrv_accept(r->f);
     return NULL;
 }
 
@@ -475,16 +477,16 @@ TEST(wait_for_connected_succeeds_when_a_server_thread_accepts)
     ASSERT(lsock_socket_set_connect_timeout(s, 5000));
     ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
-    int io[2] = {f.lfd, -1};
+    room io = {&f, RAW_NONE};
     pthread_t th;
-    ASSERT_EQ(pthread_create(&th, NULL, accept_one, io), 0);
+    ASSERT_EQ(pthread_create(&th, NULL, accept_one, &io), 0);
     ASSERT(lsock_socket_wait_for_connected(s, 5000));
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
     ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
     ASSERT_EQ(pthread_join(th, NULL), 0);
-    ASSERT(io[1] >= 0);
+    ASSERT(io.accepted != RAW_NONE);
     lsock_socket_free(s);
-    close(io[1]);
+    raw_close(io.accepted);
     fullsrv_close(&f);
 }
 

@@ -95,8 +95,8 @@ TEST(data_before_peer_close_survives_a_failed_write_on_the_loop)
     rec_init(&r);
     lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
     write_all_raw(p.pfd, "hello", 5);
-    close(p.pfd);
-    p.pfd = -1;
+    raw_close(p.pfd);
+    p.pfd = RAW_NONE;
     int64_t w = lsock_socket_write(p.s, "x", 1); /* EPIPE, reported from the loop */
     bool ended = RUN_UNTIL_OR(loop, r.disconnected > 0, 5000);
     int64_t avail = lsock_socket_bytes_available(p.s);
@@ -114,8 +114,8 @@ TEST(data_before_peer_close_survives_a_failed_write_without_loop)
     rawpair p;
     rawpair_open(&p, NULL);
     write_all_raw(p.pfd, "hello", 5);
-    close(p.pfd);
-    p.pfd = -1;
+    raw_close(p.pfd);
+    p.pfd = RAW_NONE;
     int64_t w = lsock_socket_write(p.s, "x", 1); /* EPIPE, reported by the next wait */
     lsock_socket_wait_for_ready_read(p.s, 2000); /* true or false: "hello" must stay */
     int64_t avail = lsock_socket_bytes_available(p.s);
@@ -141,8 +141,8 @@ TEST(reply_before_peer_close_survives_pending_queued_writes)
     ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
     ASSERT(lsock_socket_bytes_to_write(p.s) > 0); /* the kernel did not take it all */
     write_all_raw(p.pfd, "reply", 5);
-    close(p.pfd); /* with the client's data unread */
-    p.pfd = -1;
+    raw_close(p.pfd); /* with the client's data unread */
+    p.pfd = RAW_NONE;
     bool ended = RUN_UNTIL_OR(loop, r.disconnected > 0, 5000);
     int64_t avail = lsock_socket_bytes_available(p.s);
     free(data);

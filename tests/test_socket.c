@@ -94,8 +94,28 @@ static void check_resolves_to(const char *name, const char *want)
     loop_free(loop);
 }
 
+/* On Windows a name is a pipe name, \\.\pipe\NAME, and TMPDIR plays no part (as in Qt): the
+ * TMPDIR tests check there that setting it changes nothing. */
+#ifdef _WIN32
+static void check_tmpdir_is_ignored(const char *tmpdir, const char *tag)
+{
+    if (tmpdir)
+        ASSERT_EQ(_putenv_s("TMPDIR", tmpdir), 0);
+    else
+        ASSERT_EQ(_putenv_s("TMPDIR", ""), 0);
+    const char *name = test_name(tag);
+    char want[512];
+    snprintf(want, sizeof want, "\\\\.\\pipe\\%s", name);
+    check_resolves_to(name, want);
+}
+#endif
+
 TEST(relative_name_resolves_under_tmpdir)
 {
+#ifdef _WIN32
+    check_tmpdir_is_ignored("C:\\lsock-tmpdir", "rel");
+    return;
+#endif
     const char *dir = make_tmpdir();
     setenv("TMPDIR", dir, 1);
     const char *name = test_name("rel");
@@ -107,6 +127,10 @@ TEST(relative_name_resolves_under_tmpdir)
 
 TEST(tmpdir_trailing_slash_is_not_doubled)
 {
+#ifdef _WIN32
+    check_tmpdir_is_ignored("C:\\lsock-tmpdir\\", "slash");
+    return;
+#endif
     const char *dir = make_tmpdir();
     char withslash[256];
     snprintf(withslash, sizeof withslash, "%s/", dir);
@@ -120,6 +144,10 @@ TEST(tmpdir_trailing_slash_is_not_doubled)
 
 TEST(unset_tmpdir_resolves_under_slash_tmp)
 {
+#ifdef _WIN32
+    check_tmpdir_is_ignored(NULL, "notmp");
+    return;
+#endif
     unsetenv("TMPDIR");
     const char *name = test_name("notmp");
     char want[512];
@@ -129,6 +157,9 @@ TEST(unset_tmpdir_resolves_under_slash_tmp)
 
 TEST(absolute_name_is_used_as_is)
 {
+#ifdef _WIN32
+    SKIP("Windows has no absolute socket paths: \"/x\" is the pipe \\\\.\\pipe\\/x (test_win.c)");
+#endif
     const char *dir = make_tmpdir();
     setenv("TMPDIR", "/nonexistent-lsock-dir", 1);
     char name[256];
@@ -293,6 +324,9 @@ TEST(connect_to_missing_file_fails_server_not_found_with_callbacks)
 
 TEST(connect_to_stale_socket_file_fails_connection_refused)
 {
+#ifdef _WIN32
+    SKIP("a named pipe is never stale: it goes with its server's last handle");
+#endif
     const char *name = test_name("stale");
     make_stale(path_of(name));
     check_connect_failure(name, LSOCK_ERR_CONNECTION_REFUSED);
@@ -315,6 +349,9 @@ static void connect_in_closed_dir(void)
 
 TEST(connect_to_socket_in_inaccessible_directory_fails_socket_access)
 {
+#ifdef _WIN32
+    SKIP("a pipe name has no directory whose permissions could refuse a client");
+#endif
     snprintf(g_access_dir, sizeof g_access_dir, "%s", make_tmpdir());
     char path[256];
     snprintf(path, sizeof path, "%s/s", g_access_dir);
@@ -392,13 +429,12 @@ TEST(connect_to_full_backlog_succeeds_once_server_accepts)
     ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_TIMEOUT);
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
     /* ...then the server accepts one queued connection, which makes room. */
-    int afd = accept4(f.lfd, NULL, NULL, SOCK_CLOEXEC);
-    ASSERT(afd >= 0);
+    raw_fd afd = fullsrv_accept(&f);
     ASSERT(lsock_socket_wait_for_connected(s, 5000));
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
     ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
     lsock_socket_free(s);
-    close(afd);
+    raw_close(afd);
     fullsrv_close(&f);
 }
 
@@ -417,13 +453,12 @@ TEST(connect_to_full_backlog_succeeds_on_the_loop_once_server_accepts)
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
     run_for(loop, 50);
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
-    int afd = accept4(f.lfd, NULL, NULL, SOCK_CLOEXEC);
-    ASSERT(afd >= 0);
+    raw_fd afd = fullsrv_accept(&f);
     RUN_UNTIL(loop, r.connected > 0, 5000);
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
     ASSERT_STR_EQ(r.log, "state:CONNECTING state:CONNECTED connected");
     lsock_socket_free(s);
-    close(afd);
+    raw_close(afd);
     fullsrv_close(&f);
     loop_free(loop);
 }
@@ -541,30 +576,12 @@ TEST(raw_peer_close_after_write_keeps_all_data_readable)
     lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
     size_t n = 100000;
     unsigned char *data = pattern_new(n);
-    /* The kernel may not take it all at once: write from a child process. */
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        int fl = fcntl(p.pfd, F_GETFL);
-        fcntl(p.pfd, F_SETFL, fl & ~O_NONBLOCK);
-        const unsigned char *q = data;
-        size_t left = n;
-        while (left) {
-            ssize_t w = write(p.pfd, q, left);
-            if (w <= 0) _exit(1);
-            q += w;
-            left -= (size_t)w;
-        }
-        _exit(0);
-    }
-    close(p.pfd);
-    p.pfd = -1;
+    /* The connection may not take it all at once: a writer thread writes it all, then
+     * closes the raw end, while the loop reads. */
+    raw_writer *w = raw_write_and_close_async(p.pfd, data, n);
+    p.pfd = RAW_NONE;
     RUN_UNTIL(loop, r.disconnected > 0, 10000);
-    int status;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ASSERT(raw_writer_join(w));
     ASSERT_STR_EQ(
         r.log,
         "error:PEER_CLOSED state:CLOSING state:UNCONNECTED read_channel_finished disconnected");
@@ -684,8 +701,7 @@ TEST(abort_drops_queued_data_and_disconnects_within_the_call)
     for (;;) {
         ASSERT(test_now_ms() < dl);
         if (drain_raw(p.pfd, &got) < 0) break;
-        struct pollfd pfd = {.fd = p.pfd, .events = POLLIN};
-        poll(&pfd, 1, 100);
+        raw_wait_readable(p.pfd, 100);
     }
     ASSERT(got < n);
     run_for(loop, 30);
@@ -883,8 +899,8 @@ TEST(write_to_vanished_peer_does_not_kill_the_process_and_ends_peer_closed)
     rec r;
     rec_init(&r);
     lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
-    close(p.pfd);
-    p.pfd = -1;
+    raw_close(p.pfd);
+    p.pfd = RAW_NONE;
     /* SIGPIPE keeps whatever disposition the process has (default): no handler is set. */
     char buf[4096];
     memset(buf, 'z', sizeof buf);
@@ -1055,8 +1071,8 @@ TEST(peer_closing_while_closing_ends_with_peer_closed)
     ASSERT_EQ(lsock_socket_write(p.s, data, (int64_t)n), (int64_t)n);
     lsock_socket_disconnect(p.s);
     ASSERT_EQ(lsock_socket_state(p.s), LSOCK_CLOSING);
-    close(p.pfd);
-    p.pfd = -1;
+    raw_close(p.pfd);
+    p.pfd = RAW_NONE;
     RUN_UNTIL(loop, r.disconnected > 0, 5000);
     ASSERT_STR_EQ(r.log, "state:CLOSING error:PEER_CLOSED state:UNCONNECTED "
                          "read_channel_finished disconnected");
@@ -1347,43 +1363,64 @@ TEST(read_buffer_size_zero_lifts_the_limit)
 
 /* ---- credentials ----------------------------------------------------------------------- */
 
+/* The uid and gid a peer's credentials give: the process's own on Unix; -1 on Windows, which
+ * identifies users by SID, not by number (the pid is the peer process's id on both). */
+static int64_t own_uid(void)
+{
+#ifdef _WIN32
+    return -1;
+#else
+    return (int64_t)getuid();
+#endif
+}
+
+static int64_t own_gid(void)
+{
+#ifdef _WIN32
+    return -1;
+#else
+    return (int64_t)getgid();
+#endif
+}
+
+/* A peer process: connects to the server named in arg ("NAME PARENT_PID"), checks that the
+ * credentials name its parent, then stays connected until the parent drops the connection. */
+CHILD_MAIN(credentials_peer)
+{
+    char name[128];
+    long long parent = 0;
+    if (sscanf(arg, "%127s %lld", name, &parent) != 2) return 1;
+    lsock_socket *c = lsock_socket_new(NULL);
+    if (!c || !lsock_socket_connect(c, name, LSOCK_READ_WRITE)) return 2;
+    lsock_credentials cr;
+    if (!lsock_socket_peer_credentials(c, &cr)) return 3;
+    if (cr.pid != parent || cr.uid != own_uid() || cr.gid != own_gid()) return 4;
+    if (!lsock_socket_wait_for_disconnected(c, 5000)) return 5;
+    lsock_socket_free(c);
+    return 0;
+}
+
 TEST(peer_credentials_across_fork_give_pid_uid_gid)
 {
     lsock_loop *loop = loop_new();
     const char *name = test_name("cred");
     lsock_server *srv = lsock_server_new(loop);
     ASSERT(lsock_server_listen(srv, name));
-    pid_t parent = getpid();
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        lsock_socket *c = lsock_socket_new(NULL);
-        if (!c || !lsock_socket_connect(c, name, LSOCK_READ_WRITE)) _exit(2);
-        lsock_credentials cr;
-        if (!lsock_socket_peer_credentials(c, &cr)) _exit(3);
-        if (cr.pid != parent || cr.uid != (int64_t)getuid() || cr.gid != (int64_t)getgid())
-            _exit(4);
-        /* Until the parent drops the connection. */
-        lsock_socket_wait_for_disconnected(c, 5000);
-        lsock_socket_free(c);
-        _exit(0);
-    }
+    char arg[256];
+    snprintf(arg, sizeof arg, "%s %lld", name, (long long)getpid());
+    child c;
+    child_start(&c, "credentials_peer", arg);
     RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
     lsock_socket *peer = lsock_server_next_pending_connection(srv);
     ASSERT(peer != NULL);
     lsock_credentials cr;
     memset(&cr, 0, sizeof cr);
     ASSERT(lsock_socket_peer_credentials(peer, &cr));
-    ASSERT_EQ(cr.pid, pid);
-    ASSERT_EQ(cr.uid, getuid());
-    ASSERT_EQ(cr.gid, getgid());
+    ASSERT_EQ(cr.pid, c.pid);
+    ASSERT_EQ(cr.uid, own_uid());
+    ASSERT_EQ(cr.gid, own_gid());
     lsock_socket_free(peer);
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    ASSERT(WIFEXITED(status));
-    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_EQ(child_wait(&c, 10000), 0);
     lsock_server_free(srv);
     loop_free(loop);
 }
@@ -1400,11 +1437,11 @@ TEST(peer_credentials_fail_when_unconnected)
 
 /* ---- descriptors ----------------------------------------------------------------------- */
 
+/* Close-on-exec on Unix; on Windows, where a child inherits the handles marked inheritable
+ * (there is no exec), a handle without HANDLE_FLAG_INHERIT. */
 static bool is_cloexec(intptr_t fd)
 {
-    int fl = fcntl((int)fd, F_GETFD);
-    ASSERT(fl >= 0);
-    return (fl & FD_CLOEXEC) != 0;
+    return !raw_is_inherited(fd);
 }
 
 TEST(socket_descriptors_are_close_on_exec)
@@ -1414,7 +1451,9 @@ TEST(socket_descriptors_are_close_on_exec)
     pair_open(&p, loop);
     ASSERT(is_cloexec(lsock_socket_descriptor(p.client)));
     ASSERT(is_cloexec(lsock_socket_descriptor(p.peer)));
+#ifndef _WIN32 /* on Windows a server's descriptor is lsock's own number, no HANDLE (README) */
     ASSERT(is_cloexec(lsock_server_descriptor(p.srv)));
+#endif
     pair_close(&p);
     loop_free(loop);
 }
@@ -1439,8 +1478,8 @@ TEST(freeing_connected_sockets_leaks_no_descriptors)
 TEST(set_descriptor_adopts_a_socketpair_end)
 {
     lsock_loop *loop = loop_new();
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    raw_fd sv[2];
+    raw_socketpair(sv);
     lsock_socket *s = lsock_socket_new(loop);
     rec r;
     rec_init(&r);
@@ -1453,19 +1492,19 @@ TEST(set_descriptor_adopts_a_socketpair_end)
     ASSERT_EQ(lsock_socket_open_mode(s), LSOCK_READ_WRITE);
     ASSERT_EQ(lsock_socket_write(s, "ping", 4), 4);
     char buf[8] = {0};
-    struct pollfd pfd = {.fd = sv[1], .events = POLLIN};
-    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
-    ASSERT_EQ(read(sv[1], buf, sizeof buf), 4);
+    ASSERT(raw_wait_readable(sv[1], 5000));
+    ASSERT_EQ(raw_read(sv[1], buf, sizeof buf), 4);
     ASSERT_STR_EQ(buf, "ping");
-    ASSERT_EQ(write(sv[1], "pong", 4), 4);
+    write_all_raw(sv[1], "pong", 4);
     RUN_UNTIL(loop, lsock_socket_bytes_available(s) == 4, 5000);
     memset(buf, 0, sizeof buf);
     ASSERT_EQ(lsock_socket_read(s, buf, sizeof buf), 4);
     ASSERT_STR_EQ(buf, "pong");
     lsock_socket_free(s);
     /* The socket owned sv[0] and closed it: the other end sees EOF. */
-    ASSERT_EQ(read(sv[1], buf, sizeof buf), 0);
-    close(sv[1]);
+    ASSERT(raw_wait_readable(sv[1], 5000));
+    ASSERT_EQ(raw_read(sv[1], buf, sizeof buf), 0);
+    raw_close(sv[1]);
     loop_free(loop);
 }
 
@@ -1498,14 +1537,14 @@ TEST(set_descriptor_while_connected_fails_operation)
     lsock_loop *loop = loop_new();
     pair p;
     pair_open(&p, loop);
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    raw_fd sv[2];
+    raw_socketpair(sv);
     ASSERT(!lsock_socket_set_descriptor(p.client, sv[0], LSOCK_CONNECTED, LSOCK_READ_WRITE));
     ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
     ASSERT(starts_with(lsock_socket_error_string(p.client), "lsock_socket_set_descriptor: "));
     ASSERT_EQ(lsock_socket_state(p.client), LSOCK_CONNECTED);
-    close(sv[0]);
-    close(sv[1]);
+    raw_close(sv[0]);
+    raw_close(sv[1]);
     pair_close(&p);
     loop_free(loop);
 }
@@ -1693,11 +1732,10 @@ TEST(free_socket_inside_connected_fired_by_the_retry_on_the_loop)
     lsock_socket_set_callbacks(s, &rec_cbs, &r);
     ASSERT(lsock_socket_connect(s, f.name, LSOCK_READ_WRITE));
     ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTING);
-    int afd = accept4(f.lfd, NULL, NULL, SOCK_CLOEXEC);
-    ASSERT(afd >= 0);
+    raw_fd afd = fullsrv_accept(&f);
     RUN_UNTIL(loop, r.freed, 5000);
     run_for(loop, 30);
-    close(afd);
+    raw_close(afd);
     fullsrv_close(&f);
     loop_free(loop);
 }
@@ -1988,8 +2026,8 @@ TEST(accepted_connection_the_loop_cannot_watch_ends_with_socket_resource)
 TEST(adopted_descriptor_the_loop_cannot_watch_ends_with_socket_resource)
 {
     lsock_loop *loop = loop_new();
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    raw_fd sv[2];
+    raw_socketpair(sv);
     lsock_socket *s = lsock_socket_new(loop);
     rec r;
     rec_init(&r);
@@ -2005,8 +2043,9 @@ TEST(adopted_descriptor_the_loop_cannot_watch_ends_with_socket_resource)
     lsock_socket_free(s);
     /* The socket owned sv[0] and closed it: the other end sees EOF. */
     char buf[8];
-    ASSERT_EQ(read(sv[1], buf, sizeof buf), 0);
-    close(sv[1]);
+    ASSERT(raw_wait_readable(sv[1], 5000));
+    ASSERT_EQ(raw_read(sv[1], buf, sizeof buf), 0);
+    raw_close(sv[1]);
     loop_free(loop);
 }
 

@@ -1,9 +1,10 @@
 /*
  * Windows only: the Unix calls that the shared test sources use beside lsock (raw AF_UNIX
  * sockets, poll, fork, fcntl, uids, socket files, TMPDIR), declared so that the same sources
- * compile for Windows. None of them exists for named pipes: each one skips the test that
- * reaches it, and the skip says which Unix facility the test needs. Everything a test does
- * through lsock itself runs for real before that point.
+ * compile for Windows. A test that needs a raw peer, a child process or a descriptor's flags
+ * uses the portable helpers of support.h instead; what is left here exists on Unix only, and
+ * a test that needs it skips on Windows first, naming the platform difference. Reaching one of
+ * these stand-ins therefore fails the test: it would otherwise pass or skip for no reason.
  */
 #ifndef LSOCK_TEST_WIN_POSIX_H
 #define LSOCK_TEST_WIN_POSIX_H
@@ -20,8 +21,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#define WIN_UNIX_ONLY_(what, why) SKIP("needs %s, which is Unix-only: %s", what, why)
-#define WIN_RAW_                  "lsock uses named pipes on Windows, there are no raw AF_UNIX sockets"
+#define WIN_UNIX_ONLY_(what, why)                                                                  \
+    FAIL_("%s is Unix-only (%s): the test must skip on Windows before it", what, why)
+#define WIN_RAW_ "lsock uses named pipes on Windows, there are no raw AF_UNIX sockets"
 
 typedef int socklen_t;
 struct sockaddr {
