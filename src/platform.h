@@ -115,6 +115,12 @@ int lsock__plat_set_blocking(int fd);
 /* Raises the kernel's send buffer of a connection that streams (best effort). */
 void lsock__plat_grow_send_buffer(int fd);
 void lsock__plat_close(int fd);
+/* Closes a connection at its end (disconnect, abort, free). What the platform took but has
+ * not delivered yet gets up to linger_ms more to reach the peer: -1 the platform's default
+ * bound, 0 none (an abort: dropped at once). Windows: a write still in flight, which lingers
+ * at most that long; lsock__plat_close(fd) is linger_ms -1. Unix: the kernel delivers what it
+ * took whatever linger_ms says. */
+void lsock__plat_close_linger(int fd, int linger_ms);
 /* Waits until fd has any of events or timeout ms pass (-1: forever). Returns the ready
  * events, 0 on timeout, -errno. */
 int lsock__plat_wait(int fd, unsigned events, int timeout);
