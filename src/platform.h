@@ -182,5 +182,8 @@ extern void (*lsock__test_hook_reclaim)(const char *path);
 /* Called with the path of a listening socket's file right after it appears at its public name
  * (src/unix/platform.c). */
 extern void (*lsock__test_hook_published)(const char *path);
+/* Windows (src/win/platform.c): while not 0, every new pipe instance fails with this errno
+ * (as when handles or memory run out). */
+extern int lsock__test_pipe_instance_fail;
 
 #endif

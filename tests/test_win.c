@@ -562,6 +562,89 @@ TEST(abort_cancels_a_write_in_flight_at_once)
 
 /* ---- pipe instances --------------------------------------------------------------------- */
 
+static int new_connections;
+
+static void count_connection(lsock_server *srv, void *u)
+{
+    (void)srv;
+    (void)u;
+    new_connections++;
+}
+
+TEST(server_whose_instance_refill_failed_accepts_again_once_resources_return)
+{
+    const char *name = test_name("refill");
+    lsock_loop *loop = loop_new();
+    lsock_server *srv = lsock_server_new(loop);
+    new_connections = 0;
+    lsock_server_set_new_connection_callback(srv, count_connection, NULL);
+    ASSERT(lsock_server_set_listen_backlog_size(srv, 1));
+    ASSERT(lsock_server_listen(srv, name));
+    /* Handles run out: the instance handed to the first client cannot be replaced. */
+    lsock__test_pipe_instance_fail = EMFILE;
+    lsock_socket *a = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(a, name, LSOCK_READ_WRITE));
+    RUN_UNTIL(loop, new_connections == 1, 5000);
+    ASSERT(lsock_server_is_listening(srv));
+    /* Nothing waits for a client now: a new one finds the pipe busy and keeps retrying. */
+    lsock_socket *b = lsock_socket_new(loop);
+    ASSERT(lsock_socket_connect(b, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(b), LSOCK_CONNECTING);
+    run_for(loop, 300);
+    ASSERT_EQ(lsock_socket_state(b), LSOCK_CONNECTING);
+    /* Resources return: the server's retry makes an instance, and b gets in. */
+    lsock__test_pipe_instance_fail = 0;
+    RUN_UNTIL(loop, new_connections == 2 && lsock_socket_state(b) == LSOCK_CONNECTED, 5000);
+    /* The server said why it could not accept meanwhile, as when out of descriptors on Unix. */
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SOCKET_RESOURCE);
+    ASSERT(strstr(lsock_server_error_string(srv), "handles") != NULL);
+    lsock_socket *pa = lsock_server_next_pending_connection(srv);
+    lsock_socket *pb = lsock_server_next_pending_connection(srv);
+    ASSERT(pa != NULL && pb != NULL);
+    ASSERT_EQ(lsock_socket_write(b, "b", 1), 1);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(pb) == 1, 5000);
+    lsock_socket_free(pa);
+    lsock_socket_free(pb);
+    lsock_socket_free(a);
+    lsock_socket_free(b);
+    lsock_server_free(srv);
+    loop_free(loop);
+}
+
+TEST(wait_for_new_connection_reports_a_failed_instance_refill_and_recovers)
+{
+    const char *name = test_name("refillw");
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_listen_backlog_size(srv, 1));
+    ASSERT(lsock_server_listen(srv, name));
+    lsock__test_pipe_instance_fail = ENOMEM;
+    lsock_socket *a = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(a, name, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket *pa = lsock_server_next_pending_connection(srv);
+    ASSERT(pa != NULL);
+    /* No instance waits: the wait reports why, and times out, without spinning. */
+    bool timed_out = false;
+    ASSERT(!lsock_server_wait_for_new_connection(srv, 300, &timed_out));
+    ASSERT(timed_out);
+    ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_SOCKET_RESOURCE);
+    lsock__test_pipe_instance_fail = 0;
+    /* The next wait makes the instance; a client that connects then is accepted. */
+    ASSERT(!lsock_server_wait_for_new_connection(srv, 200, &timed_out));
+    ASSERT(timed_out);
+    lsock_socket *b = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(b, name, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(b), LSOCK_CONNECTED);
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket *pb = lsock_server_next_pending_connection(srv);
+    ASSERT(pb != NULL);
+    lsock_socket_free(pa);
+    lsock_socket_free(pb);
+    lsock_socket_free(a);
+    lsock_socket_free(b);
+    lsock_server_free(srv);
+}
+
 typedef struct clients {
     const char *name;
     lsock_socket *c[100];

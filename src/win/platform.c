@@ -134,6 +134,7 @@ struct wobj {
     wchar_t *wname;
     wobj **inst;
     int ninst;
+    int refill_err; /* why the last new instance could not be made (errno), 0 if it could */
     SECURITY_ATTRIBUTES sa;
     int has_sa;
     void *sa_mem;
@@ -142,6 +143,8 @@ struct wobj {
     HANDLE ev;
     volatile LONG signalled;
 };
+
+int lsock__test_pipe_instance_fail;
 
 /* ---- the table of objects -------------------------------------------------------------- */
 
@@ -911,6 +914,7 @@ out:
 /* A new instance of l's pipe, waiting in ConnectNamedPipe, in slot idx. Returns 0 or -errno. */
 static int new_instance(wobj *l, int idx, int first)
 {
+    if (lsock__test_pipe_instance_fail) return -lsock__test_pipe_instance_fail;
     DWORD open =
         PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
     /* PIPE_REJECT_REMOTE_CLIENTS: local means local, no SMB client reaches the pipe. */
@@ -957,17 +961,22 @@ static int new_instance(wobj *l, int idx, int first)
     return 0;
 }
 
-/* Collects finished ConnectNamedPipe calls; refills empty instance slots. */
+/* Fills an empty instance slot; a failure is kept in refill_err for accept() to report. */
+static void refill(wobj *l, int idx)
+{
+    int rc = new_instance(l, idx, 0);
+    l->refill_err = rc < 0 ? -rc : 0;
+}
+
+/* Collects finished ConnectNamedPipe calls and fills empty instance slots. Readable when an
+ * instance has a client, and also when a slot stays empty: accept() then reports why, and the
+ * server retries on its resource timer (server.c) instead of going deaf. */
 static unsigned listener_ready(wobj *l)
 {
     unsigned r = 0;
     for (int i = 0; i < l->ninst; i++) {
         wobj *in = l->inst[i];
-        if (!in) {
-            new_instance(l, i, 0);
-            continue;
-        }
-        if (in->conn.pending && op_completed(&in->conn)) {
+        if (in && in->conn.pending && op_completed(&in->conn)) {
             DWORD n;
             in->conn.pending = 0;
             if (GetOverlappedResult(in->h, &in->conn.ov, &n, FALSE) ||
@@ -977,11 +986,14 @@ static unsigned listener_ready(wobj *l)
                 l->inst[i] = NULL; /* a failed instance is replaced */
                 table_remove(in->fd);
                 close_pipe(in, 0);
-                new_instance(l, i, 0);
-                in = l->inst[i];
+                in = NULL;
             }
         }
-        if (in && in->cdone) r |= LSOCK__READABLE;
+        if (!in) {
+            refill(l, i);
+            in = l->inst[i];
+        }
+        if (!in || in->cdone) r |= LSOCK__READABLE;
     }
     return r;
 }
@@ -1041,9 +1053,13 @@ int lsock__plat_accept(int lfd)
         in->listener = NULL;
         op_free(&in->conn); /* its connect is over: one event less */
         l->inst[i] = NULL;
-        new_instance(l, i, 0); /* on failure, listener_ready() tries again later */
+        refill(l, i);
         return in->fd;
     }
+    /* No client, and an instance could not be made: say why, so that the server pauses and
+     * tries again later (an empty slot would otherwise wait for a packet that never comes). */
+    for (int i = 0; i < l->ninst; i++)
+        if (!l->inst[i]) return -(l->refill_err ? l->refill_err : ENOMEM);
     return -EAGAIN;
 }
 
