@@ -686,4 +686,79 @@ TEST(wait_for_new_connection_sees_clients_of_more_instances_than_one_wait_takes)
     lsock_server_free(srv);
 }
 
+/* ---- access ------------------------------------------------------------------------------ */
+
+static void *token_info_of(TOKEN_INFORMATION_CLASS cls)
+{
+    HANDLE tok;
+    ASSERT(OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &tok));
+    DWORD n = 0;
+    GetTokenInformation(tok, cls, NULL, 0, &n);
+    void *p = malloc(n);
+    ASSERT(p && GetTokenInformation(tok, cls, p, n, &n));
+    CloseHandle(tok);
+    return p;
+}
+
+TEST(other_access_does_not_let_everyone_create_pipe_instances)
+{
+    const unsigned opts[] = {LSOCK_OTHER_ACCESS, LSOCK_GROUP_ACCESS | LSOCK_OTHER_ACCESS,
+                             LSOCK_WORLD_ACCESS, LSOCK_GROUP_ACCESS};
+    TOKEN_USER *user = token_info_of(TokenUser);
+    TOKEN_PRIMARY_GROUP *group = token_info_of(TokenPrimaryGroup);
+    BYTE world[SECURITY_MAX_SID_SIZE];
+    DWORD wlen = sizeof world;
+    ASSERT(CreateWellKnownSid(WinWorldSid, NULL, world, &wlen));
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        const char *name = test_name("nocreate");
+        lsock_server *srv = lsock_server_new(NULL);
+        ASSERT(lsock_server_set_socket_options(srv, opts[i]));
+        ASSERT(lsock_server_listen(srv, name));
+        lsock_socket *c = lsock_socket_new(NULL);
+        ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
+        ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+        lsock_socket *p = lsock_server_next_pending_connection(srv);
+        ASSERT(p != NULL);
+        PACL dacl = NULL;
+        PSECURITY_DESCRIPTOR sd = NULL;
+        ASSERT_EQ(GetSecurityInfo((HANDLE)lsock_socket_descriptor(p), SE_KERNEL_OBJECT,
+                                  DACL_SECURITY_INFORMATION, NULL, NULL, &dacl, NULL, &sd),
+                  ERROR_SUCCESS);
+        ASSERT(dacl != NULL);
+        int saw_world = 0, saw_group = 0, saw_user = 0;
+        for (DWORD a = 0; a < dacl->AceCount; a++) {
+            ACCESS_ALLOWED_ACE *ace;
+            ASSERT(GetAce(dacl, a, (void **)&ace));
+            ASSERT_EQ(ace->Header.AceType, ACCESS_ALLOWED_ACE_TYPE);
+            PSID sid = (PSID)&ace->SidStart;
+            DWORD mask = ace->Mask;
+            if (EqualSid(sid, user->User.Sid)) {
+                saw_user = 1; /* the server's own user keeps creating its instances */
+                ASSERT((mask & FILE_CREATE_PIPE_INSTANCE) != 0);
+                continue;
+            }
+            /* Anyone else: clients read and write, never add an instance of the pipe. */
+            ASSERT_EQ(mask & FILE_CREATE_PIPE_INSTANCE, 0);
+            ASSERT_EQ(mask & (FILE_READ_DATA | FILE_WRITE_DATA), FILE_READ_DATA | FILE_WRITE_DATA);
+            ASSERT_EQ(mask & (WRITE_DAC | WRITE_OWNER), 0);
+            if (EqualSid(sid, (PSID)world)) saw_world = 1;
+            if (EqualSid(sid, group->PrimaryGroup)) saw_group = 1;
+        }
+        ASSERT(saw_user);
+        ASSERT_EQ(saw_world, (opts[i] & LSOCK_OTHER_ACCESS) != 0);
+        if (!EqualSid(group->PrimaryGroup, user->User.Sid))
+            ASSERT_EQ(saw_group, (opts[i] & LSOCK_GROUP_ACCESS) != 0);
+        LocalFree(sd);
+        /* and the clients of the pipe still read and write */
+        ASSERT_EQ(lsock_socket_write(c, "x", 1), 1);
+        ASSERT(lsock_socket_wait_for_ready_read(p, 5000));
+        ASSERT_EQ(lsock_socket_bytes_available(p), 1);
+        lsock_socket_free(c);
+        lsock_socket_free(p);
+        lsock_server_free(srv);
+    }
+    free(user);
+    free(group);
+}
+
 TEST_MAIN()

@@ -854,9 +854,18 @@ static void *token_info(HANDLE tok, TOKEN_INFORMATION_CLASS cls)
     return p;
 }
 
+/* What a client of the pipe needs: read and write, and nothing that changes the pipe. Not
+ * FILE_CREATE_PIPE_INSTANCE, which is FILE_APPEND_DATA and so part of FILE_GENERIC_WRITE:
+ * whoever has it may create instances of the pipe and be the server its clients reach (a
+ * client's GENERIC_WRITE does not need it: the pipe file system leaves it out of the access a
+ * client end is checked for). */
+#define PIPE_CLIENT_ACCESS ((FILE_GENERIC_READ | FILE_GENERIC_WRITE) & ~FILE_CREATE_PIPE_INSTANCE)
+
 /*
- * The access options as a DACL, as Qt does it: LSOCK_USER_ACCESS allows the current user,
- * LSOCK_GROUP_ACCESS the user's primary group, LSOCK_OTHER_ACCESS Everyone. The owner always
+ * The access options as a DACL: LSOCK_USER_ACCESS allows the current user everything,
+ * LSOCK_GROUP_ACCESS the user's primary group and LSOCK_OTHER_ACCESS Everyone what a client
+ * needs (PIPE_CLIENT_ACCESS). Qt grants all three FILE_ALL_ACCESS, which lets any user the
+ * option admits add instances to the server's pipe and take its clients. The owner always
  * keeps the right to create further instances of its own pipe (without it, the server could
  * not replace an instance it handed out), but no more unless USER_ACCESS is given.
  */
@@ -885,9 +894,9 @@ static int make_security(wobj *l, unsigned access)
                                  FILE_CREATE_PIPE_INSTANCE | READ_CONTROL | WRITE_DAC | SYNCHRONIZE,
                                  user->User.Sid);
     if (ok && (access & LSOCK_GROUP_ACCESS))
-        ok = AddAccessAllowedAce(acl, ACL_REVISION, FILE_ALL_ACCESS, group->PrimaryGroup);
+        ok = AddAccessAllowedAce(acl, ACL_REVISION, PIPE_CLIENT_ACCESS, group->PrimaryGroup);
     if (ok && (access & LSOCK_OTHER_ACCESS))
-        ok = AddAccessAllowedAce(acl, ACL_REVISION, FILE_ALL_ACCESS, (PSID)world);
+        ok = AddAccessAllowedAce(acl, ACL_REVISION, PIPE_CLIENT_ACCESS, (PSID)world);
     ok = ok && InitializeSecurityDescriptor(sd, SECURITY_DESCRIPTOR_REVISION) &&
          SetSecurityDescriptorDacl(sd, TRUE, acl, FALSE);
     if (!ok) {
