@@ -47,6 +47,11 @@ uint64_t lsock__now_ms(void);
 /* Resolves a name as Qt does: absolute path as is, else $TMPDIR/name (or /tmp/name). Returns
  * a malloc'd string, or NULL on no memory. */
 char *lsock__name_resolve(const char *name);
+/* Why a resolved name can name no server here, as a constant text for the error
+ * (LSOCK_ERR_INVALID_ARGUMENT), or NULL when it can. Windows refuses a pipe name that is empty
+ * or has a "." or ".." component, which Win32 path rules would take out of \\.\pipe\; Unix
+ * refuses nothing here. */
+const char *lsock__name_check(const char *path);
 
 /* ---- the event backend ------------------------------------------------------------------ */
 

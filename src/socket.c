@@ -329,6 +329,12 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
         lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
         return false;
     }
+    const char *refused = lsock__name_check(path);
+    if (refused) {
+        free(path);
+        lsock__socket_error_and_close(s, LSOCK_ERR_INVALID_ARGUMENT, call, refused);
+        return false;
+    }
     s->connecting_path = path;
     int fd = -1;
     s->fd_fork_stamp = lsock__plat_fork_stamp();

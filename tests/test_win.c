@@ -761,4 +761,49 @@ TEST(other_access_does_not_let_everyone_create_pipe_instances)
     free(group);
 }
 
+/* ---- names ------------------------------------------------------------------------------- */
+
+TEST(bare_pipe_prefix_and_dot_dot_names_are_refused_invalid_argument)
+{
+    const char *bad[] = {"\\\\.\\pipe\\",
+                         "\\",
+                         "\\\\",
+                         "/",
+                         "..\\x",
+                         "../x",
+                         "a\\..\\..\\x",
+                         "a/../../x",
+                         "\\\\.\\pipe\\..\\x",
+                         "\\\\.\\pipe\\a\\..",
+                         ".."};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lsock_server *srv = lsock_server_new(NULL);
+        if (lsock_server_listen(srv, bad[i])) FAIL_("listen(\"%s\") succeeded", bad[i]);
+        if (lsock_server_error(srv) != LSOCK_ERR_INVALID_ARGUMENT)
+            FAIL_("listen(\"%s\"): %s, %s", bad[i], lsock_error_name(lsock_server_error(srv)),
+                  lsock_server_error_string(srv));
+        ASSERT(strstr(lsock_server_error_string(srv), "pipe name") != NULL);
+        ASSERT(!lsock_server_is_listening(srv));
+        lsock_server_free(srv);
+        lsock_socket *s = lsock_socket_new(NULL);
+        if (lsock_socket_connect(s, bad[i], LSOCK_READ_WRITE))
+            FAIL_("connect(\"%s\") succeeded", bad[i]);
+        if (lsock_socket_error(s) != LSOCK_ERR_INVALID_ARGUMENT)
+            FAIL_("connect(\"%s\"): %s, %s", bad[i], lsock_error_name(lsock_socket_error(s)),
+                  lsock_socket_error_string(s));
+        ASSERT(strstr(lsock_socket_error_string(s), "pipe name") != NULL);
+        ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+        lsock_socket_free(s);
+    }
+    /* Dots inside a component are a name like any other. */
+    const char *good = test_name("a..b");
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, good));
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(s, good, LSOCK_READ_WRITE));
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_CONNECTED);
+    lsock_socket_free(s);
+    lsock_server_free(srv);
+}
+
 TEST_MAIN()
