@@ -10,10 +10,10 @@
  * block); the core maps them with lsock__connect_error() / lsock__listen_error().
  *
  * Lifetime. A descriptor returned by a call belongs to the core until it passes it to
- * lsock__plat_close(), exactly once. Before closing a descriptor that a backend watches, the
- * core takes it out of the backend (lsock__backend_forget()), so a backend never reports a
- * closed or reused number. A backend lives as long as its loop; lsock__backend_free() closes
- * what lsock__backend_new() opened.
+ * lsock__plat_close() or lsock__plat_close_linger(), exactly once. Before closing a
+ * descriptor that a backend watches, the core takes it out of the backend
+ * (lsock__backend_forget()), so a backend never reports a closed or reused number. A backend
+ * lives as long as its loop; lsock__backend_free() closes what lsock__backend_new() opened.
  *
  * Threads. Calls on different descriptors may run on different threads at once; one
  * descriptor is used by one thread at a time. A backend is used by its loop's thread only.
