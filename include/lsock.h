@@ -84,7 +84,8 @@ typedef enum lsock_state {
 } lsock_state;
 
 /* QLocalSocket::LocalSocketError, plus OPERATION (not allowed in this state), ADDRESS_IN_USE
- * (server) and INVALID_ARGUMENT (a negative size, a NULL buffer, unknown flags). */
+ * (server) and INVALID_ARGUMENT (a negative size, a NULL buffer, unknown flags, a name that
+ * names no pipe on Windows). */
 #define LSOCK_ERROR_MAP(X)                                                                         \
     X(NONE, "No error")                                                                            \
     X(CONNECTION_REFUSED, "Connection refused")                                                    \
@@ -129,8 +130,12 @@ typedef enum lsock_run_mode {
 
 /* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE). The access options give
  * the socket file its mode; on an abstract name (no file) they are checked per peer instead
- * (see lsock_server_set_socket_options()). On Windows they become the pipe's DACL, and
- * ABSTRACT_NAMESPACE and RECLAIM_STALE do nothing (no files; a pipe is never stale). */
+ * (see lsock_server_set_socket_options()). On Windows they become the pipe's DACL: USER
+ * grants the user everything, GROUP (the user's primary group) and OTHER (Everyone) read and
+ * write only, never the right to create instances of the pipe, which stays with the server's
+ * own user (Qt grants all three FILE_ALL_ACCESS, letting any of them serve the pipe's
+ * clients); ABSTRACT_NAMESPACE and RECLAIM_STALE do nothing (no files; a pipe is never
+ * stale). */
 enum {
     LSOCK_USER_ACCESS = 1,        /* socket file mode 0700; abstract: peers of the same uid */
     LSOCK_GROUP_ACCESS = 2,       /* 0070; abstract: peers of the same gid */
@@ -262,7 +267,11 @@ LSOCK_API int lsock_socket_connect_timeout(const lsock_socket *s);
  * call. With a loop a timer enforces it; without one, the wait calls do (after the abort
  * wait_for_disconnected() returns true, the socket being disconnected, and
  * wait_for_bytes_written() false, both with the error SOCKET_TIMEOUT). Values below -1 are
- * refused: the setting is kept and the error is LSOCK_ERR_INVALID_ARGUMENT. */
+ * refused: the setting is kept and the error is LSOCK_ERR_INVALID_ARGUMENT. On Windows the
+ * linger time also bounds the last write still in flight in the pipe when the socket closes
+ * (disconnect(), free()): the pipe end stays open for it that long at most (30 s when no
+ * linger time is set), reading and dropping what the peer sends meanwhile, then cancels it;
+ * abort() cancels it at once. On Unix the kernel keeps what it took. */
 LSOCK_API void lsock_socket_set_linger(lsock_socket *s, int msecs);
 /* The linger time in ms, -1 (unlimited) by default and for a NULL socket. */
 LSOCK_API int lsock_socket_linger(const lsock_socket *s);
@@ -273,8 +282,11 @@ LSOCK_API int lsock_socket_linger(const lsock_socket *s);
  * backlog is full the socket stays CONNECTING and retries (on its loop, or inside
  * wait_for_connected()) until the connect timeout. If the loop cannot watch the new
  * connection (its backend refuses the descriptor), the connect fails with
- * LSOCK_ERR_SOCKET_RESOURCE, the text naming the cause. Returns true when CONNECTED or
- * CONNECTING. */
+ * LSOCK_ERR_SOCKET_RESOURCE, the text naming the cause. On Windows a name that names no pipe
+ * fails with LSOCK_ERR_INVALID_ARGUMENT, the text saying why: the bare prefix \\.\pipe\ (or
+ * "\", "/": nothing after the prefix), or a name with a "." or ".." component, which Windows
+ * would resolve out of \\.\pipe\ (..\x opens the file x); Qt tries to open such names.
+ * Returns true when CONNECTED or CONNECTING. */
 LSOCK_API bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode);
 /* Graceful close: CLOSING until all written data is delivered, then UNCONNECTED. Unread
  * received data stays readable. A peer that never reads keeps the socket CLOSING, holding its
@@ -417,7 +429,10 @@ LSOCK_API int lsock_server_max_pending_connections(const lsock_server *srv);
  * file appears at the name already listening, with its final mode. If the loop cannot watch
  * the listening socket (its backend refuses it), listen() still succeeds, the error is
  * LSOCK_ERR_SOCKET_RESOURCE naming the cause, and the server tries again every 100 ms, as when
- * out of descriptors; clients wait in the backlog meanwhile. */
+ * out of descriptors; clients wait in the backlog meanwhile. On Windows a name that names no
+ * pipe fails with LSOCK_ERR_INVALID_ARGUMENT (see lsock_socket_connect()), and a server that
+ * cannot make a new pipe instance (out of handles or memory) sets LSOCK_ERR_SOCKET_RESOURCE
+ * and tries again every 100 ms. */
 LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
 /* Listens on an already bound and listening socket descriptor, which the server then owns.
  * The options are left as set (an abstract descriptor does not add ABSTRACT_NAMESPACE: a

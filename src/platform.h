@@ -10,10 +10,10 @@
  * block); the core maps them with lsock__connect_error() / lsock__listen_error().
  *
  * Lifetime. A descriptor returned by a call belongs to the core until it passes it to
- * lsock__plat_close(), exactly once. Before closing a descriptor that a backend watches, the
- * core takes it out of the backend (lsock__backend_forget()), so a backend never reports a
- * closed or reused number. A backend lives as long as its loop; lsock__backend_free() closes
- * what lsock__backend_new() opened.
+ * lsock__plat_close() or lsock__plat_close_linger(), exactly once. Before closing a
+ * descriptor that a backend watches, the core takes it out of the backend
+ * (lsock__backend_forget()), so a backend never reports a closed or reused number. A backend
+ * lives as long as its loop; lsock__backend_free() closes what lsock__backend_new() opened.
  *
  * Threads. Calls on different descriptors may run on different threads at once; one
  * descriptor is used by one thread at a time. A backend is used by its loop's thread only.
@@ -47,6 +47,11 @@ uint64_t lsock__now_ms(void);
 /* Resolves a name as Qt does: absolute path as is, else $TMPDIR/name (or /tmp/name). Returns
  * a malloc'd string, or NULL on no memory. */
 char *lsock__name_resolve(const char *name);
+/* Why a resolved name can name no server here, as a constant text for the error
+ * (LSOCK_ERR_INVALID_ARGUMENT), or NULL when it can. Windows refuses a pipe name that is empty
+ * or has a "." or ".." component, which Win32 path rules would take out of \\.\pipe\; Unix
+ * refuses nothing here. */
+const char *lsock__name_check(const char *path);
 
 /* ---- the event backend ------------------------------------------------------------------ */
 
@@ -115,6 +120,12 @@ int lsock__plat_set_blocking(int fd);
 /* Raises the kernel's send buffer of a connection that streams (best effort). */
 void lsock__plat_grow_send_buffer(int fd);
 void lsock__plat_close(int fd);
+/* Closes a connection at its end (disconnect, abort, free). What the platform took but has
+ * not delivered yet gets up to linger_ms more to reach the peer: -1 the platform's default
+ * bound, 0 none (an abort: dropped at once). Windows: a write still in flight, which lingers
+ * at most that long; lsock__plat_close(fd) is linger_ms -1. Unix: the kernel delivers what it
+ * took whatever linger_ms says. */
+void lsock__plat_close_linger(int fd, int linger_ms);
 /* Waits until fd has any of events or timeout ms pass (-1: forever). Returns the ready
  * events, 0 on timeout, -errno. */
 int lsock__plat_wait(int fd, unsigned events, int timeout);
@@ -176,5 +187,8 @@ extern void (*lsock__test_hook_reclaim)(const char *path);
 /* Called with the path of a listening socket's file right after it appears at its public name
  * (src/unix/platform.c). */
 extern void (*lsock__test_hook_published)(const char *path);
+/* Windows (src/win/platform.c): while not 0, every new pipe instance fails with this errno
+ * (as when handles or memory run out). */
+extern int lsock__test_pipe_instance_fail;
 
 #endif

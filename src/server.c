@@ -407,6 +407,12 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
         free(copy);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
+    const char *refused = lsock__name_check(full);
+    if (refused) {
+        free(full);
+        free(copy);
+        return fail(srv, LSOCK_ERR_INVALID_ARGUMENT, call, refused);
+    }
     int lock = -1;
     int fd = -EADDRINUSE;
     bool clear = abstract || clear_name(srv, full, &lock);

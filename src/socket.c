@@ -57,6 +57,18 @@ lsock_socket *lsock_socket_new(lsock_loop *loop)
     return alloc_socket(loop);
 }
 
+/* How long what the platform still holds to write may take to reach the peer once the
+ * descriptor is closed (lsock__plat_close_linger): nothing after an abort, the rest of the
+ * linger time when one is set, else the platform's own bound. */
+static int close_linger(const lsock_socket *s)
+{
+    if (s->discard) return 0;
+    if (s->linger < 0) return -1;
+    if (s->linger_deadline == 0) return s->linger;
+    uint64_t now = lsock__now_ms();
+    return now >= s->linger_deadline ? 0 : (int)(s->linger_deadline - now);
+}
+
 /* Closes the descriptor and stops all watching, firing nothing. */
 static void drop_descriptor(lsock_socket *s)
 {
@@ -74,10 +86,12 @@ static void drop_descriptor(lsock_socket *s)
         lsock_timer_free(s->linger_timer);
         s->linger_timer = NULL;
     }
+    int linger = close_linger(s);
     s->linger_deadline = 0;
+    s->discard = 0;
     s->watch_err = 0;
     s->watch_call = NULL;
-    lsock__plat_close(s->fd);
+    if (s->fd >= 0) lsock__plat_close_linger(s->fd, linger);
     s->fd = -1;
     s->fd_blocking = 0;
     s->fd_shared = 0;
@@ -316,6 +330,12 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
         lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
         return false;
     }
+    const char *refused = lsock__name_check(path);
+    if (refused) {
+        free(path);
+        lsock__socket_error_and_close(s, LSOCK_ERR_INVALID_ARGUMENT, call, refused);
+        return false;
+    }
     s->connecting_path = path;
     int fd = -1;
     s->fd_fork_stamp = lsock__plat_fork_stamp();
@@ -357,6 +377,7 @@ bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode)
  * then the connection ends), dropping the queue. */
 void lsock__socket_linger_expired(lsock_socket *s)
 {
+    s->discard = 1;
     lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_TIMEOUT, "lsock_socket_disconnect",
                                   "the peer did not take the queued data within the linger time");
 }
@@ -433,8 +454,12 @@ void lsock_socket_abort(lsock_socket *s)
     }
     lsock__buf_clear(&s->wbuf);
     lsock__buf_clear(&s->rbuf);
+    s->discard = 1; /* and what the platform still holds (Windows: a write in flight) */
     lsock__socket_finish_close(s);
-    if (!s->dead && s->state == LSOCK_UNCONNECTED) s->open_mode = 0;
+    if (!s->dead) {
+        s->discard = 0;
+        if (s->state == LSOCK_UNCONNECTED) s->open_mode = 0;
+    }
     lsock__socket_release(s);
 }
 

@@ -48,7 +48,8 @@ struct lsock_socket {
     int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
     uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
     lsock_timer *linger_timer;
-    int watch_err;          /* starting to watch the descriptor failed with this errno */
+    int discard;   /* the connection ends in an abort: the platform drops its unsent data */
+    int watch_err; /* starting to watch the descriptor failed with this errno */
     const char *watch_call; /* the call in which it failed */
 };
 

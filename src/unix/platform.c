@@ -449,6 +449,13 @@ void lsock__plat_close(int fd)
     if (fd >= 0) close(fd); /* never retried on EINTR: the descriptor is gone either way */
 }
 
+/* The kernel keeps what the socket took and delivers it: nothing lingers in lsock. */
+void lsock__plat_close_linger(int fd, int linger_ms)
+{
+    (void)linger_ms;
+    lsock__plat_close(fd);
+}
+
 int lsock__plat_wait(int fd, unsigned events, int timeout)
 {
     struct pollfd p;

@@ -18,12 +18,56 @@
  * no write is outstanding. lsock__plat_read/write copy from/to the buffers and return -EAGAIN
  * while the operation is in flight, so the core's state machine runs unchanged.
  *
- * Completion is observed two ways, both always armed: every OVERLAPPED of an object signals
- * the object's one manual-reset event (the blocking waits, lsock__plat_wait, wait on it with
- * WaitForSingleObject), and a handle watched by a loop is associated with the loop's I/O
- * completion port (iocp.c). A completion packet is only a hint: the receiver re-checks the
- * OVERLAPPED (HasOverlappedIoCompleted) and never trusts the packet's pointer, so a packet
- * whose operation a blocking wait already consumed, or whose object is gone, is harmless.
+ * ---- Lifetime of overlapped I/O: the rules ----------------------------------------------
+ *
+ * Operations. Every overlapped call is an operation record (wop): a pipe end has one for its
+ * read (rd), one for its write (wr) and, while it is a listener's waiting instance, one for
+ * its ConnectNamedPipe (conn). A record owns its OVERLAPPED, its buffer (rd: the read-ahead
+ * buffer; wr: the copy being written; conn: none) and its own manual-reset event, which is the
+ * OVERLAPPED's hEvent and which nothing but that operation's completion ever signals. At most
+ * one operation per record is in flight; `pending` says that one was started and its result
+ * not yet taken.
+ *
+ * Completion. An operation has completed when its OVERLAPPED's status is no longer
+ * STATUS_PENDING (HasOverlappedIoCompleted): Windows (and Wine) write the data and then the
+ * status, and only then signal the event and queue a packet to a completion port. So the
+ * status of its own OVERLAPPED, or its own event, tells whether one operation is over; a
+ * shared event never does, and nothing here waits on an event another operation can signal.
+ * A completion packet is only a hint that names an object by table slot and generation
+ * (iocp.c): its OVERLAPPED pointer is never followed, so a packet for an object that is gone
+ * is harmless.
+ *
+ * Open objects. While the core holds the descriptor, the object, its records and buffers are
+ * touched only by the thread that uses the descriptor (one thread at a time, by the seam's
+ * rule), which starts operations and takes their results (harvest_*). The loop's thread does
+ * that for a watched object; a blocking wait (lsock__plat_wait) waits on the events of the
+ * operations in flight it cares about (64 at most in one wait: a listener with more waiting
+ * instances looks at all of them again every WAIT_SLICE_MS). lsock__plat_wakeup_signal is the
+ * one call from any thread, and touches only the wakeup's flag, event and port.
+ *
+ * Closing. lsock__plat_close takes the descriptor out of the table first, so no packet or
+ * call reaches the object again, and then only requests: CancelIoEx on each operation in
+ * flight, except a write that may linger (below); unless a write lingers it also closes the
+ * HANDLE at once (the peer sees the end, a listener's name is free; what is in flight
+ * completes all the same). An operation whose completion is in by then is over (Windows completes a
+ * cancelled pipe operation inside CancelIoEx; under Wine a zero-time wait on the operation's
+ * own event lets the cancellation in, when this thread started the operation). The object
+ * counts the operations still in flight (`inflight`, plus one for the closing call itself),
+ * and each gets a thread-pool wait on its own event. The memory (the object, every
+ * OVERLAPPED, buffer and event) is freed, and the HANDLE closed if still open, by whoever
+ * drops `inflight` to zero: the closing call when nothing was left in flight, else the
+ * thread-pool callback of the last completion. From the close on, only those callbacks touch
+ * the object, each its own record, with `inflight` and `stop_drain` shared through
+ * interlocked operations. A thread-pool wait that cannot be created falls back to cancelling
+ * the operation and waiting on its own event.
+ *
+ * Lingering. A graceful close of a pipe end whose write is still in flight leaves the write
+ * running, so that bytes the core counted as written reach the peer as a Unix socket's
+ * buffered bytes do, but not forever: the write gets the linger time (lsock_socket_set_linger,
+ * or LINGER_DEFAULT_MS when none is set) and is cancelled when it runs out, and meanwhile the
+ * end reads and drops whatever the peer sends, so that two ends closing with writes in flight
+ * to each other both complete. An abort (linger 0) cancels the write at once. When the write
+ * is over the draining read is cancelled.
  *
  * Errors travel as -errno values (the constants of the C runtime), mapped from Win32 codes
  * by win_errno(), so the core's error mapping is the same as on Unix.
@@ -44,43 +88,63 @@
 #define PIPE_BUF_SIZE 65536
 /* Windows limits a pipe name to 256 characters, "\\.\pipe\" included. */
 #define PIPE_NAME_MAX 256
+/* How long a closed pipe end waits for its write in flight when no linger time is set. */
+#define LINGER_DEFAULT_MS 30000
+/* A blocking wait on more operations than WaitForMultipleObjects takes looks again this
+ * often. */
+#define WAIT_SLICE_MS 10
 
 enum { OBJ_PIPE = 1, OBJ_LISTENER = 2, OBJ_WAKEUP = 3 };
 
 typedef struct wobj wobj;
+
+/* One overlapped operation: its OVERLAPPED, buffer, own event and, once its object is
+ * closed, the thread-pool wait that observes its completion. */
+typedef struct wop {
+    OVERLAPPED ov;
+    HANDLE ev; /* manual-reset, ov.hEvent: signalled by this operation's completion only */
+    int pending;
+    char *buf;
+    size_t cap;
+    PTP_WAIT wait;
+    wobj *owner;
+} wop;
+
 struct wobj {
     int kind;
     int fd;
-    HANDLE ev;            /* manual-reset; signalled by every completion of this object */
     HANDLE volatile port; /* completion port the handles are associated with, or NULL */
 
     /* pipe */
     HANDLE h; /* INVALID_HANDLE_VALUE while a client waits for a free instance */
     int server_end;
     wobj *listener; /* set while this is an instance waiting for a client */
-    OVERLAPPED cov; /* ConnectNamedPipe of a waiting instance (event: the listener's) */
-    int cpending, cdone;
-    OVERLAPPED rov;
-    char *rbuf;
+    wop conn;       /* ConnectNamedPipe of a waiting instance */
+    int cdone;
+    wop rd;
     DWORD rlen, rpos;
-    int rpending, reof, rerr;
-    OVERLAPPED wov;
-    char *wbuf;
-    size_t wcap;
-    int wpending, werr;
-    HANDLE linger_wait;
+    int reof, rerr;
+    wop wr;
+    int werr;
+    /* closed, with operations still in flight (see the rules above) */
+    volatile LONG inflight;
+    volatile LONG stop_drain; /* no write lingers (any more): the end reads no more */
 
     /* listener */
     wchar_t *wname;
     wobj **inst;
     int ninst;
+    int refill_err; /* why the last new instance could not be made (errno), 0 if it could */
     SECURITY_ATTRIBUTES sa;
     int has_sa;
     void *sa_mem;
 
     /* wakeup */
+    HANDLE ev;
     volatile LONG signalled;
 };
+
+int lsock__test_pipe_instance_fail;
 
 /* ---- the table of objects -------------------------------------------------------------- */
 
@@ -313,7 +377,39 @@ static wchar_t *widen(const char *s, int *err)
     return w;
 }
 
-/* ---- objects ---------------------------------------------------------------------------- */
+/* ---- objects and operations ------------------------------------------------------------ */
+
+static int op_init(wop *op, wobj *owner)
+{
+    op->owner = owner;
+    op->ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+    return op->ev ? 0 : -1;
+}
+
+/* Only once nothing of op is in flight (see the rules at the top). */
+static void op_free(wop *op)
+{
+    if (op->wait) CloseThreadpoolWait(op->wait);
+    if (op->ev) CloseHandle(op->ev);
+    free(op->buf);
+    op->wait = NULL;
+    op->ev = NULL;
+    op->buf = NULL;
+}
+
+/* A fresh OVERLAPPED for the next operation of op, signalling op's own event. */
+static OVERLAPPED *op_arm(wop *op)
+{
+    memset(&op->ov, 0, sizeof op->ov);
+    op->ov.hEvent = op->ev;
+    return &op->ov;
+}
+
+/* Whether op's operation has completed: its status is in (written after its data). */
+static int op_completed(const wop *op)
+{
+    return HasOverlappedIoCompleted(&op->ov);
+}
 
 static wobj *obj_new(int kind)
 {
@@ -321,8 +417,12 @@ static wobj *obj_new(int kind)
     if (!o) return NULL;
     o->kind = kind;
     o->h = INVALID_HANDLE_VALUE;
-    o->ev = CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (!o->ev || table_add(o) < 0) {
+    int ok = kind == OBJ_PIPE     ? op_init(&o->rd, o) == 0 && op_init(&o->wr, o) == 0
+             : kind == OBJ_WAKEUP ? (o->ev = CreateEventW(NULL, TRUE, FALSE, NULL)) != NULL
+                                  : 1;
+    if (!ok || table_add(o) < 0) {
+        op_free(&o->rd);
+        op_free(&o->wr);
         if (o->ev) CloseHandle(o->ev);
         free(o);
         return NULL;
@@ -332,8 +432,9 @@ static wobj *obj_new(int kind)
 
 static void obj_free(wobj *o)
 {
-    free(o->rbuf);
-    free(o->wbuf);
+    op_free(&o->conn);
+    op_free(&o->rd);
+    op_free(&o->wr);
     free(o->wname);
     free(o->inst);
     free(o->sa_mem);
@@ -360,11 +461,11 @@ static int associate(wobj *o, HANDLE port)
 
 static void harvest_read(wobj *o)
 {
-    if (!o->rpending || !HasOverlappedIoCompleted(&o->rov)) return;
+    if (!o->rd.pending || !op_completed(&o->rd)) return;
     DWORD n = 0;
-    o->rpending = 0;
+    o->rd.pending = 0;
     o->rlen = o->rpos = 0;
-    if (GetOverlappedResult(o->h, &o->rov, &n, FALSE) || GetLastError() == ERROR_MORE_DATA) {
+    if (GetOverlappedResult(o->h, &o->rd.ov, &n, FALSE) || GetLastError() == ERROR_MORE_DATA) {
         o->rlen = n;
         return;
     }
@@ -378,17 +479,15 @@ static void harvest_read(wobj *o)
 /* Keeps one read outstanding while the read-ahead buffer is empty. */
 static void start_read(wobj *o)
 {
-    if (o->h == INVALID_HANDLE_VALUE || o->listener || o->rpending || o->rpos < o->rlen ||
+    if (o->h == INVALID_HANDLE_VALUE || o->listener || o->rd.pending || o->rpos < o->rlen ||
         o->reof || o->rerr)
         return;
-    if (!o->rbuf && !(o->rbuf = malloc(RBUF_SIZE))) {
+    if (!o->rd.buf && !(o->rd.buf = malloc(RBUF_SIZE))) {
         o->rerr = ENOMEM;
         return;
     }
     o->rlen = o->rpos = 0;
-    memset(&o->rov, 0, sizeof o->rov);
-    o->rov.hEvent = o->ev;
-    if (!ReadFile(o->h, o->rbuf, RBUF_SIZE, NULL, &o->rov)) {
+    if (!ReadFile(o->h, o->rd.buf, RBUF_SIZE, NULL, op_arm(&o->rd))) {
         DWORD e = GetLastError();
         if (e != ERROR_IO_PENDING && e != ERROR_MORE_DATA) {
             if (is_eof(e))
@@ -400,16 +499,16 @@ static void start_read(wobj *o)
             return;
         }
     }
-    o->rpending = 1;
+    o->rd.pending = 1;
     harvest_read(o); /* completed at once: the data is there now */
 }
 
 static void harvest_write(wobj *o)
 {
-    if (!o->wpending || !HasOverlappedIoCompleted(&o->wov)) return;
+    if (!o->wr.pending || !op_completed(&o->wr)) return;
     DWORD n = 0;
-    o->wpending = 0;
-    if (!GetOverlappedResult(o->h, &o->wov, &n, FALSE)) {
+    o->wr.pending = 0;
+    if (!GetOverlappedResult(o->h, &o->wr.ov, &n, FALSE)) {
         DWORD e = GetLastError();
         o->werr = is_eof(e) ? EPIPE : win_errno(e);
     }
@@ -422,7 +521,7 @@ static unsigned pipe_ready(wobj *o)
     harvest_write(o);
     unsigned r = 0;
     if (o->rpos < o->rlen || o->reof || o->rerr) r |= LSOCK__READABLE;
-    if (!o->wpending) r |= LSOCK__WRITABLE;
+    if (!o->wr.pending) r |= LSOCK__WRITABLE;
     return r;
 }
 
@@ -455,7 +554,7 @@ int64_t lsock__plat_read(int fd, void *buf, size_t n)
     if (o->rpos < o->rlen) {
         size_t m = o->rlen - o->rpos;
         if (m > n) m = n;
-        memcpy(buf, o->rbuf + o->rpos, m);
+        memcpy(buf, o->rd.buf + o->rpos, m);
         o->rpos += (DWORD)m;
         if (o->rpos >= o->rlen) start_read(o); /* read ahead */
         return (int64_t)m;
@@ -471,77 +570,157 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n)
     if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
     harvest_write(o);
     if (o->werr) return -o->werr;
-    if (o->wpending) return -EAGAIN;
+    if (o->wr.pending) return -EAGAIN;
     if (n == 0) return 0;
     size_t m = n > WCHUNK_MAX ? WCHUNK_MAX : n;
-    if (o->wcap < m) {
+    if (o->wr.cap < m) {
         size_t cap = m < 65536 ? 65536 : m;
-        char *b = realloc(o->wbuf, cap);
+        char *b = realloc(o->wr.buf, cap);
         if (!b) return -ENOMEM;
-        o->wbuf = b;
-        o->wcap = cap;
+        o->wr.buf = b;
+        o->wr.cap = cap;
     }
-    memcpy(o->wbuf, buf, m);
-    memset(&o->wov, 0, sizeof o->wov);
-    o->wov.hEvent = o->ev;
-    if (!WriteFile(o->h, o->wbuf, (DWORD)m, NULL, &o->wov)) {
+    memcpy(o->wr.buf, buf, m);
+    if (!WriteFile(o->h, o->wr.buf, (DWORD)m, NULL, op_arm(&o->wr))) {
         DWORD e = GetLastError();
         if (e != ERROR_IO_PENDING) {
             o->werr = is_eof(e) ? EPIPE : win_errno(e);
             return -o->werr;
         }
     }
-    o->wpending = 1;
+    o->wr.pending = 1;
     harvest_write(o);
     return (int64_t)m;
 }
 
 /* ---- closing ---------------------------------------------------------------------------- */
 
-/* A write still in flight at close: its bytes were counted as written, so they must reach the
- * peer as a Unix socket's buffered bytes do. The handle stays open until the write
- * completes, which a thread-pool wait on the object's event observes. */
-static VOID CALLBACK linger_done(PVOID arg, BOOLEAN timed_out)
+/* The end of a closed pipe end: the last of its operations is over. */
+static void pipe_finish(wobj *o)
 {
-    wobj *o = arg;
-    while (!InterlockedCompareExchangePointer(&o->linger_wait, NULL, NULL))
-        Sleep(0); /* RegisterWaitForSingleObject has not stored the wait handle yet */
-    DWORD n;
-    GetOverlappedResult(o->h, &o->wov, &n, FALSE);
-    CloseHandle(o->h);
-    UnregisterWaitEx(o->linger_wait, NULL);
+    if (o->h != INVALID_HANDLE_VALUE) CloseHandle(o->h);
     obj_free(o);
 }
 
-static void close_pipe(wobj *o)
+/* Drops one of the closed object's references; the last one frees it. */
+static void pipe_release(wobj *o)
 {
-    if (o->h != INVALID_HANDLE_VALUE) {
-        DWORD n;
-        if (o->cpending) {
-            CancelIoEx(o->h, &o->cov);
-            GetOverlappedResult(o->h, &o->cov, &n, TRUE);
-        }
-        if (o->rpending) {
-            CancelIoEx(o->h, &o->rov);
-            GetOverlappedResult(o->h, &o->rov, &n, TRUE);
-            o->rpending = 0;
-        }
-        if (o->wpending) {
-            ResetEvent(o->ev);
-            if (!HasOverlappedIoCompleted(&o->wov)) {
-                HANDLE w = NULL;
-                if (RegisterWaitForSingleObject(&w, o->ev, linger_done, o, INFINITE,
-                                                WT_EXECUTEONLYONCE)) {
-                    InterlockedExchangePointer(&o->linger_wait, w);
-                    return;
-                }
-                CancelIoEx(o->h, &o->wov);
-                GetOverlappedResult(o->h, &o->wov, &n, TRUE);
-            }
-        }
-        CloseHandle(o->h);
+    if (InterlockedDecrement(&o->inflight) == 0) pipe_finish(o);
+}
+
+/* While a closed end's write lingers: reads again, dropping the data, so that a peer that
+ * writes to this end too is not stuck with its own write. 1 when a read is in flight. */
+static int drain_read(wobj *o)
+{
+    if (!o->rd.buf && !(o->rd.buf = malloc(RBUF_SIZE))) return 0;
+    if (!ReadFile(o->h, o->rd.buf, RBUF_SIZE, NULL, op_arm(&o->rd)) &&
+        GetLastError() != ERROR_IO_PENDING && GetLastError() != ERROR_MORE_DATA)
+        return 0; /* end of stream or broken: the write ends too */
+    /* The write may have completed meanwhile and cancelled the previous read only. */
+    if (InterlockedCompareExchange(&o->stop_drain, 0, 0)) CancelIoEx(o->h, &o->rd.ov);
+    return 1;
+}
+
+/* Arms op's thread-pool wait on its own event; timeout_ms < 0: none. 0 or -1. */
+static int watch_op(wop *op, PTP_WAIT_CALLBACK cb, int timeout_ms)
+{
+    if (!op->wait && !(op->wait = CreateThreadpoolWait(cb, op, NULL))) return -1;
+    FILETIME ft, *due = NULL;
+    if (timeout_ms >= 0) {
+        ULARGE_INTEGER rel;
+        rel.QuadPart = (ULONGLONG)(-(LONGLONG)timeout_ms * 10000); /* relative, 100 ns */
+        ft.dwLowDateTime = rel.LowPart;
+        ft.dwHighDateTime = rel.HighPart;
+        due = &ft;
     }
-    obj_free(o);
+    SetThreadpoolWait(op->wait, op->ev, due);
+    return 0;
+}
+
+/* The thread-pool callback of a closed object's operation: its own event was signalled (its
+ * completion is in), or the linger time of its write ran out. */
+static VOID CALLBACK closed_op_done(PTP_CALLBACK_INSTANCE inst, PVOID ctx, PTP_WAIT wait,
+                                    TP_WAIT_RESULT result)
+{
+    (void)inst;
+    wop *op = ctx;
+    wobj *o = op->owner;
+    if (result == WAIT_TIMEOUT) { /* the write lingered long enough: cancel it */
+        CancelIoEx(o->h, &op->ov);
+        SetThreadpoolWait(wait, op->ev, NULL);
+        return;
+    }
+    while (!op_completed(op))
+        SwitchToThread(); /* the status is written before the event is signalled: no wait */
+    if (op == &o->wr) {
+        InterlockedExchange(&o->stop_drain, 1);
+        CancelIoEx(o->h, &o->rd.ov); /* the draining read, if any, is done with */
+    } else if (op == &o->rd && !InterlockedCompareExchange(&o->stop_drain, 0, 0)) {
+        DWORD n = 0;
+        if (GetOverlappedResult(o->h, &op->ov, &n, FALSE) && drain_read(o)) {
+            SetThreadpoolWait(wait, op->ev, NULL);
+            return;
+        }
+    }
+    pipe_release(o); /* the last touch of o: another thread may free it now */
+}
+
+/* Whether an operation of a closed object is over after its cancellation. Windows completes
+ * a cancelled pipe operation inside CancelIoEx; Wine delivers the cancellation to the thread
+ * that started the operation when that thread waits, which the zero-time wait on the
+ * operation's own event lets happen here. */
+static int op_over(wop *op)
+{
+    WaitForSingleObject(op->ev, 0);
+    return op_completed(op);
+}
+
+/*
+ * Closes a pipe end (see the rules at the top): requests the cancellation of what is in
+ * flight, except a write that may linger for linger_ms (0: none, an abort), and leaves the
+ * freeing to whoever sees the last completion. Unless a write lingers, the HANDLE is closed
+ * at once: the peer sees the end, and a listener's name is free, when this returns. The
+ * caller has taken o out of the table.
+ */
+static void close_pipe(wobj *o, int linger_ms)
+{
+    if (o->h == INVALID_HANDLE_VALUE) {
+        obj_free(o);
+        return;
+    }
+    wop *ops[3] = {&o->conn, &o->wr, &o->rd};
+    int busy[3];
+    for (int i = 0; i < 3; i++)
+        busy[i] = ops[i]->pending && !op_completed(ops[i]);
+    int linger = busy[1] && linger_ms != 0;
+    if (linger && !busy[2]) busy[2] = drain_read(o); /* else the read in flight drains */
+    if (!linger) {
+        for (int i = 0; i < 3; i++)
+            if (busy[i]) {
+                CancelIoEx(o->h, &ops[i]->ov);
+                busy[i] = !op_over(ops[i]);
+            }
+        CloseHandle(o->h); /* what is still in flight completes all the same */
+        o->h = INVALID_HANDLE_VALUE;
+    }
+    LONG n = 1; /* this call's own reference */
+    for (int i = 0; i < 3; i++)
+        n += busy[i];
+    o->inflight = n;
+    o->stop_drain = !linger;
+    for (int i = 0; i < 3; i++) {
+        if (!busy[i]) continue;
+        int timeout = linger && ops[i] == &o->wr ? linger_ms : -1;
+        if (watch_op(ops[i], closed_op_done, timeout) == 0) continue;
+        /* No thread-pool wait: no linger either. The write is over before the draining read
+         * is cancelled (it restarts only from its callback). */
+        if (ops[i] == &o->wr) InterlockedExchange(&o->stop_drain, 1);
+        if (o->h != INVALID_HANDLE_VALUE) CancelIoEx(o->h, &ops[i]->ov);
+        WaitForSingleObject(ops[i]->ev, INFINITE); /* its own event: its own completion */
+        if (ops[i] == &o->wr && o->h != INVALID_HANDLE_VALUE) CancelIoEx(o->h, &o->rd.ov);
+        pipe_release(o);
+    }
+    pipe_release(o);
 }
 
 static void close_listener(wobj *l)
@@ -550,22 +729,27 @@ static void close_listener(wobj *l)
         wobj *in = l->inst[i];
         if (!in) continue;
         table_remove(in->fd);
-        close_pipe(in);
+        close_pipe(in, 0);
     }
     obj_free(l);
 }
 
-void lsock__plat_close(int fd)
+void lsock__plat_close_linger(int fd, int linger_ms)
 {
     wobj *o = get(fd);
     if (!o) return;
     table_remove(fd);
     if (o->kind == OBJ_PIPE)
-        close_pipe(o);
+        close_pipe(o, linger_ms < 0 ? LINGER_DEFAULT_MS : linger_ms);
     else if (o->kind == OBJ_LISTENER)
         close_listener(o);
     else
         obj_free(o);
+}
+
+void lsock__plat_close(int fd)
+{
+    lsock__plat_close_linger(fd, -1);
 }
 
 /* ---- connecting ------------------------------------------------------------------------- */
@@ -670,9 +854,18 @@ static void *token_info(HANDLE tok, TOKEN_INFORMATION_CLASS cls)
     return p;
 }
 
+/* What a client of the pipe needs: read and write, and nothing that changes the pipe. Not
+ * FILE_CREATE_PIPE_INSTANCE, which is FILE_APPEND_DATA and so part of FILE_GENERIC_WRITE:
+ * whoever has it may create instances of the pipe and be the server its clients reach (a
+ * client's GENERIC_WRITE does not need it: the pipe file system leaves it out of the access a
+ * client end is checked for). */
+#define PIPE_CLIENT_ACCESS ((FILE_GENERIC_READ | FILE_GENERIC_WRITE) & ~FILE_CREATE_PIPE_INSTANCE)
+
 /*
- * The access options as a DACL, as Qt does it: LSOCK_USER_ACCESS allows the current user,
- * LSOCK_GROUP_ACCESS the user's primary group, LSOCK_OTHER_ACCESS Everyone. The owner always
+ * The access options as a DACL: LSOCK_USER_ACCESS allows the current user everything,
+ * LSOCK_GROUP_ACCESS the user's primary group and LSOCK_OTHER_ACCESS Everyone what a client
+ * needs (PIPE_CLIENT_ACCESS). Qt grants all three FILE_ALL_ACCESS, which lets any user the
+ * option admits add instances to the server's pipe and take its clients. The owner always
  * keeps the right to create further instances of its own pipe (without it, the server could
  * not replace an instance it handed out), but no more unless USER_ACCESS is given.
  */
@@ -701,9 +894,9 @@ static int make_security(wobj *l, unsigned access)
                                  FILE_CREATE_PIPE_INSTANCE | READ_CONTROL | WRITE_DAC | SYNCHRONIZE,
                                  user->User.Sid);
     if (ok && (access & LSOCK_GROUP_ACCESS))
-        ok = AddAccessAllowedAce(acl, ACL_REVISION, FILE_ALL_ACCESS, group->PrimaryGroup);
+        ok = AddAccessAllowedAce(acl, ACL_REVISION, PIPE_CLIENT_ACCESS, group->PrimaryGroup);
     if (ok && (access & LSOCK_OTHER_ACCESS))
-        ok = AddAccessAllowedAce(acl, ACL_REVISION, FILE_ALL_ACCESS, (PSID)world);
+        ok = AddAccessAllowedAce(acl, ACL_REVISION, PIPE_CLIENT_ACCESS, (PSID)world);
     ok = ok && InitializeSecurityDescriptor(sd, SECURITY_DESCRIPTOR_REVISION) &&
          SetSecurityDescriptorDacl(sd, TRUE, acl, FALSE);
     if (!ok) {
@@ -727,9 +920,10 @@ out:
     return rc;
 }
 
-/* A new instance of l's pipe, waiting in ConnectNamedPipe. Returns 0 or -errno. */
+/* A new instance of l's pipe, waiting in ConnectNamedPipe, in slot idx. Returns 0 or -errno. */
 static int new_instance(wobj *l, int idx, int first)
 {
+    if (lsock__test_pipe_instance_fail) return -lsock__test_pipe_instance_fail;
     DWORD open =
         PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
     /* PIPE_REJECT_REMOTE_CLIENTS: local means local, no SMB client reaches the pipe. */
@@ -742,7 +936,11 @@ static int new_instance(wobj *l, int idx, int first)
         return -win_errno(e);
     }
     wobj *in = obj_new(OBJ_PIPE);
-    if (!in) {
+    if (!in || op_init(&in->conn, in) < 0) {
+        if (in) {
+            table_remove(in->fd);
+            obj_free(in);
+        }
         CloseHandle(h);
         return -ENOMEM;
     }
@@ -751,57 +949,60 @@ static int new_instance(wobj *l, int idx, int first)
     in->listener = l;
     l->inst[idx] = in;
     if (l->port) associate(in, l->port);
-    memset(&in->cov, 0, sizeof in->cov);
-    in->cov.hEvent = l->ev;
-    if (ConnectNamedPipe(h, &in->cov)) {
+    if (ConnectNamedPipe(h, op_arm(&in->conn))) {
         in->cdone = 1;
     } else {
         DWORD e = GetLastError();
         if (e == ERROR_IO_PENDING) {
-            in->cpending = 1;
+            in->conn.pending = 1;
         } else if (e == ERROR_PIPE_CONNECTED || e == ERROR_NO_DATA) {
             /* A client came between create and connect (or came and went already: it is
              * accepted and reads end of stream). No packet is queued for this: post one. */
             in->cdone = 1;
-            SetEvent(l->ev);
             post(l, l->fd);
         } else {
             l->inst[idx] = NULL;
             table_remove(in->fd);
-            CloseHandle(in->h);
-            in->h = INVALID_HANDLE_VALUE;
-            obj_free(in);
+            close_pipe(in, 0);
             return -win_errno(e);
         }
     }
     return 0;
 }
 
-/* Collects finished ConnectNamedPipe calls; refills empty instance slots. */
+/* Fills an empty instance slot; a failure is kept in refill_err for accept() to report. */
+static void refill(wobj *l, int idx)
+{
+    int rc = new_instance(l, idx, 0);
+    l->refill_err = rc < 0 ? -rc : 0;
+}
+
+/* Collects finished ConnectNamedPipe calls and fills empty instance slots. Readable when an
+ * instance has a client, and also when a slot stays empty: accept() then reports why, and the
+ * server retries on its resource timer (server.c) instead of going deaf. */
 static unsigned listener_ready(wobj *l)
 {
     unsigned r = 0;
     for (int i = 0; i < l->ninst; i++) {
         wobj *in = l->inst[i];
-        if (!in) {
-            new_instance(l, i, 0);
-            continue;
-        }
-        if (in->cpending && HasOverlappedIoCompleted(&in->cov)) {
+        if (in && in->conn.pending && op_completed(&in->conn)) {
             DWORD n;
-            in->cpending = 0;
-            if (GetOverlappedResult(in->h, &in->cov, &n, FALSE) ||
+            in->conn.pending = 0;
+            if (GetOverlappedResult(in->h, &in->conn.ov, &n, FALSE) ||
                 GetLastError() == ERROR_PIPE_CONNECTED || GetLastError() == ERROR_NO_DATA) {
                 in->cdone = 1;
             } else {
                 l->inst[i] = NULL; /* a failed instance is replaced */
                 table_remove(in->fd);
-                close_pipe(in);
-                new_instance(l, i, 0);
-                in = l->inst[i];
+                close_pipe(in, 0);
+                in = NULL;
             }
         }
-        if (in && in->cdone) r |= LSOCK__READABLE;
+        if (!in) {
+            refill(l, i);
+            in = l->inst[i];
+        }
+        if (!in || in->cdone) r |= LSOCK__READABLE;
     }
     return r;
 }
@@ -859,10 +1060,15 @@ int lsock__plat_accept(int lfd)
         if (!in || !in->cdone) continue;
         in->cdone = 0;
         in->listener = NULL;
+        op_free(&in->conn); /* its connect is over: one event less */
         l->inst[i] = NULL;
-        new_instance(l, i, 0); /* on failure, listener_ready() tries again later */
+        refill(l, i);
         return in->fd;
     }
+    /* No client, and an instance could not be made: say why, so that the server pauses and
+     * tries again later (an empty slot would otherwise wait for a packet that never comes). */
+    for (int i = 0; i < l->ninst; i++)
+        if (!l->inst[i]) return -(l->refill_err ? l->refill_err : ENOMEM);
     return -EAGAIN;
 }
 
@@ -913,14 +1119,39 @@ unsigned lsock__win_ready(ULONG_PTR key, HANDLE port, int *fd_out)
     return ready(o);
 }
 
+/* The events a blocking wait on o waits on: those of its operations in flight that can make
+ * it ready for events (each signalled by its own operation only). Sets *more when there are
+ * more than fit. */
+static DWORD wait_handles(wobj *o, unsigned events, HANDLE *hs, int *more)
+{
+    DWORD n = 0;
+    *more = 0;
+    if (o->kind == OBJ_PIPE) {
+        if ((events & LSOCK__READABLE) && o->rd.pending) hs[n++] = o->rd.ev;
+        if ((events & LSOCK__WRITABLE) && o->wr.pending) hs[n++] = o->wr.ev;
+    } else if (o->kind == OBJ_LISTENER) {
+        for (int i = 0; i < o->ninst; i++) {
+            wobj *in = o->inst[i];
+            if (!in || !in->conn.pending) continue;
+            if (n == MAXIMUM_WAIT_OBJECTS) {
+                *more = 1;
+                break;
+            }
+            hs[n++] = in->conn.ev;
+        }
+    } else {
+        hs[n++] = o->ev;
+    }
+    return n;
+}
+
 int lsock__plat_wait(int fd, unsigned events, int timeout)
 {
     wobj *o = get(fd);
     if (!o) return -EBADF;
     uint64_t deadline = timeout >= 0 ? lsock__now_ms() + (uint64_t)timeout : 0;
     for (;;) {
-        /* Reset first: a completion after this point signals the event again. */
-        ResetEvent(o->ev);
+        if (o->kind == OBJ_WAKEUP) ResetEvent(o->ev); /* a signal after this sets it again */
         if (o->kind == OBJ_PIPE && (events & LSOCK__READABLE)) start_read(o);
         unsigned r = ready(o) & events;
         if (r) return (int)r;
@@ -930,8 +1161,18 @@ int lsock__plat_wait(int fd, unsigned events, int timeout)
             if (now >= deadline) return 0;
             ms = (DWORD)(deadline - now);
         }
-        DWORD w = WaitForSingleObject(o->ev, ms);
-        if (w == WAIT_FAILED) return -win_errno(GetLastError());
+        HANDLE hs[MAXIMUM_WAIT_OBJECTS];
+        int more;
+        DWORD n = wait_handles(o, events, hs, &more);
+        /* Nothing in flight (a client still waiting for a free instance), or more operations
+         * than one wait takes: look again shortly. */
+        if ((n == 0 || more) && ms > WAIT_SLICE_MS) ms = WAIT_SLICE_MS;
+        if (n == 0) {
+            Sleep(ms);
+            continue;
+        }
+        if (WaitForMultipleObjects(n, hs, FALSE, ms) == WAIT_FAILED)
+            return -win_errno(GetLastError());
     }
 }
 
