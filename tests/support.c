@@ -1035,7 +1035,11 @@ unsigned access_mode_of(const char *name)
         ACCESS_ALLOWED_ACE *ace;
         ASSERT(GetAce(dacl, i, (void **)&ace));
         ASSERT_EQ(ace->Header.AceType, ACCESS_ALLOWED_ACE_TYPE);
-        if ((ace->Mask & FILE_ALL_ACCESS) != FILE_ALL_ACCESS) continue; /* the owner's rights */
+        /* Read and write make a class's access; instance creation is the server user's
+         * alone, so it does not count. */
+        const DWORD rw =
+            (FILE_GENERIC_READ | FILE_GENERIC_WRITE) & ~(DWORD)FILE_CREATE_PIPE_INSTANCE;
+        if ((ace->Mask & rw) != rw) continue;
         PSID sid = (PSID)&ace->SidStart;
         if (EqualSid(sid, user.u.User.Sid)) mode |= 0700;
         if (EqualSid(sid, group.g.PrimaryGroup)) mode |= 0070;
