@@ -406,8 +406,6 @@ TEST(set_descriptor_rejects_non_stream_and_unconnected_sockets)
     ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_set_descriptor: "));
 #ifdef _WIN32
     /* Windows: a pipe instance that no client connected to (a pipe has no datagram kind). */
-    SKIP("known Windows defect: lsock_socket_set_descriptor() adopts a pipe instance that no "
-         "client connected to (PeekNamedPipe fails ERROR_BAD_PIPE, not ERROR_PIPE_LISTENING)");
     raw_server *l = raw_listen(test_name("unconnected"), 1);
     ASSERT(!lsock_socket_set_descriptor(s, raw_server_fd(l), LSOCK_CONNECTED, LSOCK_READ_WRITE));
     ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_UNSUPPORTED_OPERATION);

@@ -1191,8 +1191,14 @@ int lsock__plat_adopt(intptr_t handle, int listening)
     DWORD flags = 0;
     if (!GetNamedPipeInfo(h, &flags, NULL, NULL, NULL)) return -ENOTSOCK;
     DWORD avail = 0;
-    if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL) && GetLastError() == ERROR_PIPE_LISTENING)
-        return -ENOTCONN; /* a server instance nobody connected to */
+    if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL)) {
+        /* A server instance nobody connected to (Windows says PIPE_LISTENING, Wine BAD_PIPE)
+         * or one whose client came and went: no connection to adopt. A broken pipe is a
+         * connection whose peer has closed, adopted as one at its end (as on Unix). */
+        DWORD e = GetLastError();
+        if (e == ERROR_PIPE_LISTENING || e == ERROR_BAD_PIPE || e == ERROR_PIPE_NOT_CONNECTED)
+            return -ENOTCONN;
+    }
     wobj *o = obj_new(OBJ_PIPE);
     if (!o) return -ENOMEM;
     o->h = h;
