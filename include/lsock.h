@@ -290,7 +290,10 @@ LSOCK_API int lsock_socket_linger(const lsock_socket *s);
 LSOCK_API bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned open_mode);
 /* Graceful close: CLOSING until all written data is delivered, then UNCONNECTED. Unread
  * received data stays readable. A peer that never reads keeps the socket CLOSING, holding its
- * queue, unless a linger time is set (lsock_socket_set_linger()). */
+ * queue, unless a linger time is set (lsock_socket_set_linger()). On Windows "delivered"
+ * includes the last write still in flight in the pipe (as Qt's pipe writer), which a process
+ * that ended would lose: the socket stays CLOSING until it completes, even with nothing left
+ * in bytes_to_write(), so wait_for_disconnected() before exiting keeps every byte. */
 LSOCK_API void lsock_socket_disconnect(lsock_socket *s);
 /* Immediate close: drops unwritten and unread data, UNCONNECTED on return. */
 LSOCK_API void lsock_socket_abort(lsock_socket *s);

@@ -126,6 +126,10 @@ void lsock__plat_close(int fd);
  * at most that long; lsock__plat_close(fd) is linger_ms -1. Unix: the kernel delivers what it
  * took whatever linger_ms says. */
 void lsock__plat_close_linger(int fd, int linger_ms);
+/* 1 while bytes lsock__plat_write() took are still on their way to the peer and would be lost
+ * if the process ended (Windows: a write in flight), else 0. Unix: 0, the kernel has them. A
+ * graceful disconnect stays CLOSING until this is 0, as Qt's waits for its pipe writer. */
+int lsock__plat_write_in_flight(int fd);
 /* Waits until fd has any of events or timeout ms pass (-1: forever). Returns the ready
  * events, 0 on timeout, -errno. */
 int lsock__plat_wait(int fd, unsigned events, int timeout);

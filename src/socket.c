@@ -425,11 +425,11 @@ static void do_disconnect(lsock_socket *s)
             lsock__socket_connection_lost(s, (int)-r, "lsock_socket_disconnect");
             return;
         }
+    }
+    if (lsock__socket_unsent(s)) {
         lsock__socket_after_flush(s);
-        if (lsock__buf_len(&s->wbuf) > 0) {
-            start_linger(s); /* CLOSING until the rest is written, or the linger time is up */
-            return;
-        }
+        start_linger(s); /* CLOSING until the rest is written, or the linger time is up */
+        return;
     }
     lsock__socket_finish_close(s);
 }
@@ -551,7 +551,7 @@ void lsock_socket_set_linger(lsock_socket *s, int msecs)
         return;
     }
     s->linger = msecs;
-    if (s->state != LSOCK_CLOSING || lsock__buf_len(&s->wbuf) == 0) return;
+    if (s->state != LSOCK_CLOSING || !lsock__socket_unsent(s)) return;
     lsock__socket_hold(s); /* already closing: the new time counts from now */
     start_linger(s);
     lsock__socket_release(s);

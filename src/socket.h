@@ -122,4 +122,11 @@ static inline int lsock__socket_lingering(const lsock_socket *s)
     return s->state == LSOCK_CLOSING && s->linger_deadline != 0 && lsock__buf_len(&s->wbuf) > 0;
 }
 
+/* Whether the socket still has bytes to deliver: queued, or taken by the platform and not yet
+ * delivered (Windows: a write in flight). A graceful close completes only once this is 0. */
+static inline int lsock__socket_unsent(const lsock_socket *s)
+{
+    return lsock__buf_len(&s->wbuf) > 0 || (s->fd >= 0 && lsock__plat_write_in_flight(s->fd));
+}
+
 #endif

@@ -177,7 +177,7 @@ int64_t lsock__socket_flush_some(lsock_socket *s)
 void lsock__socket_after_flush(lsock_socket *s)
 {
     if (s->loop && s->fd >= 0) {
-        if (lsock__buf_len(&s->wbuf) > 0)
+        if (lsock__buf_len(&s->wbuf) > 0 || (s->state == LSOCK_CLOSING && lsock__socket_unsent(s)))
             start_io(s, LSOCK__WRITABLE, "lsock_socket_write");
         else
             lsock__io_stop(s->loop, &s->io, LSOCK__WRITABLE);
@@ -238,7 +238,7 @@ int lsock__socket_on_writable(lsock_socket *s)
     lsock__socket_after_flush(s);
     lsock__socket_emit_bytes_written(s);
     if (s->dead) return -1;
-    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0) {
+    if (s->state == LSOCK_CLOSING && !lsock__socket_unsent(s)) {
         lsock__socket_finish_close(s);
         return -1;
     }

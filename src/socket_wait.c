@@ -67,7 +67,7 @@ enum { WAIT_FULL = -2, WAIT_ENDED = -1, WAIT_TIMEOUT = 0, WAIT_DONE = 1 };
 static int needs_reading(const lsock_socket *s, wait_goal goal)
 {
     if (goal == FOR_WRITTEN) return 0;
-    if (goal == FOR_CLOSE) return !(s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) > 0);
+    if (goal == FOR_CLOSE) return !(s->state == LSOCK_CLOSING && lsock__socket_unsent(s));
     return 1;
 }
 
@@ -102,7 +102,9 @@ static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *cal
         int full = s->throttled || rbuf_full(s);
         if (full && needs_reading(s, goal)) return WAIT_FULL;
         unsigned ev = full ? 0 : LSOCK__READABLE;
-        if (lsock__buf_len(&s->wbuf) > 0) ev |= LSOCK__WRITABLE;
+        if (lsock__buf_len(&s->wbuf) > 0 ||
+            (goal == FOR_CLOSE && s->state == LSOCK_CLOSING && lsock__socket_unsent(s)))
+            ev |= LSOCK__WRITABLE;
         if (ev == 0)
             return WAIT_FULL; /* reading paused and nothing to write: nothing to wait for */
         int left = wait_left(s, deadline, msecs);
@@ -223,7 +225,7 @@ static bool wait_disconnected(lsock_socket *s, int msecs)
     if (s->state == LSOCK_UNCONNECTED)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connected");
     if (!connect_phase(s, &msecs)) return false;
-    if (s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && !s->broken && !s->watch_err) {
+    if (s->state == LSOCK_CLOSING && !lsock__socket_unsent(s) && !s->broken && !s->watch_err) {
         lsock__socket_finish_close(s);
         return !s->dead;
     }

@@ -320,10 +320,6 @@ static void chaos_new_connection(lsock_server *srv, void *ud)
 
 TEST(chaos_clients_killed_mid_write_lose_no_message_of_the_survivors)
 {
-#ifdef _WIN32
-    SKIP("known Windows defect: a process that exits right after disconnect() loses the bytes "
-         "of a write still in flight (a surviving client's last message arrives cut)");
-#endif
     rng_seed("chaos");
     /* Each client sends more than its connection holds in flight (the kernel takes about
      * 1 MiB), so that a kill cuts it off while it still has messages to send. */

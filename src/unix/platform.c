@@ -449,6 +449,12 @@ void lsock__plat_close(int fd)
     if (fd >= 0) close(fd); /* never retried on EINTR: the descriptor is gone either way */
 }
 
+int lsock__plat_write_in_flight(int fd)
+{
+    (void)fd;
+    return 0; /* what send() took is the kernel's to deliver, whatever the process does */
+}
+
 /* The kernel keeps what the socket took and delivers it: nothing lingers in lsock. */
 void lsock__plat_close_linger(int fd, int linger_ms)
 {

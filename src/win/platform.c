@@ -593,6 +593,14 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n)
     return (int64_t)m;
 }
 
+int lsock__plat_write_in_flight(int fd)
+{
+    wobj *o = get(fd);
+    if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return 0;
+    harvest_write(o);
+    return o->wr.pending; /* ended with the process, unlike what a Unix kernel took */
+}
+
 /* ---- closing ---------------------------------------------------------------------------- */
 
 /* The end of a closed pipe end: the last of its operations is over. */
