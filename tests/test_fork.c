@@ -14,23 +14,18 @@
 
 #include "support.h"
 
-/* Waits for the child with a deadline and returns its exit code (-1: killed or hung). */
+/* Waits for the child with a deadline (support.c's child_wait) and returns its exit code (-1:
+ * killed or hung, and then killed). */
 static int reap(pid_t pid)
 {
-    uint64_t deadline = test_now_ms() + 10000;
-    for (;;) {
-        int status = 0;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        ASSERT(r == 0);
-        if (test_now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            return -1;
-        }
-        struct pollfd none;
-        poll(&none, 0, 5);
+    child c = {.pid = pid};
+    int st = child_wait(&c, 10000);
+    if (st == CHILD_RUNNING) {
+        child_kill(&c);
+        child_wait(&c, -1);
+        return -1;
     }
+    return st >= 0 ? st : -1;
 }
 
 static pid_t fork_test_child(void)
