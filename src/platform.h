@@ -166,6 +166,9 @@ void lsock__plat_name_unlock(int lock);
 /* Whether an accepted peer passes the access bits of an abstract server (which has no file
  * mode): same effective uid (USER), same gid (GROUP), anyone (OTHER). 1 or 0. */
 int lsock__plat_peer_allowed(int fd, unsigned access);
+/* Whether LSOCK_ABSTRACT_NAMESPACE means anything here: 0 where it is ignored (Windows: pipe
+ * names have no abstract namespace, as in Qt), so a name is examined as any other. */
+int lsock__plat_has_abstract(void);
 /* This process's id: a server inherited across fork() knows it is not in its creator. */
 int64_t lsock__plat_process_id(void);
 /* The address a socket is bound to, as a malloc'd path in *out; *abstract says whether it

@@ -398,7 +398,7 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     if (!srv || srv->dead) return false;
     if (srv->fd >= 0) return fail(srv, LSOCK_ERR_OPERATION, call, "already listening");
     if (!name || !*name) return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
-    int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) != 0;
+    int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) && lsock__plat_has_abstract();
     unsigned access = srv->options & LSOCK_WORLD_ACCESS;
     char *full = lsock__name_resolve(name);
     char *copy = strdup(name);

@@ -635,6 +635,11 @@ int lsock__plat_peer_allowed(int fd, unsigned access)
     return (access & LSOCK_OTHER_ACCESS) != 0;
 }
 
+int lsock__plat_has_abstract(void)
+{
+    return 1;
+}
+
 int64_t lsock__plat_process_id(void)
 {
     return (int64_t)getpid();

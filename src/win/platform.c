@@ -1246,6 +1246,11 @@ int lsock__plat_peer_allowed(int fd, unsigned access)
     return 1;
 }
 
+int lsock__plat_has_abstract(void)
+{
+    return 0;
+}
+
 int64_t lsock__plat_process_id(void)
 {
     return (int64_t)GetCurrentProcessId();
