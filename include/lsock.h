@@ -293,7 +293,9 @@ LSOCK_API bool lsock_socket_connect(lsock_socket *s, const char *name, unsigned 
  * queue, unless a linger time is set (lsock_socket_set_linger()). On Windows "delivered"
  * includes the last write still in flight in the pipe (as Qt's pipe writer), which a process
  * that ended would lose: the socket stays CLOSING until it completes, even with nothing left
- * in bytes_to_write(), so wait_for_disconnected() before exiting keeps every byte. */
+ * in bytes_to_write(), so wait_for_disconnected() before exiting keeps every byte. That write
+ * also ends with the thread that started it (Windows cancels a thread's I/O when it ends): a
+ * thread that frees the socket and ends must wait for it first, as a process must. */
 LSOCK_API void lsock_socket_disconnect(lsock_socket *s);
 /* Immediate close: drops unwritten and unread data, UNCONNECTED on return. */
 LSOCK_API void lsock_socket_abort(lsock_socket *s);

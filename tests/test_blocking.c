@@ -668,11 +668,16 @@ TEST(wait_for_ready_read_with_full_read_buffer_fails_at_once_without_reading)
     "Operation not allowed in this state (the read buffer is full: read from it first)"
 
 /* A peer thread: streams total bytes of the pattern through a loop-less socket, then
- * disconnects and frees it. ok: everything was handed to the kernel. */
+ * disconnects and frees it. ok: everything was handed to the kernel. The thread lives on until
+ * the reader is done: on Windows a thread that ends cancels the I/O it started (the last write
+ * may still be in the pipe when the socket is freed), which no Unix kernel does. */
 typedef struct streamer {
     lsock_socket *s;
     size_t total;
     bool ok;
+    bool reader_done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
     pthread_t th;
 } streamer;
 
@@ -689,6 +694,13 @@ static void *stream_main(void *arg)
     lsock_socket_disconnect(st->s);
     lsock_socket_free(st->s);
     free(data);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 60;
+    pthread_mutex_lock(&st->mu);
+    while (!st->reader_done)
+        if (pthread_cond_timedwait(&st->cv, &st->mu, &dl) != 0) break;
+    pthread_mutex_unlock(&st->mu);
     return NULL;
 }
 
@@ -703,6 +715,8 @@ TEST(wait_for_disconnected_never_reads_past_the_read_buffer_limit)
     ASSERT(lsock_socket_set_read_buffer_size(p.client, limit));
     streamer st = {.s = p.peer, .total = 8u << 20};
     p.peer = NULL;
+    pthread_mutex_init(&st.mu, NULL);
+    pthread_cond_init(&st.cv, NULL);
     ASSERT_EQ(pthread_create(&st.th, NULL, stream_main, &st), 0);
     /* The peer streams far more than the limit and stays connected: the wait fills the buffer
      * up to the limit, then refuses to read on. */
@@ -733,10 +747,16 @@ TEST(wait_for_disconnected_never_reads_past_the_read_buffer_limit)
         ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_OPERATION);
         ASSERT(lsock_socket_bytes_available(p.client) <= limit);
     }
+    pthread_mutex_lock(&st.mu);
+    st.reader_done = true;
+    pthread_cond_signal(&st.cv);
+    pthread_mutex_unlock(&st.mu);
     ASSERT_EQ(lsock_socket_state(p.client), LSOCK_UNCONNECTED);
     ASSERT_EQ(got, st.total);
     ASSERT(r.max_available <= limit);
     ASSERT_EQ(pthread_join(st.th, NULL), 0);
+    pthread_cond_destroy(&st.cv);
+    pthread_mutex_destroy(&st.mu);
     ASSERT(st.ok);
     free(buf);
     pair_close(&p);
