@@ -1,12 +1,15 @@
 /*
- * Interop with real Qt programs: tests/qt/qt_peer (a Qt 5 QLocalServer/QLocalSocket, see
- * its header for the line protocol it speaks) against lsock, both ways: a Qt server with lsock
- * clients and an lsock server with Qt clients, by bare name (both resolve it in the same
- * $TMPDIR, a private one per test) and by absolute path. Also the socket file modes of the
- * access options, removeServer, names held by live servers, and the order of the signals.
+ * Interop with real Qt programs: tests/qt/qt_peer.cpp, built as qt5_peer (Qt 5) and qt6_peer
+ * (Qt 6), a QLocalServer/QLocalSocket (see its header for the line protocol it speaks) against
+ * lsock, both ways: a Qt server with lsock clients and an lsock server with Qt clients, by bare
+ * name (both resolve it in the same $TMPDIR, a private one per test), by absolute path and (Qt 6)
+ * in the abstract namespace. Also the socket file modes of the access options, removeServer,
+ * names held by live servers, the order of the signals and the errors the waits keep.
  *
- * Without Qt 5 (qt_peer not built) every test prints "skipped: Qt 5 not found" and exits 77;
- * with LSOCK_REQUIRE_QT=1 in the environment (CI) a missing qt_peer fails instead.
+ * ctest runs every test twice: interop_qt5.* and interop_qt6.*, with LSOCK_QT_VERSION and
+ * LSOCK_QT_PEER (the peer's path) in the environment. Where Qt 5 and Qt 6 differ lsock follows
+ * Qt 6, and the test says what Qt 5 does. Without a peer its tests print "skipped: Qt N not
+ * found" and exit 77; with LSOCK_REQUIRE_QT=1 in the environment (CI) they fail instead.
  */
 #include "support.h"
 
@@ -25,17 +28,23 @@
 
 /* ---- qt_peer processes --------------------------------------------------------------- */
 
+/* The Qt the peer is built with: 5 or 6 (LSOCK_QT_VERSION, set by ctest per run). */
+static int qt_version(void)
+{
+    const char *v = getenv("LSOCK_QT_VERSION");
+    return v && *v == '6' ? 6 : 5;
+}
+
 static const char *qt_peer_path(void)
 {
     const char *p = getenv("LSOCK_QT_PEER");
-#ifdef LSOCK_QT_PEER
-    if (!p || !*p) p = LSOCK_QT_PEER;
-#endif
     if (p && *p && access(p, X_OK) == 0) return p;
+    int v = qt_version();
     const char *req = getenv("LSOCK_REQUIRE_QT");
     if (req && *req && strcmp(req, "0") != 0)
-        FAIL_("Qt 5 not found (qt_peer not built) and LSOCK_REQUIRE_QT is set");
-    SKIP("Qt 5 not found (qt_peer not built; apt-get install qtbase5-dev and reconfigure)");
+        FAIL_("Qt %d not found (qt%d_peer not built) and LSOCK_REQUIRE_QT is set", v, v);
+    SKIP("Qt %d not found (qt%d_peer not built; apt-get install %s and reconfigure)", v, v,
+         v == 6 ? "qt6-base-dev" : "qtbase5-dev");
     return NULL;
 }
 
