@@ -44,9 +44,10 @@ uint64_t lsock__now_ms(void);
 
 /* ---- names ----------------------------------------------------------------------------- */
 
-/* Resolves a name as Qt does: absolute path as is, else $TMPDIR/name (or /tmp/name). Returns
- * a malloc'd string, or NULL on no memory. */
-char *lsock__name_resolve(const char *name);
+/* Resolves a name as Qt 6 does: absolute path as is, else $TMPDIR/name (or /tmp/name); in the
+ * abstract namespace (abstract != 0, where there is one) the name as given, no directory in
+ * front. Returns a malloc'd string, or NULL on no memory. */
+char *lsock__name_resolve(const char *name, int abstract);
 /* Why a resolved name can name no server here, as a constant text for the error
  * (LSOCK_ERR_INVALID_ARGUMENT), or NULL when it can. Windows refuses a pipe name that is empty
  * or has a "." or ".." component, which Win32 path rules would take out of \\.\pipe\; Unix
@@ -172,8 +173,10 @@ int lsock__plat_has_abstract(void);
 /* This process's id: a server inherited across fork() knows it is not in its creator. */
 int64_t lsock__plat_process_id(void);
 /* The address a socket is bound to, as a malloc'd path in *out; *abstract says whether it
- * is in the abstract namespace. 0 or -errno. */
-int lsock__plat_local_name(int fd, char **out, int *abstract);
+ * is in the abstract namespace. With peer, the address of the peer first, and the socket's own
+ * when the peer has none (an accepted socket's peer is unbound), as Qt 6 describes an adopted
+ * descriptor. 0 or -errno (-ENOTSUP where a descriptor has no such name). */
+int lsock__plat_local_name(int fd, int peer, char **out, int *abstract);
 /* Maximum length of a resolved name that fits a socket address as is (sun_path minus the
  * NUL); longer paths may still work (see lsock__plat_name_limit_text). */
 size_t lsock__plat_name_max(void);

@@ -400,7 +400,7 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     if (!name || !*name) return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
     int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) && lsock__plat_has_abstract();
     unsigned access = srv->options & LSOCK_WORLD_ACCESS;
-    char *full = lsock__name_resolve(name);
+    char *full = lsock__name_resolve(name, abstract);
     char *copy = strdup(name);
     if (!full || !copy) {
         free(full);
@@ -444,7 +444,7 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
                     rc == -EINVAL ? "not a listening socket" : lsock__plat_strerror(rc));
     char *full = NULL;
     int abstract = 0;
-    if (lsock__plat_local_name(rc, &full, &abstract) < 0)
+    if (lsock__plat_local_name(rc, 0, &full, &abstract) < 0)
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     const char *base = strrchr(full, '/');
     char *name = strdup(base && !abstract ? base + 1 : full);
@@ -586,7 +586,7 @@ const char *lsock_server_error_string(const lsock_server *srv)
 bool lsock_remove_server(const char *name)
 {
     if (!name || !*name) return false;
-    char *path = lsock__name_resolve(name);
+    char *path = lsock__name_resolve(name, 0);
     if (!path) return false;
     int rc = lsock__plat_remove(path);
     free(path);

@@ -325,7 +325,7 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
         lsock__socket_error_and_close(s, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
         return false;
     }
-    char *path = lsock__name_resolve(s->name);
+    char *path = lsock__name_resolve(s->name, (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0);
     if (!path) {
         lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
         return false;
@@ -489,7 +489,9 @@ bool lsock_socket_set_server_name(lsock_socket *s, const char *name)
     if (s->state != LSOCK_UNCONNECTED)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "the socket is not unconnected");
     char *copy = NULL, *full = NULL;
-    if (name && *name && (!(copy = strdup(name)) || !(full = lsock__name_resolve(name)))) {
+    if (name && *name &&
+        (!(copy = strdup(name)) ||
+         !(full = lsock__name_resolve(name, (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0)))) {
         free(copy);
         return lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
@@ -607,6 +609,31 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     if (rc < 0)
         return lsock__socket_fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call,
                                   lsock__plat_strerror(rc));
+    /* The names, as Qt 6 describes an adopted descriptor: the peer's address (the socket's own
+     * for an accepted one), the full name, and its last component (an abstract name whole).
+     * LSOCK_ABSTRACT_NAMESPACE follows the address, as in Qt 6, so that connecting again by
+     * the name reaches the same address. */
+    char *full = NULL, *name = NULL;
+    int abstract = 0;
+    if (lsock__plat_local_name(rc, 1, &full, &abstract) == -ENOMEM)
+        return lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    if (full && *full) {
+        const char *base = abstract ? NULL : strrchr(full, '/');
+        name = strdup(base && base[1] ? base + 1 : full);
+        if (!name) {
+            free(full);
+            return lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+        }
+    } else {
+        free(full);
+        full = NULL;
+    }
+    clear_names(s);
+    s->name = name;
+    s->full = full;
+    if (full)
+        s->options = abstract ? s->options | LSOCK_ABSTRACT_NAMESPACE
+                              : s->options & ~(unsigned)LSOCK_ABSTRACT_NAMESPACE;
     lsock__socket_hold(s);
     lsock__err_clear(&s->err);
     lsock__buf_clear(&s->rbuf);

@@ -20,7 +20,7 @@ static void check(const char *tmpdir, const char *name, const char *want)
     else
         unsetenv("TMPDIR");
 #endif
-    char *got = lsock__name_resolve(name);
+    char *got = lsock__name_resolve(name, 0);
     ASSERT_STR_EQ(got, want);
     free(got);
 }
@@ -61,7 +61,7 @@ TEST(name_full_server_name_of_socket_and_server_agree)
     const char *name = test_name("fullname");
     lsock_server *srv = lsock_server_new(NULL);
     ASSERT(lsock_server_listen(srv, name));
-    char *want = lsock__name_resolve(name);
+    char *want = lsock__name_resolve(name, 0);
     ASSERT_STR_EQ(lsock_server_full_server_name(srv), want);
     ASSERT_STR_EQ(lsock_server_name(srv), name);
     lsock_socket *s = lsock_socket_new(NULL);

@@ -520,7 +520,8 @@ TEST(abstract_namespace_server_makes_no_file_and_clients_connect)
     lsock_server *srv = lsock_server_new(loop);
     ASSERT(lsock_server_set_socket_options(srv, LSOCK_ABSTRACT_NAMESPACE));
     ASSERT(lsock_server_listen(srv, name));
-    ASSERT_STR_EQ(lsock_server_full_server_name(srv), path_of(name));
+    /* As Qt 6: the address is "\0" and the name as given, which is also the full name. */
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), name);
     ASSERT(!file_exists(path_of(name)));
     ASSERT_EQ(dir_entries(dir), 0);
     lsock_socket *c = lsock_socket_new(loop);
@@ -528,7 +529,7 @@ TEST(abstract_namespace_server_makes_no_file_and_clients_connect)
     ASSERT_EQ(lsock_socket_options(c), LSOCK_ABSTRACT_NAMESPACE);
     ASSERT(lsock_socket_connect(c, name, LSOCK_READ_WRITE));
     ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
-    ASSERT_STR_EQ(lsock_socket_full_server_name(c), path_of(name));
+    ASSERT_STR_EQ(lsock_socket_full_server_name(c), name);
     RUN_UNTIL(loop, lsock_server_has_pending_connections(srv), 5000);
     lsock_socket *peer = lsock_server_next_pending_connection(srv);
     ASSERT_EQ(lsock_socket_write(peer, "abs", 3), 3);

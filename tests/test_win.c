@@ -19,7 +19,7 @@ static bool ends_with(const char *s, const char *suffix)
 
 static void check_name(const char *name, const char *want)
 {
-    char *got = lsock__name_resolve(name);
+    char *got = lsock__name_resolve(name, 0);
     ASSERT_STR_EQ(got, want);
     free(got);
 }
@@ -498,7 +498,7 @@ TEST(both_ends_closing_with_writes_in_flight_free_the_name)
 static HANDLE raw_client(const char *name)
 {
     wchar_t w[300];
-    char *path = lsock__name_resolve(name);
+    char *path = lsock__name_resolve(name, 0);
     ASSERT(path != NULL);
     ASSERT(MultiByteToWideChar(CP_UTF8, 0, path, -1, w, 300) > 0);
     free(path);

@@ -1,16 +1,17 @@
 /*
  * Server names, resolved as Qt resolves them so that lsock and Qt programs meet: a name that
  * starts with '/' is a path used as is; any other name lives in the temporary directory,
- * $TMPDIR (or /tmp when TMPDIR is unset or empty), like QDir::tempPath().
+ * $TMPDIR (or /tmp when TMPDIR is unset or empty), like QDir::tempPath(). An abstract name
+ * (LSOCK_ABSTRACT_NAMESPACE) is the name as given, as in Qt 6: "app" is the address "\0app".
  */
 #include "platform.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-char *lsock__name_resolve(const char *name)
+char *lsock__name_resolve(const char *name, int abstract)
 {
-    if (name[0] == '/') return strdup(name);
+    if (abstract || name[0] == '/') return strdup(name);
     const char *dir = getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
     size_t dl = strlen(dir), nl = strlen(name);

@@ -645,15 +645,19 @@ int64_t lsock__plat_process_id(void)
     return (int64_t)getpid();
 }
 
-int lsock__plat_local_name(int fd, char **out, int *abstract)
+int lsock__plat_local_name(int fd, int peer, char **out, int *abstract)
 {
     struct sockaddr_un sa;
     socklen_t len = sizeof sa;
+    size_t off = offsetof(struct sockaddr_un, sun_path);
     memset(&sa, 0, sizeof sa);
     *out = NULL;
     *abstract = 0;
-    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) len = 0;
-    size_t off = offsetof(struct sockaddr_un, sun_path);
+    if (!peer || getpeername(fd, (struct sockaddr *)&sa, &len) < 0 || len <= off) {
+        len = sizeof sa;
+        memset(&sa, 0, sizeof sa);
+        if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) len = 0;
+    }
     size_t n = len > off ? len - off : 0;
     const char *p = sa.sun_path;
     if (n > 0 && p[0] == '\0') {

@@ -15,8 +15,9 @@
 
 #define PREFIX "\\\\.\\pipe\\"
 
-char *lsock__name_resolve(const char *name)
+char *lsock__name_resolve(const char *name, int abstract)
 {
+    (void)abstract; /* pipe names have no abstract namespace */
     size_t pl = strlen(PREFIX), nl = strlen(name);
     if (nl >= pl && strncmp(name, PREFIX, pl) == 0) {
         char *copy = malloc(nl + 1);

@@ -1262,8 +1262,9 @@ int lsock__plat_remove(const char *path)
     return 0;
 }
 
-int lsock__plat_local_name(int fd, char **out, int *abstract)
+int lsock__plat_local_name(int fd, int peer, char **out, int *abstract)
 {
+    (void)peer;
     *out = NULL;
     *abstract = 0;
     return -ENOTSUP;

@@ -6,9 +6,14 @@
  *   - out of band: qt_peer reports events as lines on its stdout.
  *
  * Usage:
- *   qt_peer server NAME [--access none|user|group|other|world] [--timeout MS]
- *   qt_peer client NAME [--count N] [--timeout MS]
+ *   qt_peer server NAME [--access none|user|group|other|world] [--abstract] [--timeout MS]
+ *   qt_peer client NAME [--count N] [--abstract] [--timeout MS]
  *   qt_peer remove NAME                       QLocalServer::removeServer(NAME)
+ *   qt_peer waits NAME [--abstract]           connectToServer(NAME) without a loop, then each
+ *                                             waitFor*(100): "waits R E R E R E R E R E" (below)
+ *
+ * --abstract (Qt 6.2+): QLocalServer/QLocalSocket::AbstractNamespaceOption; a Qt 5 build says
+ * "unsupported abstract" and exits 1.
  *
  * Every connection starts by sending "hello <id>\n" (ids count from 1). Then it obeys lines:
  *   line TEXT      reply "echo TEXT\n"
@@ -22,6 +27,7 @@
  * SUM is the FNV-1a 64 of the bytes, in hex. Pattern byte i is ((uint32)i * 2654435761) >> 24.
  *
  * Stdout lines: "listening FULLNAME", "listen-failed ERR TEXT", "connected ID",
+ * "fullname ID FULLNAME" (client: the socket's fullServerName once connected),
  * "connect-failed ID ERR", "got ID N SUM", "closed ID err=ERR bin=N", "log ID TOKENS" (every
  * signal after the connection, lsock's names: error:PEER_CLOSED state:CLOSING
  * read_channel_finished(UNCONNECTED) disconnected(UNCONNECTED) about_to_close), "removed 0|1",
@@ -252,7 +258,7 @@ void attach(QLocalSocket *s, int id)
 
 int usage()
 {
-    fprintf(stderr, "usage: qt_peer server|client|remove NAME [--access A] [--count N] "
+    fprintf(stderr, "usage: qt_peer server|client|remove|waits NAME [--access A] [--count N] [--abstract] "
                     "[--timeout MS]\n");
     return 2;
 }
@@ -267,8 +273,14 @@ int main(int argc, char **argv)
     QString name = QString::fromLocal8Bit(argv[2]);
     QByteArray access = "none";
     int count = 1, timeout = 30000;
-    for (int i = 3; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--access"))
+    bool abstract = false;
+    for (int i = 3; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--abstract")) {
+            abstract = true;
+            i--;
+        } else if (i + 1 >= argc)
+            return usage();
+        else if (!strcmp(argv[i], "--access"))
             access = argv[i + 1];
         else if (!strcmp(argv[i], "--count"))
             count = atoi(argv[i + 1]);
@@ -278,6 +290,32 @@ int main(int argc, char **argv)
             return usage();
     }
 
+    if (mode == "waits") {
+        /* The canonical pattern: connectToServer(); if (!waitForConnected()) errorString().
+         * "waits" then, after the connect and after each wait (connected, ready read, bytes
+         * written, disconnected): the wait's result (1/0, "-" for the connect) and error(). */
+        QLocalSocket s;
+        if (abstract) {
+#if QT_VERSION >= QT_VERSION_CHECK(6, 2, 0)
+            s.setSocketOptions(QLocalSocket::AbstractNamespaceOption);
+#else
+            say("unsupported abstract");
+            return 1;
+#endif
+        }
+        s.connectToServer(name);
+        QByteArray out = QByteArray("waits - ") + errName(s.error());
+        bool r = s.waitForConnected(100);
+        out += QByteArray(" ") + (r ? "1 " : "0 ") + errName(s.error());
+        r = s.waitForReadyRead(100);
+        out += QByteArray(" ") + (r ? "1 " : "0 ") + errName(s.error());
+        r = s.waitForBytesWritten(100);
+        out += QByteArray(" ") + (r ? "1 " : "0 ") + errName(s.error());
+        r = s.waitForDisconnected(100);
+        out += QByteArray(" ") + (r ? "1 " : "0 ") + errName(s.error());
+        say(out);
+        return 0;
+    }
     if (mode == "remove") {
         say(QByteArray("removed ") + (QLocalServer::removeServer(name) ? "1" : "0"));
         return 0;
@@ -311,6 +349,14 @@ int main(int argc, char **argv)
             opts = QLocalServer::WorldAccessOption;
         else if (access != "none")
             return usage();
+        if (abstract) {
+#if QT_VERSION >= QT_VERSION_CHECK(6, 2, 0)
+            opts |= QLocalServer::AbstractNamespaceOption;
+#else
+            say("unsupported abstract");
+            return 1;
+#endif
+        }
         server.setSocketOptions(opts);
         QObject::connect(&server, &QLocalServer::newConnection, &app, [&server, &nextId] {
             while (QLocalSocket *s = server.nextPendingConnection())
@@ -326,8 +372,19 @@ int main(int argc, char **argv)
         clientMode = true;
         for (int i = 0; i < count; i++) {
             QLocalSocket *s = new QLocalSocket(&app);
+            if (abstract) {
+#if QT_VERSION >= QT_VERSION_CHECK(6, 2, 0)
+                s->setSocketOptions(QLocalSocket::AbstractNamespaceOption);
+#else
+                say("unsupported abstract");
+                return 1;
+#endif
+            }
             int id = nextId++;
-            QObject::connect(s, &QLocalSocket::connected, &app, [s, id] { attach(s, id); });
+            QObject::connect(s, &QLocalSocket::connected, &app, [s, id] {
+                say("fullname " + QByteArray::number(id) + " " + s->fullServerName().toLocal8Bit());
+                attach(s, id);
+            });
             s->connectToServer(name);
             if (s->state() == QLocalSocket::UnconnectedState) {
                 say("connect-failed " + QByteArray::number(id) + " " + errName(s->error()));
