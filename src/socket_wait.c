@@ -38,9 +38,9 @@ static bool timed_out(lsock_socket *s, const char *call)
 static bool wait_connected(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_connected";
-    if (s->state == LSOCK_CONNECTED || s->state == LSOCK_CLOSING) return true;
-    if (s->state != LSOCK_CONNECTING)
-        return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connecting");
+    /* As Qt: not connecting, the answer is the state, and the error (why a connect failed)
+     * stays as it is. */
+    if (s->state != LSOCK_CONNECTING) return s->state == LSOCK_CONNECTED;
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
     for (;;) {
         int rc = lsock__socket_retry_connect(s);
@@ -173,10 +173,10 @@ static bool connect_phase(lsock_socket *s, int *msecs)
 static bool wait_ready_read(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_ready_read";
+    if (s->state == LSOCK_UNCONNECTED) return false; /* as Qt: the error stays as it is */
     if (!connect_phase(s, &msecs)) return false;
     if (lsock__socket_report_deferred(s)) return false;
-    if (s->state != LSOCK_CONNECTED && s->state != LSOCK_CLOSING)
-        return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    if (s->state == LSOCK_UNCONNECTED) return false;
     /* A full read buffer fails at once, whatever is queued for writing (wait_loop). */
     return wait_result(s, wait_loop(s, msecs, FOR_READ, call), call);
 }
@@ -201,8 +201,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
         lsock__socket_emit_bytes_written(s);
         return !s->dead;
     }
-    if (s->state == LSOCK_UNCONNECTED)
-        return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    if (s->state == LSOCK_UNCONNECTED) return false; /* as Qt: the error stays as it is */
     if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "nothing written to wait for");
     return wait_result(s, wait_loop(s, msecs, FOR_WRITTEN, call), call);
@@ -222,8 +221,7 @@ bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs)
 static bool wait_disconnected(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_disconnected";
-    if (s->state == LSOCK_UNCONNECTED)
-        return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    if (s->state == LSOCK_UNCONNECTED) return false; /* as Qt: the error stays as it is */
     if (!connect_phase(s, &msecs)) return false;
     if (s->state == LSOCK_CLOSING && !lsock__socket_unsent(s) && !s->broken && !s->watch_err) {
         lsock__socket_finish_close(s);

@@ -231,13 +231,25 @@ static void tmpdir_setup(void)
     signal(SIGABRT, tmpdir_on_abort);
 }
 
-enum { BARE, ABSOLUTE };
-static const char *const form_names[] = {"bare name", "absolute path"};
+enum { BARE, ABSOLUTE, ABSTRACT };
+static const char *const form_names[] = {"bare name", "absolute path", "abstract name"};
 
-/* A server name in the given form, and the path it resolves to. */
+/* Qt 5 has no abstract namespace: QLocalServer/QLocalSocket::AbstractNamespaceOption came with
+ * Qt 6.2. */
+static void need_qt6_abstract(void)
+{
+    if (qt_version() < 6) SKIP("Qt 5 has no AbstractNamespaceOption (Qt 6.2 added it)");
+}
+
+/* A server name in the given form, and the path it resolves to (an abstract name: itself, as
+ * Qt 6 forms it, unique through the private directory's random suffix). */
 static void make_name(int form, const char *tag, char *name, size_t size, char *full, size_t fsize)
 {
-    if (form == BARE) {
+    if (form == ABSTRACT) {
+        ASSERT(snprintf(name, size, "lsock-qt-%s-%s", strrchr(tmpdir_path, '-') + 1, tag) <
+               (int)size);
+        ASSERT(snprintf(full, fsize, "%s", name) < (int)fsize);
+    } else if (form == BARE) {
         ASSERT(snprintf(name, size, "lsock-qt-%s", tag) < (int)size);
         ASSERT(snprintf(full, fsize, "%s/%s", tmpdir_path, name) < (int)fsize);
     } else {
@@ -292,13 +304,15 @@ static void open_qt_server(qlink *l, int form, const char *tag)
     memset(l, 0, sizeof *l);
     l->loop = loop_new();
     make_name(form, tag, l->name, sizeof l->name, l->full, sizeof l->full);
-    const char *args[] = {"server", l->name, "--timeout", "40000", NULL};
+    const char *args[] = {"server", l->name, "--timeout", "40000", "--abstract", NULL};
+    if (form != ABSTRACT) args[4] = NULL;
     peer_start(&l->qt, args);
     const char *full = peer_expect(&l->qt, NULL, "listening ", 10000);
-    ASSERT(strcmp(full, l->full) == 0);
+    ASSERT_STR_EQ(full, l->full);
     rec_init_qt(&l->r);
     l->s = lsock_socket_new(l->loop);
     lsock_socket_set_callbacks(l->s, &rec_cbs, &l->r);
+    if (form == ABSTRACT) ASSERT(lsock_socket_set_options(l->s, LSOCK_ABSTRACT_NAMESPACE));
     ASSERT(lsock_socket_connect(l->s, l->name, LSOCK_READ_WRITE));
     ASSERT_EQ(lsock_socket_state(l->s), LSOCK_CONNECTED);
     ASSERT(strcmp(lsock_socket_full_server_name(l->s), l->full) == 0);
@@ -314,9 +328,11 @@ static void open_qt_client(qlink *l, int form, const char *tag)
     l->loop = loop_new();
     make_name(form, tag, l->name, sizeof l->name, l->full, sizeof l->full);
     l->srv = lsock_server_new(l->loop);
+    if (form == ABSTRACT) ASSERT(lsock_server_set_socket_options(l->srv, LSOCK_ABSTRACT_NAMESPACE));
     ASSERT(lsock_server_listen(l->srv, l->name));
-    ASSERT(strcmp(lsock_server_full_server_name(l->srv), l->full) == 0);
-    const char *args[] = {"client", l->name, "--timeout", "40000", NULL};
+    ASSERT_STR_EQ(lsock_server_full_server_name(l->srv), l->full);
+    const char *args[] = {"client", l->name, "--timeout", "40000", "--abstract", NULL};
+    if (form != ABSTRACT) args[4] = NULL;
     peer_start(&l->qt, args);
     RUN_UNTIL(l->loop, lsock_server_has_pending_connections(l->srv), 10000);
     l->s = lsock_server_next_pending_connection(l->srv);
@@ -325,6 +341,8 @@ static void open_qt_client(qlink *l, int form, const char *tag)
     rec_init_qt(&l->r);
     lsock_socket_set_callbacks(l->s, &rec_cbs, &l->r);
     link_hello(l);
+    /* The Qt client's fullServerName is the lsock server's full name. */
+    ASSERT_STR_EQ(peer_expect(&l->qt, l->loop, "fullname 1 ", 5000), l->full);
     peer_expect(&l->qt, l->loop, "connected ", 5000);
 }
 
@@ -930,6 +948,134 @@ TEST(qt_server_refuses_a_name_held_by_a_live_lsock_server)
         ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
         lsock_socket_free(c);
         lsock_server_free(srv);
+    }
+    tmpdir_done();
+}
+
+/* ---- Qt 6's abstract namespace ----------------------------------------------------------- */
+
+TEST(qt_server_lsock_client_in_the_abstract_namespace_exchange_lines)
+{
+    need_qt6_abstract();
+    tmpdir_setup();
+    qlink l;
+    open_qt_server(&l, ABSTRACT, "absq");
+    ex_lines(&l);
+    link_close(&l);
+    tmpdir_done();
+}
+
+TEST(lsock_server_qt_client_in_the_abstract_namespace_exchange_lines)
+{
+    need_qt6_abstract();
+    tmpdir_setup();
+    qlink l;
+    open_qt_client(&l, ABSTRACT, "absl");
+    ex_lines(&l);
+    link_close(&l);
+    tmpdir_done();
+}
+
+/* An abstract name is no file: a client without the option looks for one and finds none. */
+TEST(plain_lsock_client_does_not_reach_an_abstract_qt_server)
+{
+    need_qt6_abstract();
+    tmpdir_setup();
+    char name[200], full[200];
+    make_name(ABSTRACT, "absplain", name, sizeof name, full, sizeof full);
+    peer qt;
+    const char *args[] = {"server", name, "--timeout", "20000", "--abstract", NULL};
+    peer_start(&qt, args);
+    ASSERT_STR_EQ(peer_expect(&qt, NULL, "listening ", 10000), full);
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(!lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SERVER_NOT_FOUND);
+    ASSERT(lsock_socket_set_options(s, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), full);
+    lsock_socket_free(s);
+    peer_stop(&qt, 3000);
+    tmpdir_done();
+}
+
+/* ---- the waits keep the error of a failed connect, as Qt's do ----------------------------- */
+
+static const char *const err_names[] = {
+    [LSOCK_ERR_CONNECTION_REFUSED] = "CONNECTION_REFUSED",
+    [LSOCK_ERR_PEER_CLOSED] = "PEER_CLOSED",
+    [LSOCK_ERR_SERVER_NOT_FOUND] = "SERVER_NOT_FOUND",
+    [LSOCK_ERR_SOCKET_ACCESS] = "SOCKET_ACCESS",
+    [LSOCK_ERR_SOCKET_RESOURCE] = "SOCKET_RESOURCE",
+    [LSOCK_ERR_SOCKET_TIMEOUT] = "SOCKET_TIMEOUT",
+    [LSOCK_ERR_OPERATION] = "OPERATION",
+};
+
+static const char *err_name(lsock_error e)
+{
+    if (e >= 0 && (size_t)e < sizeof err_names / sizeof err_names[0] && err_names[e])
+        return err_names[e];
+    return "UNKNOWN";
+}
+
+/* connect (result ignored), then each wait, in the form of qt_peer's "waits" line. */
+static void lsock_waits(const char *name, int abstract, char *out, size_t size)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    if (abstract) ASSERT(lsock_socket_set_options(s, LSOCK_ABSTRACT_NAMESPACE));
+    lsock_socket_connect(s, name, LSOCK_READ_WRITE);
+    int n = snprintf(out, size, "- %s", err_name(lsock_socket_error(s)));
+    bool r = lsock_socket_wait_for_connected(s, 100);
+    n += snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
+    r = lsock_socket_wait_for_ready_read(s, 100);
+    n += snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
+    r = lsock_socket_wait_for_bytes_written(s, 100);
+    n += snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
+    r = lsock_socket_wait_for_disconnected(s, 100);
+    snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
+    lsock_socket_free(s);
+}
+
+static void compare_waits(const char *name, int abstract, const char *want_error)
+{
+    peer qt;
+    const char *args[] = {"waits", name, "--abstract", NULL};
+    if (!abstract) args[2] = NULL;
+    peer_start(&qt, args);
+    char qt_line[256], ours[256];
+    snprintf(qt_line, sizeof qt_line, "%s", peer_expect(&qt, NULL, "waits ", 10000));
+    peer_stop(&qt, 3000);
+    lsock_waits(name, abstract, ours, sizeof ours);
+    fprintf(stderr, "%s: Qt %d \"%s\", lsock \"%s\"\n", name, qt_version(), qt_line, ours);
+    ASSERT_STR_EQ(ours, qt_line);
+    char want[256];
+    snprintf(want, sizeof want, "- %s 0 %s 0 %s 0 %s 0 %s", want_error, want_error, want_error,
+             want_error, want_error);
+    ASSERT_STR_EQ(ours, want);
+}
+
+TEST(waits_after_a_failed_connect_keep_its_error_as_qt)
+{
+    tmpdir_setup();
+    char name[200], full[200];
+    /* A missing server. */
+    make_name(BARE, "waitsnone", name, sizeof name, full, sizeof full);
+    compare_waits(name, 0, "SERVER_NOT_FOUND");
+    /* A stale socket file: bound, never listening, closed. */
+    make_name(ABSOLUTE, "waitsstale", name, sizeof name, full, sizeof full);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    ASSERT(strlen(full) < sizeof a.sun_path);
+    memcpy(a.sun_path, full, strlen(full) + 1);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd);
+    compare_waits(name, 0, "CONNECTION_REFUSED");
+    /* A missing abstract server (Linux refuses it). */
+    if (qt_version() >= 6) {
+        make_name(ABSTRACT, "waitsabs", name, sizeof name, full, sizeof full);
+        compare_waits(name, 1, "CONNECTION_REFUSED");
     }
     tmpdir_done();
 }
