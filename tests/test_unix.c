@@ -12,7 +12,9 @@
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -743,6 +745,104 @@ TEST(server_freed_in_a_forked_child_leaves_the_parent_its_file_and_its_listener)
     lsock_server_free(srv);
     ASSERT(!file_exists(path_of(name)));
     loop_free(loop);
+}
+
+/* ---- abstract names and adopted descriptors, as Qt 6 ------------------------------------ */
+
+/* A connected raw client of addr (len bytes). */
+static int raw_connect_addr(const struct sockaddr_un *addr, socklen_t len)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(connect(fd, (const struct sockaddr *)addr, len), 0);
+    return fd;
+}
+
+static socklen_t abstract_addr(struct sockaddr_un *a, const char *name)
+{
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    ASSERT(strlen(name) + 1 < sizeof a->sun_path);
+    memcpy(a->sun_path + 1, name, strlen(name));
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+}
+
+TEST(abstract_address_is_a_nul_and_the_name_as_given_without_padding)
+{
+#ifndef __linux__
+    SKIP("the abstract namespace is Linux-only");
+#endif
+    const char *name = test_name("absaddr");
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(srv, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_server_listen(srv, name));
+    struct sockaddr_un got, want;
+    socklen_t len = sizeof got;
+    ASSERT_EQ(getsockname((int)lsock_server_descriptor(srv), (struct sockaddr *)&got, &len), 0);
+    socklen_t want_len = abstract_addr(&want, name);
+    ASSERT_EQ(len, want_len); /* offsetof + 1 + the name's bytes: no trailing NULs */
+    ASSERT(memcmp(got.sun_path, want.sun_path, want_len - offsetof(struct sockaddr_un, sun_path)) ==
+           0);
+    /* A client of exactly that address, as a Qt 6 client forms it, reaches the server. */
+    int fd = raw_connect_addr(&want, want_len);
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    close(fd);
+    lsock_server_free(srv);
+}
+
+TEST(set_descriptor_takes_names_and_abstract_option_from_the_address_as_qt6)
+{
+#ifndef __linux__
+    SKIP("the abstract namespace is Linux-only");
+#endif
+    /* A client of an abstract server: both names are the abstract name, the option is set. */
+    const char *aname = test_name("absadopt");
+    lsock_server *asrv = lsock_server_new(NULL);
+    ASSERT(lsock_server_set_socket_options(asrv, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_server_listen(asrv, aname));
+    struct sockaddr_un a;
+    socklen_t alen = abstract_addr(&a, aname);
+    int fd = raw_connect_addr(&a, alen);
+    lsock_socket *s = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_descriptor(s, fd, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_STR_EQ(lsock_socket_server_name(s), aname);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), aname);
+    ASSERT_EQ(lsock_socket_options(s), LSOCK_ABSTRACT_NAMESPACE);
+    lsock_socket_free(s);
+    close(fd);
+    lsock_server_free(asrv);
+    /* A client of a path (a raw server bound there: an lsock server binds elsewhere and links
+     * its socket into place, so its address is that other path): the path, its last
+     * component, the option cleared. */
+    const char *pname = test_name("pathadopt");
+    const char *full = path_of(pname);
+    int lfd = raw_listener(full, 4);
+    ASSERT(lfd >= 0);
+    struct sockaddr_un p;
+    memset(&p, 0, sizeof p);
+    p.sun_family = AF_UNIX;
+    ASSERT(strlen(full) < sizeof p.sun_path);
+    memcpy(p.sun_path, full, strlen(full) + 1);
+    fd = raw_connect_addr(&p, sizeof p);
+    s = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_options(s, LSOCK_ABSTRACT_NAMESPACE));
+    ASSERT(lsock_socket_set_descriptor(s, fd, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_STR_EQ(lsock_socket_full_server_name(s), full);
+    ASSERT_STR_EQ(lsock_socket_server_name(s), pname);
+    ASSERT_EQ(lsock_socket_options(s), 0);
+    /* The accepted end has no peer address: its names come from its own, the server's. */
+    int afd = accept(lfd, NULL, NULL);
+    ASSERT(afd >= 0);
+    lsock_socket *adopted = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_descriptor(adopted, afd, LSOCK_CONNECTED, LSOCK_READ_WRITE));
+    ASSERT_STR_EQ(lsock_socket_full_server_name(adopted), full);
+    ASSERT_STR_EQ(lsock_socket_server_name(adopted), pname);
+    lsock_socket_free(adopted);
+    close(afd);
+    lsock_socket_free(s);
+    close(fd);
+    close(lfd);
+    unlink(full);
 }
 
 TEST_MAIN()
