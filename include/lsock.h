@@ -141,7 +141,9 @@ enum {
     LSOCK_GROUP_ACCESS = 2,       /* 0070; abstract: peers of the same gid */
     LSOCK_OTHER_ACCESS = 4,       /* 0007; abstract: any peer */
     LSOCK_WORLD_ACCESS = 7,       /* 0777 */
-    LSOCK_ABSTRACT_NAMESPACE = 8, /* Linux abstract namespace: no file is made */
+    LSOCK_ABSTRACT_NAMESPACE = 8, /* Linux abstract namespace: no file is made; as in Qt 6 the
+                                     address is "\0" + the name as given (no directory in
+                                     front, no padding), the full name the name itself */
     LSOCK_RECLAIM_STALE = 16      /* listen() removes a stale socket file of the user's own */
 };
 
@@ -248,8 +250,8 @@ LSOCK_API lsock_loop *lsock_socket_loop(const lsock_socket *s);
 LSOCK_API bool lsock_socket_set_server_name(lsock_socket *s, const char *name);
 /* The name as given to set_server_name()/connect(); "" if none. Owned by the socket. */
 LSOCK_API const char *lsock_socket_server_name(const lsock_socket *s);
-/* The resolved path ("/tmp/name") of the name set or connected to; "" if none. As in Qt,
- * both names are cleared when the connection ends or fails. */
+/* The resolved path ("/tmp/name") of the name set or connected to (an abstract name: the name
+ * as given); "" if none. As in Qt, both names are cleared when the connection ends or fails. */
 LSOCK_API const char *lsock_socket_full_server_name(const lsock_socket *s);
 /* Sets options for the next connect (LSOCK_ABSTRACT_NAMESPACE). False unless unconnected
  * (LSOCK_ERR_OPERATION), or on other flags (LSOCK_ERR_INVALID_ARGUMENT). */
@@ -360,6 +362,10 @@ LSOCK_API bool lsock_socket_set_write_buffer_size(lsock_socket *s, int64_t size)
 /* Blocking waits (msecs -1: no timeout). They block on this socket only and fire its
  * callbacks synchronously. Each returns true when the event happened, false on timeout
  * (error LSOCK_ERR_SOCKET_TIMEOUT) or failure (the error says why).
+ * As in Qt 5 and Qt 6, a wait on an unconnected socket returns false at once and leaves the
+ * error as it was, so that after a failed connect (its result ignored) the error still says
+ * why: SERVER_NOT_FOUND, CONNECTION_REFUSED, ... wait_for_connected() on a socket that is not
+ * connecting returns whether it is CONNECTED (CLOSING: false), also without an error.
  * With a read buffer limit, a wait that can only be satisfied by reading finds the buffer
  * full and returns false at once with LSOCK_ERR_OPERATION ("the read buffer is full: read
  * from it first"), whatever is queued for writing, never reading past the limit:
@@ -377,8 +383,13 @@ LSOCK_API bool lsock_socket_wait_for_bytes_written(lsock_socket *s, int msecs);
  * be LSOCK_CONNECTED. Fires state_changed(CONNECTED). False with
  * LSOCK_ERR_UNSUPPORTED_OPERATION for a descriptor that is not an open, connected stream
  * socket (-1 included), LSOCK_ERR_INVALID_ARGUMENT for another state or a bad open_mode,
- * LSOCK_ERR_OPERATION unless the socket is unconnected. On Windows fd is a connected pipe
- * HANDLE opened with FILE_FLAG_OVERLAPPED. */
+ * LSOCK_ERR_OPERATION unless the socket is unconnected. As Qt 6, the names come from the
+ * descriptor's address (the peer's; an accepted socket's own): the full name is the path (or
+ * the abstract name), the name its last component (an abstract name whole), and
+ * LSOCK_ABSTRACT_NAMESPACE is set or cleared to match, so that connecting again by the name
+ * reaches the same address. (An lsock server's socket is bound elsewhere and linked into
+ * place: its address is that other path.) On Windows fd is a connected pipe HANDLE opened
+ * with FILE_FLAG_OVERLAPPED, and the names stay empty. */
 LSOCK_API bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state,
                                            unsigned open_mode);
 /* The descriptor, -1 when unconnected. Still owned by the socket. A socket without a loop
