@@ -489,16 +489,8 @@ TEST(waits_after_a_refused_connect_keep_connection_refused)
 #ifdef _WIN32
     SKIP("a pipe name exists only while its server does: Windows has no stale name to refuse");
 #else
-    /* A stale socket file: bound, never listening, closed. */
     const char *path = path_of(test_name("stale"));
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    ASSERT(fd >= 0);
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    close(fd);
+    make_stale(path);
     lsock_socket *s = lsock_socket_new(NULL);
     lsock_socket_connect(s, path, LSOCK_READ_WRITE);
     check_waits_keep_the_connect_error(s, LSOCK_ERR_CONNECTION_REFUSED);

@@ -840,13 +840,7 @@ static const char *const rm_cases[] = {"missing", "stale socket", "live server",
 static lsock_server *rm_prepare(int c, const char *full, const char *name)
 {
     if (c == RM_STALE) {
-        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        struct sockaddr_un a;
-        memset(&a, 0, sizeof a);
-        a.sun_family = AF_UNIX;
-        snprintf(a.sun_path, sizeof a.sun_path, "%s", full);
-        ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-        close(fd);
+        make_stale(full);
     } else if (c == RM_LIVE) {
         lsock_server *srv = lsock_server_new(NULL);
         ASSERT(lsock_server_listen(srv, name));
@@ -1023,15 +1017,14 @@ static void lsock_waits(const char *name, int abstract, char *out, size_t size)
     lsock_socket *s = lsock_socket_new(NULL);
     if (abstract) ASSERT(lsock_socket_set_options(s, LSOCK_ABSTRACT_NAMESPACE));
     lsock_socket_connect(s, name, LSOCK_READ_WRITE);
+    bool (*const waits[])(lsock_socket *, int) = {
+        lsock_socket_wait_for_connected, lsock_socket_wait_for_ready_read,
+        lsock_socket_wait_for_bytes_written, lsock_socket_wait_for_disconnected};
     int n = snprintf(out, size, "- %s", err_name(lsock_socket_error(s)));
-    bool r = lsock_socket_wait_for_connected(s, 100);
-    n += snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
-    r = lsock_socket_wait_for_ready_read(s, 100);
-    n += snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
-    r = lsock_socket_wait_for_bytes_written(s, 100);
-    n += snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
-    r = lsock_socket_wait_for_disconnected(s, 100);
-    snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
+    for (size_t i = 0; i < sizeof waits / sizeof waits[0]; i++) {
+        bool r = waits[i](s, 100);
+        n += snprintf(out + n, size - (size_t)n, " %d %s", r, err_name(lsock_socket_error(s)));
+    }
     lsock_socket_free(s);
 }
 
@@ -1062,15 +1055,7 @@ TEST(waits_after_a_failed_connect_keep_its_error_as_qt)
     compare_waits(name, 0, "SERVER_NOT_FOUND");
     /* A stale socket file: bound, never listening, closed. */
     make_name(ABSOLUTE, "waitsstale", name, sizeof name, full, sizeof full);
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    ASSERT(fd >= 0);
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    ASSERT(strlen(full) < sizeof a.sun_path);
-    memcpy(a.sun_path, full, strlen(full) + 1);
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    close(fd);
+    make_stale(full);
     compare_waits(name, 0, "CONNECTION_REFUSED");
     /* A missing abstract server (Linux refuses it). */
     if (qt_version() >= 6) {

@@ -164,7 +164,8 @@ TEST(abstract_namespace_makes_no_file)
     ASSERT(lsock_server_set_socket_options(srv, LSOCK_ABSTRACT_NAMESPACE));
     ASSERT(lsock_server_listen(srv, name));
     struct stat st;
-    ASSERT(stat(lsock_server_full_server_name(srv), &st) < 0);
+    ASSERT_STR_EQ(lsock_server_full_server_name(srv), name);
+    ASSERT(stat(path_of(name), &st) < 0); /* where the name without the option would be */
     lsock_socket *c = lsock_socket_new(NULL);
     /* Without the option the name means a file, which does not exist. */
     ASSERT(!lsock_socket_connect(c, name, LSOCK_READ_WRITE));

@@ -256,6 +256,24 @@ void attach(QLocalSocket *s, int id)
     c->readable();
 }
 
+/* AbstractNamespaceOption (Qt 6.2+); main() refuses --abstract without it. */
+#if QT_VERSION >= QT_VERSION_CHECK(6, 2, 0)
+constexpr bool haveAbstract = true;
+void makeAbstract(QLocalSocket &s)
+{
+    s.setSocketOptions(QLocalSocket::AbstractNamespaceOption);
+}
+void makeAbstract(QLocalServer::SocketOptions &opts)
+{
+    opts |= QLocalServer::AbstractNamespaceOption;
+}
+#else
+constexpr bool haveAbstract = false;
+template <typename T> void makeAbstract(T &)
+{
+}
+#endif
+
 int usage()
 {
     fprintf(stderr, "usage: qt_peer server|client|remove|waits NAME [--access A] [--count N] [--abstract] "
@@ -290,19 +308,16 @@ int main(int argc, char **argv)
             return usage();
     }
 
+    if (abstract && !haveAbstract) {
+        say("unsupported abstract");
+        return 1;
+    }
     if (mode == "waits") {
         /* The canonical pattern: connectToServer(); if (!waitForConnected()) errorString().
          * "waits" then, after the connect and after each wait (connected, ready read, bytes
          * written, disconnected): the wait's result (1/0, "-" for the connect) and error(). */
         QLocalSocket s;
-        if (abstract) {
-#if QT_VERSION >= QT_VERSION_CHECK(6, 2, 0)
-            s.setSocketOptions(QLocalSocket::AbstractNamespaceOption);
-#else
-            say("unsupported abstract");
-            return 1;
-#endif
-        }
+        if (abstract) makeAbstract(s);
         s.connectToServer(name);
         QByteArray out = QByteArray("waits - ") + errName(s.error());
         bool r = s.waitForConnected(100);
@@ -349,14 +364,7 @@ int main(int argc, char **argv)
             opts = QLocalServer::WorldAccessOption;
         else if (access != "none")
             return usage();
-        if (abstract) {
-#if QT_VERSION >= QT_VERSION_CHECK(6, 2, 0)
-            opts |= QLocalServer::AbstractNamespaceOption;
-#else
-            say("unsupported abstract");
-            return 1;
-#endif
-        }
+        if (abstract) makeAbstract(opts);
         server.setSocketOptions(opts);
         QObject::connect(&server, &QLocalServer::newConnection, &app, [&server, &nextId] {
             while (QLocalSocket *s = server.nextPendingConnection())
@@ -372,14 +380,7 @@ int main(int argc, char **argv)
         clientMode = true;
         for (int i = 0; i < count; i++) {
             QLocalSocket *s = new QLocalSocket(&app);
-            if (abstract) {
-#if QT_VERSION >= QT_VERSION_CHECK(6, 2, 0)
-                s->setSocketOptions(QLocalSocket::AbstractNamespaceOption);
-#else
-                say("unsupported abstract");
-                return 1;
-#endif
-            }
+            if (abstract) makeAbstract(*s);
             int id = nextId++;
             QObject::connect(s, &QLocalSocket::connected, &app, [s, id] {
                 say("fullname " + QByteArray::number(id) + " " + s->fullServerName().toLocal8Bit());
