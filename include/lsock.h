@@ -464,7 +464,9 @@ LSOCK_API void lsock_server_close(lsock_server *srv);
 
 LSOCK_API bool lsock_server_has_pending_connections(const lsock_server *srv);
 /* The next accepted connection, now owned by the caller (lsock_socket_free()), connected and
- * running on the server's loop; NULL if none. */
+ * running on the server's loop; NULL if none. Named as Qt 6 names it: full_server_name() is
+ * the server's full name, server_name() its last component (an abstract name whole; on
+ * Windows the server's name). */
 LSOCK_API lsock_socket *lsock_server_next_pending_connection(lsock_server *srv);
 /* Blocks up to msecs (-1: forever) for a connection; fires the new-connection callback.
  * True if a connection is pending; *timed_out (may be NULL) says whether it timed out. */

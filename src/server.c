@@ -44,6 +44,7 @@ struct lsock_server {
     lsock__io io;
     int watching;
     char *name, *full;
+    const char *accepted_name; /* the name accepted sockets report: in full, or name */
     int owns_file;
     int64_t owner_pid;    /* the process that listened (and may remove the file) */
     unsigned peer_access; /* access bits checked per peer (abstract names); 0: none */
@@ -257,7 +258,8 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
             n++;
             continue;
         }
-        lsock_socket *s = lsock__socket_from_accepted(srv->loop, fd, stamp, srv->name, srv->full);
+        lsock_socket *s =
+            lsock__socket_from_accepted(srv->loop, fd, stamp, srv->accepted_name, srv->full);
         if (!s || push(srv, s) < 0) {
             if (s)
                 lsock_socket_free(s);
@@ -376,11 +378,16 @@ static bool clear_name(lsock_server *srv, const char *path, int *lock)
     return fail(srv, lsock__listen_error(rc), call, lsock__plat_strerror(rc));
 }
 
-static bool start_listening(lsock_server *srv, int fd, char *name, char *full, int owns)
+/* Accepted sockets are named as Qt 6 names them (from the listening address): the full name,
+ * and its last component as the name (an abstract name whole); a pipe name, which is no path,
+ * as given. */
+static bool start_listening(lsock_server *srv, int fd, char *name, char *full, int owns,
+                            int abstract)
 {
     srv->fd = fd;
     srv->name = name;
     srv->full = full;
+    srv->accepted_name = abstract ? full : full[0] == '/' ? strrchr(full, '/') + 1 : name;
     srv->owns_file = owns;
     srv->owner_pid = lsock__plat_process_id();
     lsock__err_clear(&srv->err);
@@ -427,7 +434,7 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     }
     /* An abstract name has no mode: its access bits are checked per peer (all: nothing to). */
     srv->peer_access = abstract && !(access & LSOCK_OTHER_ACCESS) ? access : 0;
-    return start_listening(srv, fd, copy, full, !abstract);
+    return start_listening(srv, fd, copy, full, !abstract, abstract);
 }
 
 /* The options stay the user's: an adopted socket's abstractness belongs to that socket, and
@@ -453,7 +460,7 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
     srv->peer_access = 0;
-    return start_listening(srv, rc, name, full, 0);
+    return start_listening(srv, rc, name, full, 0, abstract);
 }
 
 bool lsock_server_is_listening(const lsock_server *srv)
@@ -487,6 +494,7 @@ void lsock_server_close(lsock_server *srv)
     free(srv->name);
     free(srv->full);
     srv->name = srv->full = NULL;
+    srv->accepted_name = NULL;
 }
 
 /* ---- pending connections ------------------------------------------------------------- */

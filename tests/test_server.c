@@ -506,6 +506,37 @@ TEST(listen_in_unwritable_directory_fails_socket_access)
     ASSERT_EQ(rmdir(g_ro_dir), 0);
 }
 
+/* As Qt 6: an accepted socket's full name is the server's, its name the last component. */
+TEST(accepted_socket_is_named_from_the_listening_address_as_qt6)
+{
+#ifdef _WIN32
+    /* A pipe name is no path: an accepted end keeps the server's name as given. */
+    const char *path = test_name("sub/named");
+    const char *base = path;
+#else
+    const char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/named", dir);
+    const char *base = "named";
+#endif
+    lsock_server *srv = lsock_server_new(NULL);
+    ASSERT(lsock_server_listen(srv, path));
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, path, LSOCK_READ_WRITE));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket *acc = lsock_server_next_pending_connection(srv);
+    ASSERT(acc != NULL);
+    ASSERT_STR_EQ(lsock_socket_full_server_name(acc), lsock_server_full_server_name(srv));
+    ASSERT_STR_EQ(lsock_socket_server_name(acc), base);
+    ASSERT_STR_EQ(lsock_socket_server_name(c), path); /* the client keeps the name it gave */
+    lsock_socket_free(acc);
+    lsock_socket_free(c);
+    lsock_server_free(srv);
+#ifndef _WIN32
+    ASSERT_EQ(rmdir(dir), 0);
+#endif
+}
+
 /* ---- abstract namespace ---------------------------------------------------------------- */
 
 TEST(abstract_namespace_server_makes_no_file_and_clients_connect)

@@ -28,6 +28,7 @@
  *
  * Stdout lines: "listening FULLNAME", "listen-failed ERR TEXT", "connected ID",
  * "fullname ID FULLNAME" (client: the socket's fullServerName once connected),
+ * "accepted ID name=NAME full=FULL" (server: an accepted socket's serverName, fullServerName),
  * "connect-failed ID ERR", "got ID N SUM", "closed ID err=ERR bin=N", "log ID TOKENS" (every
  * signal after the connection, lsock's names: error:PEER_CLOSED state:CLOSING
  * read_channel_finished(UNCONNECTED) disconnected(UNCONNECTED) about_to_close), "removed 0|1",
@@ -367,8 +368,11 @@ int main(int argc, char **argv)
         if (abstract) makeAbstract(opts);
         server.setSocketOptions(opts);
         QObject::connect(&server, &QLocalServer::newConnection, &app, [&server, &nextId] {
-            while (QLocalSocket *s = server.nextPendingConnection())
+            while (QLocalSocket *s = server.nextPendingConnection()) {
+                say("accepted " + QByteArray::number(nextId) + " name=" +
+                    s->serverName().toLocal8Bit() + " full=" + s->fullServerName().toLocal8Bit());
                 attach(s, nextId++);
+            }
         });
         if (!server.listen(name)) {
             say("listen-failed " + QByteArray::number((int)server.serverError()) + " " +
