@@ -940,6 +940,7 @@ TEST(listen_descriptor_with_an_abstract_socket)
     ASSERT(lsock_server_listen_descriptor(srv, fd));
     ASSERT(lsock_server_is_listening(srv));
     ASSERT(strcmp(lsock_server_full_server_name(srv), path) == 0);
+    ASSERT_STR_EQ(lsock_server_name(srv), path); /* Qt 6's parseSockaddr: an abstract name whole */
     ASSERT_EQ(lsock_server_socket_options(srv), 0);
     lsock_socket *c = lsock_socket_new(NULL);
     ASSERT(lsock_socket_set_options(c, LSOCK_ABSTRACT_NAMESPACE));
