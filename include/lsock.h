@@ -334,6 +334,20 @@ LSOCK_API int64_t lsock_socket_skip(lsock_socket *s, int64_t max);
  * Returns len (less only with a write buffer limit, see below), or -1 on error (not
  * connected for writing, bad argument, no memory). */
 LSOCK_API int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len);
+/* One buffer of a gather write. */
+typedef struct lsock_iovec {
+    const void *base;
+    size_t len;
+} lsock_iovec;
+/* The most buffers one lsock_socket_writev() takes. */
+#define LSOCK_IOV_MAX 1024
+/* Gather write: as lsock_socket_write() for the concatenation of the buffers, one system call
+ * where the kernel takes it all (up to 64 buffers in one call; the rest is queued as a write
+ * would queue it). Returns the bytes accepted or -1: LSOCK_ERR_INVALID_ARGUMENT for iovcnt < 0
+ * or > LSOCK_IOV_MAX, a NULL iov (iovcnt > 0), a NULL buffer of non-zero length, or a total
+ * beyond INT64_MAX; otherwise the errors of lsock_socket_write(). On Windows the buffers are
+ * gathered into the pipe write, which copies them anyway. */
+LSOCK_API int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt);
 /* True if a whole line ('\n') is buffered. */
 LSOCK_API bool lsock_socket_can_read_line(const lsock_socket *s);
 /* Bytes buffered for reading. */

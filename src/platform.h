@@ -113,6 +113,9 @@ int lsock__plat_accept(int lfd);
 int64_t lsock__plat_read(int fd, void *buf, size_t n);
 /* Writes up to n bytes without SIGPIPE: count, or -errno (-EAGAIN when full). */
 int64_t lsock__plat_write(int fd, const void *buf, size_t n);
+/* The same for the concatenation of n buffers (1 <= n <= LSOCK__IOV_BATCH), in one call. */
+#define LSOCK__IOV_BATCH 64
+int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n);
 /* A loop-less socket's descriptor is left blocking (every other call passes MSG_DONTWAIT)
  * so that wait_for_ready_read(-1) blocks in recv() itself, one system call as with raw
  * blocking I/O. set_blocking may decline (-errno); the core then polls as usual. */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define READ_DIRECT_MIN 16384
 #define READ_ROUNDS     16
@@ -381,15 +382,52 @@ static void defer_report(lsock_socket *s)
         lsock__pending_queue(s->loop, &s->pend);
 }
 
-int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
+/* Offers the kernel iov's bytes from offset skip on, in one call (a batch of at most
+ * LSOCK__IOV_BATCH buffers). A single buffer takes the plain write. */
+static int64_t send_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip)
 {
-    static const char call[] = "lsock_socket_write";
-    if (!s) return -1;
-    if (len < 0 || (!buf && len > 0)) {
-        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
-                           len < 0 ? "negative size" : "NULL buffer");
-        return -1;
+    if (n == 1)
+        return lsock__plat_write(s->fd, (const char *)iov[0].base + skip, iov[0].len - skip);
+    lsock_iovec part[LSOCK__IOV_BATCH];
+    int k = 0;
+    for (int i = 0; i < n && k < LSOCK__IOV_BATCH; i++) {
+        if (skip >= iov[i].len) {
+            skip -= iov[i].len;
+            continue;
+        }
+        part[k].base = (const char *)iov[i].base + skip;
+        part[k++].len = iov[i].len - skip;
+        skip = 0;
     }
+    return k == 0 ? 0 : lsock__plat_writev(s->fd, part, k);
+}
+
+/* Queues take bytes of iov from offset skip on: all of them, or none (-1, no memory). */
+static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip, size_t take)
+{
+    char *dst = lsock__buf_reserve(&s->wbuf, take);
+    if (!dst) return -1;
+    size_t done = 0;
+    for (int i = 0; i < n && done < take; i++) {
+        if (skip >= iov[i].len) {
+            skip -= iov[i].len;
+            continue;
+        }
+        size_t m = iov[i].len - skip;
+        if (m > take - done) m = take - done;
+        memcpy(dst + done, (const char *)iov[i].base + skip, m);
+        done += m;
+        skip = 0;
+    }
+    lsock__buf_commit(&s->wbuf, take);
+    return 0;
+}
+
+/* The write of len bytes, the concatenation of iov (checked by the caller): straight to the
+ * kernel when nothing is queued, the rest queued up to the write buffer limit. */
+static int64_t write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
+                         const char *call)
+{
     if (s->state != LSOCK_CONNECTED || !(s->open_mode & LSOCK_WRITE_ONLY)) {
         lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
                            s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
@@ -411,13 +449,12 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
     }
     if (lsock__buf_len(&s->wbuf) == 0) {
         /* Fast path: straight to the kernel; only the remainder is queued. */
-        int64_t r = lsock__plat_write(s->fd, buf, (size_t)len);
+        int64_t r = send_iov(s, iov, n, 0);
         if ((r >= 0 || r == -EAGAIN) && (r < 0 ? 0 : r) < len && !s->sndbuf_grown) {
             /* The connection streams: give it a larger kernel buffer and offer the rest. */
             s->sndbuf_grown = 1;
             lsock__plat_grow_send_buffer(s->fd);
-            int64_t more = lsock__plat_write(s->fd, (const char *)buf + (r > 0 ? r : 0),
-                                             (size_t)(len - (r > 0 ? r : 0)));
+            int64_t more = send_iov(s, iov, n, (size_t)(r > 0 ? r : 0));
             if (more > 0) r = (r > 0 ? r : 0) + more;
         }
         if (r > 0) {
@@ -438,7 +475,7 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
         if ((uint64_t)take > (uint64_t)room) take = (size_t)room;
     }
     if (take > 0) {
-        if (lsock__buf_append(&s->wbuf, (const char *)buf + done, take) < 0) {
+        if (queue_iov(s, iov, n, done, take) < 0) {
             lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
             defer_report(s);
             return done ? (int64_t)done : -1;
@@ -447,6 +484,50 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
     }
     defer_report(s);
     return (int64_t)(done + take);
+}
+
+int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
+{
+    static const char call[] = "lsock_socket_write";
+    if (!s) return -1;
+    if (len < 0 || (!buf && len > 0)) {
+        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
+                           len < 0 ? "negative size" : "NULL buffer");
+        return -1;
+    }
+    lsock_iovec one = {buf, (size_t)len};
+    return write_iov(s, &one, 1, len, call);
+}
+
+int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt)
+{
+    static const char call[] = "lsock_socket_writev";
+    if (!s) return -1;
+    if (iovcnt < 0 || iovcnt > LSOCK_IOV_MAX || (!iov && iovcnt > 0)) {
+        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
+                           iovcnt < 0 || iovcnt > LSOCK_IOV_MAX ? "iovcnt out of range (0 to 1024)"
+                                                                : "NULL iov");
+        return -1;
+    }
+    uint64_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].base && iov[i].len > 0) {
+            lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "NULL buffer");
+            return -1;
+        }
+        if (iov[i].len > (uint64_t)INT64_MAX - total) {
+            lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "total size beyond INT64_MAX");
+            return -1;
+        }
+        total += iov[i].len;
+    }
+    /* Empty buffers are left out, so that a single one left takes the plain write. */
+    int n = 0;
+    const lsock_iovec *first = iov;
+    for (int i = 0; i < iovcnt; i++)
+        if (iov[i].len > 0 && n++ == 0) first = iov + i;
+    if (n <= 1) return write_iov(s, first, n, (int64_t)total, call);
+    return write_iov(s, iov, iovcnt, (int64_t)total, call);
 }
 
 bool lsock_socket_flush(lsock_socket *s)

@@ -1802,6 +1802,132 @@ TEST(write_buffer_limit_bounds_queue_and_loses_nothing)
     loop_free(loop);
 }
 
+/* ---- gather writes ------------------------------------------------------------------------ */
+
+TEST(writev_sends_the_concatenation_of_its_buffers_in_order)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    enum { BIG = 300000 }; /* more than one pipe write and one kernel buffer on its own */
+    unsigned char *data = pattern_new(BIG + 11);
+    lsock_iovec iov[5] = {
+        {data, 5}, {NULL, 0}, {data + 5, 1}, {data + 6, BIG}, {data + 6 + BIG, 5}};
+    ASSERT_EQ(lsock_socket_writev(p.client, iov, 5), BIG + 11);
+    ASSERT_EQ(lsock_socket_writev(p.client, iov, 0), 0);
+    unsigned char *in = malloc(BIG + 11);
+    ASSERT(in != NULL);
+    size_t got = 0;
+    uint64_t deadline = test_now_ms() + 10000;
+    while (got < BIG + 11) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+        int64_t n = lsock_socket_read(p.peer, in + got, BIG + 11 - (int64_t)got);
+        ASSERT(n >= 0);
+        got += (size_t)n;
+    }
+    ASSERT(memcmp(in, data, BIG + 11) == 0);
+    free(in);
+    free(data);
+    pair_close(&p);
+    loop_free(loop);
+}
+
+TEST(writev_of_more_buffers_than_one_system_call_takes_loses_nothing)
+{
+    pair p;
+    pair_open(&p, NULL);
+    enum { N = LSOCK_IOV_MAX };
+    unsigned char *data = pattern_new(N * 3);
+    lsock_iovec *iov = calloc(N, sizeof *iov);
+    ASSERT(iov != NULL);
+    for (int i = 0; i < N; i++)
+        iov[i] = (lsock_iovec){data + 3 * i, 3};
+    ASSERT_EQ(lsock_socket_writev(p.client, iov, N), N * 3);
+    unsigned char in[N * 3];
+    size_t got = 0;
+    uint64_t deadline = test_now_ms() + 10000;
+    while (got < sizeof in) {
+        ASSERT(test_now_ms() < deadline);
+        if (lsock_socket_bytes_available(p.peer) == 0) {
+            lsock_socket_flush(p.client);
+            lsock_socket_wait_for_ready_read(p.peer, 100);
+        }
+        int64_t n = lsock_socket_read(p.peer, in + got, (int64_t)(sizeof in - got));
+        ASSERT(n >= 0);
+        got += (size_t)n;
+    }
+    ASSERT(memcmp(in, data, sizeof in) == 0);
+    free(iov);
+    free(data);
+    pair_close(&p);
+}
+
+TEST(writev_with_bad_arguments_fails_invalid_argument_and_sends_nothing)
+{
+    pair p;
+    pair_open(&p, NULL);
+    char x = 'x';
+    lsock_iovec null_base[2] = {{&x, 1}, {NULL, 1}};
+    lsock_iovec huge[2] = {{&x, (size_t)INT64_MAX}, {&x, 1}};
+    struct {
+        const lsock_iovec *iov;
+        int n;
+        const char *why;
+    } bad[] = {
+        {null_base, -1, "iovcnt out of range (0 to 1024)"},
+        {null_base, LSOCK_IOV_MAX + 1, "iovcnt out of range (0 to 1024)"},
+        {NULL, 1, "NULL iov"},
+        {null_base, 2, "NULL buffer"},
+        {huge, 2, "total size beyond INT64_MAX"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ASSERT_EQ(lsock_socket_writev(p.client, bad[i].iov, bad[i].n), -1);
+        ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_INVALID_ARGUMENT);
+        char want[128];
+        snprintf(want, sizeof want, "lsock_socket_writev: Invalid argument (%s)", bad[i].why);
+        ASSERT_STR_EQ(lsock_socket_error_string(p.client), want);
+        ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0);
+    }
+    ASSERT(!lsock_socket_wait_for_ready_read(p.peer, 50));
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 0);
+    pair_close(&p);
+}
+
+TEST(writev_on_an_unconnected_socket_fails_operation)
+{
+    lsock_socket *s = lsock_socket_new(NULL);
+    char x = 'x';
+    lsock_iovec iov = {&x, 1};
+    ASSERT_EQ(lsock_socket_writev(s, &iov, 1), -1);
+    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_OPERATION);
+    ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_writev: "));
+    lsock_socket_free(s);
+}
+
+TEST(writev_with_a_write_buffer_limit_takes_what_fits)
+{
+    pair p;
+    pair_open(&p, NULL);
+    ASSERT(lsock_socket_set_write_buffer_size(p.client, 1000));
+    /* Fill the kernel (and the pipe) until the queue holds something. */
+    enum { CHUNK = 65536 };
+    unsigned char *data = pattern_new(CHUNK);
+    uint64_t deadline = test_now_ms() + 10000;
+    while (lsock_socket_bytes_to_write(p.client) == 0) {
+        ASSERT(test_now_ms() < deadline);
+        ASSERT(lsock_socket_write(p.client, data, CHUNK) > 0);
+    }
+    int64_t queued = lsock_socket_bytes_to_write(p.client);
+    ASSERT(queued > 0 && queued <= 1000);
+    lsock_iovec iov[2] = {{data, 600}, {data + 600, 600}};
+    int64_t n = lsock_socket_writev(p.client, iov, 2);
+    ASSERT_EQ(n, 1000 - queued); /* the room left, no more */
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 1000);
+    free(data);
+    pair_close(&p);
+}
+
 TEST(write_buffer_size_rejects_negative)
 {
     lsock_socket *s = lsock_socket_new(NULL);

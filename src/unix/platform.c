@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -437,6 +438,26 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n)
 {
     for (;;) {
         ssize_t r = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
+int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
+{
+    struct iovec v[LSOCK__IOV_BATCH];
+    for (int i = 0; i < n; i++) {
+        v[i].iov_base = (void *)iov[i].base;
+        v[i].iov_len = iov[i].len;
+    }
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = v;
+    m.msg_iovlen = (size_t)n;
+    for (;;) {
+        ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r >= 0) return r;
         if (errno == EINTR) continue;
         if (errno == EWOULDBLOCK) return -EAGAIN;

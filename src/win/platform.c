@@ -564,15 +564,20 @@ int64_t lsock__plat_read(int fd, void *buf, size_t n)
     return -EAGAIN;
 }
 
-int64_t lsock__plat_write(int fd, const void *buf, size_t n)
+/* One WriteFile of the buffers gathered (up to WCHUNK_MAX bytes) into the write's own buffer,
+ * which the operation needs for as long as it is in flight anyway. */
+int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
 {
     wobj *o = get(fd);
     if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
     harvest_write(o);
     if (o->werr) return -o->werr;
     if (o->wr.pending) return -EAGAIN;
-    if (n == 0) return 0;
-    size_t m = n > WCHUNK_MAX ? WCHUNK_MAX : n;
+    size_t total = 0;
+    for (int i = 0; i < n && total < WCHUNK_MAX; i++)
+        total += iov[i].len;
+    if (total == 0) return 0;
+    size_t m = total > WCHUNK_MAX ? WCHUNK_MAX : total;
     if (o->wr.cap < m) {
         size_t cap = m < 65536 ? 65536 : m;
         char *b = realloc(o->wr.buf, cap);
@@ -580,7 +585,11 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n)
         o->wr.buf = b;
         o->wr.cap = cap;
     }
-    memcpy(o->wr.buf, buf, m);
+    for (size_t i = 0, at = 0; at < m; i++) {
+        size_t k = iov[i].len < m - at ? iov[i].len : m - at;
+        memcpy(o->wr.buf + at, iov[i].base, k);
+        at += k;
+    }
     if (!WriteFile(o->h, o->wr.buf, (DWORD)m, NULL, op_arm(&o->wr))) {
         DWORD e = GetLastError();
         if (e != ERROR_IO_PENDING) {
@@ -591,6 +600,12 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n)
     o->wr.pending = 1;
     harvest_write(o);
     return (int64_t)m;
+}
+
+int64_t lsock__plat_write(int fd, const void *buf, size_t n)
+{
+    lsock_iovec one = {buf, n};
+    return lsock__plat_writev(fd, &one, 1);
 }
 
 int lsock__plat_write_in_flight(int fd)
