@@ -348,6 +348,52 @@ typedef struct lsock_iovec {
  * beyond INT64_MAX; otherwise the errors of lsock_socket_write(). On Windows the buffers are
  * gathered into the pipe write, which copies them anyway. */
 LSOCK_API int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt);
+
+/*
+ * Messages, framed exactly as Qt's QDataStream << QByteArray: a 32-bit big-endian length, then
+ * the bytes; the length 0xFFFFFFFF is a null QByteArray, which arrives as an empty message. A
+ * Qt 5 or Qt 6 program that reads and writes QByteArrays through a QDataStream on its
+ * QLocalSocket exchanges messages with these calls, both ways.
+ *
+ * Message mode. The first message call (any below) puts the socket in message mode: from then
+ * on the next unread byte is taken as the start of a message header. Byte reads may be mixed
+ * with message reads as long as they consume whole messages (header included); a byte read
+ * that stops inside a message leaves the stream misaligned, which is the caller's to mend.
+ * bytes_written() counts the headers too.
+ *
+ * Limits. No message longer than the maximum (lsock_socket_set_max_message_size(), both
+ * directions; 64 MiB by default) is sent or accepted: write_message() fails with
+ * LSOCK_ERR_DATAGRAM_TOO_LARGE and sends nothing; a peer that announces a longer one gets
+ * error_occurred(DATAGRAM_TOO_LARGE) and the connection is aborted, nothing of that size ever
+ * allocated (checked as the header arrives, and by the message calls).
+ *
+ * Read buffer limit. A message no longer than the maximum always arrives whole: while it is
+ * incomplete the read buffer may grow past its limit to hold it (where Qt's QDataStream
+ * transactions would wait for ever); the limit applies again between messages.
+ *
+ * Callbacks and waits: ready_read fires as for bytes; can_read_message() says whether a whole
+ * message is there. Blocking code loops on wait_for_ready_read() until can_read_message().
+ */
+#define LSOCK_DEFAULT_MAX_MESSAGE_SIZE (64 * 1024 * 1024)
+/* Queues a message of len bytes: the header and the payload together, all or nothing (with a
+ * write buffer limit whose non-empty queue cannot take it, none: LSOCK_ERR_SOCKET_RESOURCE; an
+ * empty queue always takes one message). Never blocks. Returns len or -1:
+ * LSOCK_ERR_INVALID_ARGUMENT (negative len, NULL buf), LSOCK_ERR_DATAGRAM_TOO_LARGE (beyond
+ * the maximum), or the errors of lsock_socket_write(). */
+LSOCK_API int64_t lsock_socket_write_message(lsock_socket *s, const void *buf, int64_t len);
+/* True when a whole message is buffered. */
+LSOCK_API bool lsock_socket_can_read_message(const lsock_socket *s);
+/* The size of the next message (0 for an empty or null one), or -1 when none is whole. */
+LSOCK_API int64_t lsock_socket_next_message_size(const lsock_socket *s);
+/* Reads the next message whole into buf. Returns its size, or -1: LSOCK_ERR_OPERATION when no
+ * whole message is buffered, LSOCK_ERR_INVALID_ARGUMENT when max is smaller than the message
+ * (nothing is consumed) or buf is NULL, LSOCK_ERR_DATAGRAM_TOO_LARGE when the peer announced
+ * one beyond the maximum (the connection is then aborted). */
+LSOCK_API int64_t lsock_socket_read_message(lsock_socket *s, void *buf, int64_t max);
+/* The longest message in either direction, 0 to 0xFFFFFFFE (LSOCK_ERR_INVALID_ARGUMENT
+ * otherwise, the maximum kept); default LSOCK_DEFAULT_MAX_MESSAGE_SIZE. */
+LSOCK_API void lsock_socket_set_max_message_size(lsock_socket *s, int64_t max);
+LSOCK_API int64_t lsock_socket_max_message_size(const lsock_socket *s);
 /* True if a whole line ('\n') is buffered. */
 LSOCK_API bool lsock_socket_can_read_line(const lsock_socket *s);
 /* Bytes buffered for reading. */

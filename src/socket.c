@@ -46,6 +46,7 @@ static lsock_socket *alloc_socket(lsock_loop *loop)
     s->fd = -1;
     s->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
     s->linger = -1;
+    s->msg_max = LSOCK_DEFAULT_MAX_MESSAGE_SIZE;
     s->pend.cb = lsock__socket_pending_cb;
     lsock__io_init(&s->io, -1, NULL, s);
     if (loop) lsock__loop_ref_objects(loop, 1);

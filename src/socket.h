@@ -48,8 +48,10 @@ struct lsock_socket {
     int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
     uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
     lsock_timer *linger_timer;
-    int discard;   /* the connection ends in an abort: the platform drops its unsent data */
-    int watch_err; /* starting to watch the descriptor failed with this errno */
+    int discard;     /* the connection ends in an abort: the platform drops its unsent data */
+    int watch_err;   /* starting to watch the descriptor failed with this errno */
+    int64_t msg_max; /* the longest message either way (lsock_socket_set_max_message_size) */
+    int msg_mode;    /* a message call was made: the next unread byte starts a message header */
     const char *watch_call; /* the call in which it failed */
 };
 
@@ -81,6 +83,21 @@ void lsock__socket_after_consume(lsock_socket *s);
 int lsock__socket_on_readable(lsock_socket *s);
 /* Writes queued data until the kernel is full: bytes written or -errno. */
 int64_t lsock__socket_flush_some(lsock_socket *s);
+/* The write of len bytes, the concatenation of iov[0..n): to the kernel when nothing is
+ * queued, the rest queued. whole: all of it or nothing (SOCKET_RESOURCE) where a write buffer
+ * limit applies, a non-empty queue taking no more than the limit. Returns the bytes accepted
+ * or -1. */
+int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
+                                int whole, const char *call);
+
+/* ---- socket_message.c: messages ------------------------------------------------------- */
+
+/* The read buffer limit in effect: the set one, raised while a message no longer than the
+ * maximum is incomplete so that it always arrives whole (message mode only). 0: none. */
+int64_t lsock__socket_read_limit(const lsock_socket *s);
+/* In message mode, checks the header at the head of the read buffer: a length beyond the
+ * maximum fires error_occurred(DATAGRAM_TOO_LARGE) and aborts the connection (-1). 0: fine. */
+int lsock__socket_check_message(lsock_socket *s, const char *call);
 /* After a flush: watch for room while data is queued, stop watching once it is all written. */
 void lsock__socket_after_flush(lsock_socket *s);
 /* Reports a failure recorded earlier (broken write, failed watch): 1 if there was one. */

@@ -71,8 +71,9 @@ static void set_throttle(lsock_socket *s, int on)
 /* Resumes reading once the application has made room below the limit. */
 void lsock__socket_after_consume(lsock_socket *s)
 {
-    if (s->throttled && (s->rbuf_limit == 0 || (int64_t)lsock__buf_len(&s->rbuf) < s->rbuf_limit))
-        set_throttle(s, 0);
+    if (!s->throttled) return;
+    int64_t limit = lsock__socket_read_limit(s);
+    if (limit == 0 || (int64_t)lsock__buf_len(&s->rbuf) < limit) set_throttle(s, 0);
 }
 
 /*
@@ -85,8 +86,9 @@ static int64_t read_some(lsock_socket *s)
     int64_t total = 0;
     for (int round = 0; round < READ_ROUNDS; round++) {
         size_t want = 65536;
-        if (s->rbuf_limit > 0) {
-            int64_t room = s->rbuf_limit - (int64_t)lsock__buf_len(&s->rbuf);
+        int64_t limit = lsock__socket_read_limit(s);
+        if (limit > 0) {
+            int64_t room = limit - (int64_t)lsock__buf_len(&s->rbuf);
             if (room <= 0) {
                 set_throttle(s, 1);
                 break;
@@ -140,6 +142,7 @@ int lsock__socket_on_readable(lsock_socket *s)
 {
     int64_t r = read_some(s);
     if (r > 0) {
+        if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;
         emit_ready_read(s);
         if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
         /* End of stream behind the data is seen on the next readiness report. */
@@ -425,8 +428,8 @@ static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip
 
 /* The write of len bytes, the concatenation of iov (checked by the caller): straight to the
  * kernel when nothing is queued, the rest queued up to the write buffer limit. */
-static int64_t write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
-                         const char *call)
+int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
+                                int whole, const char *call)
 {
     if (s->state != LSOCK_CONNECTED || !(s->open_mode & LSOCK_WRITE_ONLY)) {
         lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
@@ -446,6 +449,13 @@ static int64_t write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t
             return len;
         }
         lsock__socket_after_flush(s);
+    }
+    if (whole && s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
+        (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
+        lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call,
+                           "the write buffer cannot take the whole message now (its limit, "
+                           "lsock_socket_set_write_buffer_size())");
+        return -1;
     }
     if (lsock__buf_len(&s->wbuf) == 0) {
         /* Fast path: straight to the kernel; only the remainder is queued. */
@@ -469,7 +479,7 @@ static int64_t write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t
         }
     }
     size_t take = (size_t)len - done;
-    if (s->wbuf_limit > 0) {
+    if (s->wbuf_limit > 0 && !whole) { /* an empty queue takes a whole message beyond it */
         int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);
         if (room < 0) room = 0;
         if ((uint64_t)take > (uint64_t)room) take = (size_t)room;
@@ -496,7 +506,7 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
         return -1;
     }
     lsock_iovec one = {buf, (size_t)len};
-    return write_iov(s, &one, 1, len, call);
+    return lsock__socket_write_iov(s, &one, 1, len, 0, call);
 }
 
 int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt)
@@ -526,8 +536,8 @@ int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt)
     const lsock_iovec *first = iov;
     for (int i = 0; i < iovcnt; i++)
         if (iov[i].len > 0 && n++ == 0) first = iov + i;
-    if (n <= 1) return write_iov(s, first, n, (int64_t)total, call);
-    return write_iov(s, iov, iovcnt, (int64_t)total, call);
+    if (n <= 1) return lsock__socket_write_iov(s, first, n, (int64_t)total, 0, call);
+    return lsock__socket_write_iov(s, iov, iovcnt, (int64_t)total, 0, call);
 }
 
 bool lsock_socket_flush(lsock_socket *s)

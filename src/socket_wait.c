@@ -13,7 +13,8 @@
  * application reads. */
 static int rbuf_full(const lsock_socket *s)
 {
-    return s->rbuf_limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= s->rbuf_limit;
+    int64_t limit = lsock__socket_read_limit(s);
+    return limit > 0 && (int64_t)lsock__buf_len(&s->rbuf) >= limit;
 }
 
 /* A loop-less socket's linger is enforced by the wait calls, which ask this. */
