@@ -946,6 +946,46 @@ TEST(qt_server_refuses_a_name_held_by_a_live_lsock_server)
     tmpdir_done();
 }
 
+/* ---- messages: QDataStream << QByteArray ------------------------------------------------ */
+
+/* Messages to Qt, which reads them with QDataStream transactions and echoes each one back the
+ * same way; "send-null" gets a null QByteArray back, an empty message here. */
+static void ex_messages(qlink *l)
+{
+    static const size_t sizes[] = {0, 1, 1000, 70000, 1 << 20};
+    link_send(l, "messages\n");
+    unsigned char *data = pattern_new(1 << 20);
+    unsigned char *in = malloc(1 << 20);
+    ASSERT(in != NULL);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i];
+        ASSERT_EQ(lsock_socket_write_message(l->s, data, (int64_t)n), (int64_t)n);
+        RUN_UNTIL(l->loop, lsock_socket_can_read_message(l->s), 10000);
+        ASSERT_EQ(lsock_socket_read_message(l->s, in, 1 << 20), (int64_t)n);
+        ASSERT(memcmp(in, data, n) == 0);
+        char want[128];
+        snprintf(want, sizeof want, "%d %zu %llx", l->id, n,
+                 (unsigned long long)fnv_add(FNV_INIT, data, n));
+        ASSERT_STR_EQ(peer_expect(&l->qt, l->loop, "msg ", 10000), want);
+    }
+    ASSERT_EQ(lsock_socket_write_message(l->s, "send-null", 9), 9);
+    RUN_UNTIL(l->loop, lsock_socket_can_read_message(l->s), 10000);
+    ASSERT_EQ(lsock_socket_bytes_available(l->s), 4); /* 0xFFFFFFFF, no payload */
+    ASSERT_EQ(lsock_socket_read_message(l->s, in, 1), 0);
+    free(in);
+    free(data);
+}
+
+TEST(qt_server_lsock_client_exchange_qdatastream_messages)
+{
+    with_qt_server(ex_messages, "msgs");
+}
+
+TEST(lsock_server_qt_client_exchange_qdatastream_messages)
+{
+    with_qt_client(ex_messages, "msgc");
+}
+
 /* ---- Qt 6's abstract namespace ----------------------------------------------------------- */
 
 TEST(qt_server_lsock_client_in_the_abstract_namespace_exchange_lines)

@@ -24,6 +24,10 @@
  *   readabort N    read N bytes (discarded), then abort()
  *   close          disconnectFromServer()
  *   abort          abort()
+ *   messages       from now on the connection carries QDataStream QByteArrays, read with
+ *                  startTransaction() / commitTransaction(): each is echoed back the same way
+ *                  (the payload "send-null" is answered with a null QByteArray), and reported
+ *                  as "msg ID N SUM" on stdout (N its size, SUM the FNV-1a of its bytes)
  * SUM is the FNV-1a 64 of the bytes, in hex. Pattern byte i is ((uint32)i * 2654435761) >> 24.
  *
  * Stdout lines: "listening FULLNAME", "listen-failed ERR TEXT", "connected ID",
@@ -38,6 +42,7 @@
  * file, so it never outlives the test that started it.
  */
 #include <QCoreApplication>
+#include <QDataStream>
 #include <QLocalServer>
 #include <QLocalSocket>
 #include <QSocketNotifier>
@@ -120,6 +125,7 @@ struct Conn {
     qint64 binReceived = 0;
     bool abortOnWritten = false;
     bool reported = false;
+    QDataStream *messages = nullptr; /* set by the "messages" command */
 
     void add(const QByteArray &tok)
     {
@@ -161,6 +167,8 @@ struct Conn {
             s->disconnectFromServer();
         } else if (cmd == "abort") {
             s->abort();
+        } else if (cmd == "messages") {
+            messages = new QDataStream(s);
         } else {
             say("unknown-command " + line);
         }
@@ -174,9 +182,35 @@ struct Conn {
         s->write("got " + n + " " + sum + "\n");
     }
 
+    /* The message mode: whole QByteArrays through QDataStream read transactions. */
+    void readMessages()
+    {
+        for (;;) {
+            messages->startTransaction();
+            QByteArray m;
+            *messages >> m;
+            if (!messages->commitTransaction()) return;
+            quint64 h = 14695981039346656037ull;
+            for (char c : m) {
+                h ^= (unsigned char)c;
+                h *= 1099511628211ull;
+            }
+            say("msg " + QByteArray::number(id) + " " + QByteArray::number(m.size()) + " " +
+                QByteArray::number(h, 16));
+            if (m == "send-null")
+                *messages << QByteArray();
+            else
+                *messages << m;
+        }
+    }
+
     void readable()
     {
         for (;;) {
+            if (messages) {
+                readMessages();
+                return;
+            }
             if (s->state() == QLocalSocket::UnconnectedState && s->bytesAvailable() == 0) return;
             if (readAbortLeft >= 0) {
                 QByteArray d = s->read(readAbortLeft);
