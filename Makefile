@@ -90,7 +90,7 @@ test-valgrind:
 # crashes to build-fuzz/. A crash, leak or sanitizer report fails the target.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_buffer fuzz_name
+FUZZ_TARGETS = fuzz_buffer fuzz_name fuzz_message
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
 	-DLSOCK_BACKEND_NAME='"epoll"' -Iinclude -Isrc -Wall -Wextra -Wno-unused-parameter
 FUZZ_LIB_SOURCES = src/error.c src/buffer.c src/unix/name.c src/loop.c src/socket.c \
