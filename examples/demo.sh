@@ -2,6 +2,7 @@
 # Runs the examples against each other:
 #   1. echo_server (serving 2 clients) with echo_client, then blocking_client;
 #   2. readme_event (the README's server) with readme_blocking (the README's client).
+#   3. readme_messages (the README's messages example: a server and a client in one process).
 # Every program runs under `timeout`; a server still running at the end is killed. Exit status
 # 0 only if every step succeeded.
 #
@@ -15,7 +16,7 @@ step_timeout=30   # seconds for each client
 server_timeout=90 # seconds for a whole server run (a backstop; the server exits by itself)
 ready_timeout=10  # seconds for a server to be ready
 
-for prog in echo_server echo_client blocking_client readme_event readme_blocking; do
+for prog in echo_server echo_client blocking_client readme_event readme_blocking readme_messages; do
     if [ ! -x "$bindir/$prog" ]; then
         echo "demo: $bindir/$prog not found; build first (cmake -S . -B build && cmake --build build)" >&2
         exit 2
@@ -128,6 +129,11 @@ kill -0 "$server_pid" 2>/dev/null || fail "readme_event died"
 kill "$server_pid"
 wait "$server_pid" 2>/dev/null || true
 server_pid=
+
+# The README's messages example: its own server and client, one message between them.
+messages_name=$name-messages
+socket_paths+=("$(dirname "$path")/$messages_name")
+run_client readme_messages "$bindir/readme_messages" "$messages_name"
 
 echo
 echo "== demo passed"
