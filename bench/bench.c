@@ -1,5 +1,6 @@
 /*
- * lsock-bench: lsock side by side with raw blocking syscalls (the floor) and libuv, in one run.
+ * lsock-bench: lsock side by side with raw blocking syscalls (the floor) and libuv, in one run;
+ * lsock's messages beside nng and ZeroMQ (the "messages" rows, see run_msg).
  *
  * Every measurement forks: the server side runs in a child process, the measured client side in
  * this process. Which side runs which implementation:
@@ -30,7 +31,7 @@
  *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE] [--impl LIST]
  *               [--size BYTES] [--peer IMPL] [--cpus C,S]
  *
- * --only takes a comma-separated subset of pingpong,blocking,stream,connrate,fanin,sizes;
+ * --only takes a comma-separated subset of pingpong,blocking,stream,connrate,fanin,messages,sizes;
  * --impl a subset of raw,lsock,libuv,epoll (for profiling one implementation); --size BYTES limits
  * the sizes sweep to one message size; --peer IMPL runs the server side of pingpong and stream
  * with IMPL for every implementation (so only the client side differs); --cpus C,S pins the
@@ -42,6 +43,13 @@
 
 #ifdef BENCH_HAVE_LIBUV
 #include <uv.h>
+#endif
+#ifdef BENCH_HAVE_NNG
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+#endif
+#ifdef BENCH_HAVE_ZMQ
+#include <zmq.h>
 #endif
 
 #include <errno.h>
@@ -63,13 +71,24 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { RAW, LSOCK, LIBUV, EPOLL, NIMPL };
+/* NNG and ZMQ: the message workloads only (nng pair1 and a ZeroMQ PAIR socket over ipc://). */
+enum { RAW, LSOCK, LIBUV, EPOLL, NNG, ZMQ, NIMPL };
 #ifdef BENCH_HAVE_LIBUV
 static const bool have_libuv = true;
 #else
 static const bool have_libuv = false;
 #endif
-static const char *const impl_name[NIMPL] = {"raw", "lsock", "libuv", "epoll"};
+#ifdef BENCH_HAVE_NNG
+static const bool have_nng = true;
+#else
+static const bool have_nng = false;
+#endif
+#ifdef BENCH_HAVE_ZMQ
+static const bool have_zmq = true;
+#else
+static const bool have_zmq = false;
+#endif
+static const char *const impl_name[NIMPL] = {"raw", "lsock", "libuv", "epoll", "nng", "zmq"};
 static const char *g_impls;   /* --impl: the implementations to run; NULL: all */
 static size_t g_one_size;     /* --size: the one message size of the sizes sweep; 0: all */
 static bool g_short;          /* --short */
@@ -1155,6 +1174,241 @@ static double run_fanin(int impl, const void *params, double *mem_per_conn)
     return (double)total / fp->seconds;
 }
 
+/* ---- messages -------------------------------------------------------------------------- */
+
+/*
+ * Messages of size bytes: a round trip (the client sends one, the server echoes it, count
+ * times) or one way (the client sends count, the server answers the last with one of 1 byte).
+ * lsock with lsock_socket_write_message() / read_message() on its loop; nng with a pair1 socket
+ * and ZeroMQ with a PAIR socket, both over ipc:// on the same kind of path, blocking send and
+ * receive as their own examples do; and, for the round trip, lsock's byte pingpong of the same
+ * size (the RAW column of these rows), the floor lsock's messages are held to.
+ */
+typedef struct {
+    size_t size;
+    long count;
+    int one_way;
+} msg_params;
+
+static const msg_params *g_msgp; /* the server child's parameters */
+
+static void lsm_ready_read(lsock_socket *s, void *ud)
+{
+    static long got;
+    int64_t n;
+    while ((n = lsock_socket_read_message(s, g_buf, sizeof g_buf)) >= 0) {
+        if (!g_msgp->one_way)
+            lsock_socket_write_message(s, g_buf, n);
+        else if (++got == g_msgp->count)
+            lsock_socket_write_message(s, "k", 1);
+    }
+}
+
+static void lsm_new_connection(lsock_server *srv, void *ud)
+{
+    static const lsock_socket_callbacks cb = {.ready_read = lsm_ready_read,
+                                              .disconnected = ls_free_on_disconnect};
+    lsock_socket *s;
+    while ((s = lsock_server_next_pending_connection(srv)))
+        lsock_socket_set_callbacks(s, &cb, NULL);
+}
+
+static void lsock_msg_server(const void *arg)
+{
+    g_msgp = arg;
+    lsock_loop *loop = lsock_loop_or_die();
+    lsock_server *srv = lsock_server_new(loop);
+    lsock_server_set_new_connection_callback(srv, lsm_new_connection, NULL);
+    if (!lsock_server_listen(srv, g_path)) die("lsock listen: %s", lsock_server_error_string(srv));
+    signal_ready();
+    lsock_loop_run(loop, LSOCK_RUN_DEFAULT);
+}
+
+typedef struct {
+    lsock_loop *loop;
+    const msg_params *mp;
+    long done, sent;
+} lsm_state;
+
+/* One way: keeps about 256 KiB queued, refilled as it drains (as a user streaming would). */
+static void lsm_fill(lsock_socket *s, lsm_state *c)
+{
+    while (c->sent < c->mp->count && lsock_socket_bytes_to_write(s) < 262144) {
+        if (lsock_socket_write_message(s, g_msg, (int64_t)c->mp->size) < 0)
+            die("lsock write_message: %s", lsock_socket_error_string(s));
+        c->sent++;
+    }
+}
+
+static void lsmc_bytes_written(lsock_socket *s, int64_t n, void *ud)
+{
+    lsm_state *c = ud;
+    if (c->mp->one_way) lsm_fill(s, c);
+}
+
+static void lsmc_ready_read(lsock_socket *s, void *ud)
+{
+    lsm_state *c = ud;
+    while (lsock_socket_read_message(s, g_buf, sizeof g_buf) >= 0) {
+        if (c->mp->one_way || ++c->done == c->mp->count) {
+            c->done = c->mp->count;
+            lsock_loop_stop(c->loop);
+            return;
+        }
+        lsock_socket_write_message(s, g_msg, (int64_t)c->mp->size);
+    }
+}
+
+static double lsock_msg(const msg_params *mp)
+{
+    pid_t pid = spawn(lsock_msg_server, mp);
+    lsm_state c = {lsock_loop_or_die(), mp, 0, 0};
+    lsock_socket_callbacks cb = {.ready_read = lsmc_ready_read,
+                                 .bytes_written = lsmc_bytes_written};
+    lsock_socket *s = lsock_connect_or_die(c.loop, &cb, &c);
+    double t0 = now_s();
+    if (mp->one_way)
+        lsm_fill(s, &c);
+    else if (lsock_socket_write_message(s, g_msg, (int64_t)mp->size) < 0)
+        die("lsock write_message: %s", lsock_socket_error_string(s));
+    lsock_loop_run(c.loop, LSOCK_RUN_DEFAULT);
+    double t = now_s() - t0;
+    if (c.done != mp->count) die("lsock messages: connection lost");
+    lsock_socket_free(s);
+    lsock_loop_free(c.loop);
+    reap(pid);
+    return mp->one_way ? (double)mp->count / t : t / (double)mp->count * 1e6;
+}
+
+#ifdef BENCH_HAVE_NNG
+static void bench_nng_server(const void *arg)
+{
+    const msg_params *mp = arg;
+    nng_socket sock;
+    char url[128];
+    snprintf(url, sizeof url, "ipc://%s", g_path);
+    if (nng_pair1_open(&sock) != 0 || nng_listen(sock, url, NULL, 0) != 0) die("nng listen");
+    signal_ready();
+    for (long got = 0;;) {
+        size_t n = sizeof g_buf;
+        if (nng_recv(sock, g_buf, &n, 0) != 0) break;
+        if (!mp->one_way)
+            nng_send(sock, g_buf, n, 0);
+        else if (++got == mp->count)
+            nng_send(sock, "k", 1, 0);
+    }
+}
+
+static double bench_nng(const msg_params *mp)
+{
+    pid_t pid = spawn(bench_nng_server, mp);
+    nng_socket sock;
+    char url[128];
+    snprintf(url, sizeof url, "ipc://%s", g_path);
+    if (nng_pair1_open(&sock) != 0 || nng_dial(sock, url, NULL, 0) != 0) die("nng dial");
+    double t0 = now_s();
+    size_t n;
+    for (long i = 0; i < mp->count; i++) {
+        if (nng_send(sock, g_msg, mp->size, 0) != 0) die("nng send");
+        n = sizeof g_buf;
+        if (!mp->one_way && nng_recv(sock, g_buf, &n, 0) != 0) die("nng recv");
+    }
+    n = sizeof g_buf;
+    if (mp->one_way && nng_recv(sock, g_buf, &n, 0) != 0) die("nng recv");
+    double t = now_s() - t0;
+    nng_close(sock);
+    reap(pid);
+    return mp->one_way ? (double)mp->count / t : t / (double)mp->count * 1e6;
+}
+
+/* nng refuses to run in a process forked after it started in the parent ("not fork-reentrant
+ * safe"): each measurement runs in a child of its own, which reports its result by a pipe. */
+static double bench_nng_isolated(const msg_params *mp)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) die("pipe: %s", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(p[0]);
+        double v = bench_nng(mp);
+        _exit(write(p[1], &v, sizeof v) == sizeof v ? 0 : 1);
+    }
+    close(p[1]);
+    double v = -1;
+    if (read(p[0], &v, sizeof v) != sizeof v) v = -1;
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    return v;
+}
+#endif
+
+#ifdef BENCH_HAVE_ZMQ
+static void bench_zmq_server(const void *arg)
+{
+    const msg_params *mp = arg;
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_PAIR);
+    char url[128];
+    snprintf(url, sizeof url, "ipc://%s", g_path);
+    if (!sock || zmq_bind(sock, url) != 0) die("zmq bind: %s", zmq_strerror(zmq_errno()));
+    signal_ready();
+    for (long got = 0;;) {
+        int n = zmq_recv(sock, g_buf, sizeof g_buf, 0);
+        if (n < 0) break;
+        if (!mp->one_way)
+            zmq_send(sock, g_buf, (size_t)n, 0);
+        else if (++got == mp->count)
+            zmq_send(sock, "k", 1, 0);
+    }
+}
+
+static double bench_zmq(const msg_params *mp)
+{
+    pid_t pid = spawn(bench_zmq_server, mp);
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_PAIR);
+    char url[128];
+    snprintf(url, sizeof url, "ipc://%s", g_path);
+    if (!sock || zmq_connect(sock, url) != 0) die("zmq connect: %s", zmq_strerror(zmq_errno()));
+    double t0 = now_s();
+    for (long i = 0; i < mp->count; i++) {
+        if (zmq_send(sock, g_msg, mp->size, 0) < 0) die("zmq send");
+        if (!mp->one_way && zmq_recv(sock, g_buf, sizeof g_buf, 0) < 0) die("zmq recv");
+    }
+    if (mp->one_way && zmq_recv(sock, g_buf, sizeof g_buf, 0) < 0) die("zmq recv");
+    double t = now_s() - t0;
+    int zero = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    reap(pid);
+    return mp->one_way ? (double)mp->count / t : t / (double)mp->count * 1e6;
+}
+#endif
+
+static double run_msg(int impl, const void *params, double *extra)
+{
+    const msg_params *mp = params;
+    switch (impl) {
+    case LSOCK:
+        return lsock_msg(mp);
+    case RAW: { /* lsock's byte pingpong of the same size */
+        if (mp->one_way) return -1;
+        pp_params pp = {mp->size, mp->count};
+        return lsock_pingpong(&pp);
+    }
+#ifdef BENCH_HAVE_NNG
+    case NNG:
+        return bench_nng_isolated(mp);
+#endif
+#ifdef BENCH_HAVE_ZMQ
+    case ZMQ:
+        return bench_zmq(mp);
+#endif
+    }
+    return -1;
+}
+
 static bool want(const char *only, const char *name);
 
 /* ---- the table ------------------------------------------------------------------------- */
@@ -1282,6 +1536,39 @@ static void print_table(row **rows, int nrows, int rounds)
                ru, tg, target_met(r));
         if (floor) printf(" %10s %11s", v[EPOLL], re);
         printf("\n");
+    }
+    fflush(stdout);
+}
+
+/* The message rows: lsock's messages against nng and ZeroMQ, and (round trip) against lsock's
+ * own byte pingpong of the same size, which sits in the RAW column. Targets: round trip
+ * lsock <= 0.7x nng and ZeroMQ and <= 1.05x lsock bytes; one way >= 1.5x nng, >= 1.2x ZeroMQ. */
+static void print_msg_table(row **rows, int nrows, int rounds)
+{
+    printf("\nMessages, medians of %d rounds (ratios: lsock messages / other):\n\n", rounds);
+    printf("%-32s %10s %10s %10s %10s %11s %9s %9s  %-32s %-5s\n", "workload", "lsock msg",
+           "lsock byte", "nng", "zmq", "msg/bytes", "/nng", "/zmq", "target", "met?");
+    for (int i = 0; i < nrows; i++) {
+        row *r = rows[i];
+        char name[64], v[NIMPL][32], rb[16], rn[16], rz[16];
+        snprintf(name, sizeof name, "%s (%s)", r->name, r->unit);
+        for (int k = 0; k < NIMPL; k++)
+            fmt_val(v[k], sizeof v[k], r, k);
+        double ls = median(r, LSOCK), by = median(r, RAW), nn = median(r, NNG), zm = median(r, ZMQ);
+        ratio_text(rb, sizeof rb, ls, by);
+        ratio_text(rn, sizeof rn, ls, nn);
+        ratio_text(rz, sizeof rz, ls, zm);
+        const char *target =
+            r->lower_better ? "<= 0.70x nng, zmq; <= 1.05x bytes" : ">= 1.50x nng, >= 1.20x zmq";
+        bool known = ls > 0 && nn > 0 && zm > 0 && (!r->lower_better || by > 0);
+        bool met = known && (r->lower_better ? ls / nn <= 0.70 && ls / zm <= 0.70 && ls / by <= 1.05
+                                             : ls / nn >= 1.50 && ls / zm >= 1.20);
+        printf("%-32s %10s %10s %10s %10s %11s %9s %9s  %-32s %-5s\n", name, v[LSOCK],
+               r->lower_better ? v[RAW] : "-", v[NNG], v[ZMQ], r->lower_better ? rb : "-", rn, rz,
+               target,
+               !known ? "?"
+               : met  ? "yes"
+                      : "NO");
     }
     fflush(stdout);
 }
@@ -1421,6 +1708,8 @@ static void run_sizes(bool short_mode, int rounds, const char *data_file)
                            .fn = run_stream,
                            .params = &stp[i]};
         if (!have_libuv) pp_rows[i].skip[LIBUV] = st_rows[i].skip[LIBUV] = 1;
+        pp_rows[i].skip[NNG] = pp_rows[i].skip[ZMQ] = st_rows[i].skip[NNG] = st_rows[i].skip[ZMQ] =
+            1;
         run_row(&pp_rows[i], rounds);
         run_row(&st_rows[i], rounds);
     }
@@ -1483,7 +1772,7 @@ int main(int argc, char **argv)
                 "usage: %s [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]\n"
                 "       [--impl raw,lsock,libuv,epoll] [--size BYTES] [--peer raw|lsock|libuv]\n"
                 "       [--cpus CLIENT,SERVER]\n"
-                "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,sizes\n",
+                "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,messages,sizes\n",
                 argv[0]);
             return 2;
         }
@@ -1606,12 +1895,42 @@ int main(int argc, char **argv)
                    r->name, (unsigned long long)rl.rlim_max, fi10.clients + 64);
             continue;
         }
+        r->skip[NNG] = r->skip[ZMQ] = 1; /* the message rows only */
+        if (r->extra) r->extra->skip[NNG] = r->extra->skip[ZMQ] = 1;
         if (r->extra && r->skip[LIBUV]) r->extra->skip[LIBUV] = 1;
         run_row(r, rounds);
         table[n++] = r;
         if (r->extra) table[n++] = r->extra;
     }
     if (n) print_table(table, n, rounds);
+
+    /* Messages: lsock against nng and ZeroMQ (and its own byte pingpong). */
+    static msg_params m_rt = {64, 0, 0}, m_64 = {64, 0, 1}, m_64k = {65536, 0, 1};
+    m_rt.count = short_mode ? 2000 : 50000;
+    m_64.count = short_mode ? 20000 : 200000;
+    m_64k.count = short_mode ? 500 : 20000;
+    static row r_mrt = {.name = "message round trip 64 B",
+                        .unit = "us",
+                        .fmt = "%.2f",
+                        .fn = run_msg,
+                        .lower_better = 1};
+    static row r_m64 = {.name = "messages one way 64 B", .unit = "msg/s", .fmt = "%.0f"};
+    static row r_m64k = {.name = "messages one way 64 KiB", .unit = "msg/s", .fmt = "%.0f"};
+    r_mrt.params = &m_rt, r_m64.params = &m_64, r_m64k.params = &m_64k;
+    r_m64.fn = r_m64k.fn = run_msg;
+    row *mrows[] = {&r_mrt, &r_m64, &r_m64k};
+    if (want(only, "messages")) {
+        if (!have_nng) printf("nng: skipped (install libnng-dev and rebuild for its column)\n");
+        if (!have_zmq) printf("zmq: skipped (install libzmq3-dev and rebuild for its column)\n");
+        printf("\nRunning the message workloads (lsock messages, lsock bytes, nng, zmq):\n");
+        for (int i = 0; i < 3; i++) {
+            mrows[i]->skip[LIBUV] = 1;
+            if (!have_nng) mrows[i]->skip[NNG] = 1;
+            if (!have_zmq) mrows[i]->skip[ZMQ] = 1;
+            run_row(mrows[i], rounds);
+        }
+        print_msg_table(mrows, 3, rounds);
+    }
     if (sizes && want(only, "sizes")) run_sizes(short_mode, short_mode ? rounds : 3, data_file);
     return 0;
 }
