@@ -1,6 +1,7 @@
 /*
- * The socket's private parts, shared by the three files that implement it: socket.c (the state
- * machine and lifetime), socket_io.c (the I/O paths) and socket_wait.c (the blocking waits).
+ * The socket's private parts, shared by the four files that implement it: socket.c (the state
+ * machine and lifetime), socket_io.c (the I/O paths), socket_wait.c (the blocking waits) and
+ * socket_message.c (messages).
  * Not installed; what server.c needs of the socket is in internal.h.
  */
 #ifndef LSOCK_SOCKET_H
