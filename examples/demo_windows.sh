@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo for a Windows cross build, run under Wine (make test-windows): echo_server by bare
-# name with echo_client and blocking_client, then the README's pair. Each program is a
-# Windows .exe; they meet on the named pipe \\.\pipe\NAME.
+# name with echo_client and blocking_client, then the README's pair and its messages example.
+# Each program is a Windows .exe; they meet on the named pipe \\.\pipe\NAME.
 #
 #   examples/demo_windows.sh BINDIR        (WINE: the wine command, default wine)
 set -euo pipefail
@@ -72,4 +72,7 @@ tr -d '\r' <"$logdir/client.log" | sed 's/^/[readme_blocking] /'
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 server_pid=
+
+# The README's messages example: its own server and client, one message between them.
+run_client readme_messages "$bindir/readme_messages.exe" "$name-messages"
 echo "== demo passed"
