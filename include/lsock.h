@@ -332,7 +332,16 @@ LSOCK_API int64_t lsock_socket_peek(lsock_socket *s, void *buf, int64_t max);
 LSOCK_API int64_t lsock_socket_skip(lsock_socket *s, int64_t max);
 /* Queues len bytes for writing (written to the kernel at once when possible; never blocks).
  * Returns len (less only with a write buffer limit, see below), or -1 on error (not
- * connected for writing, bad argument, no memory). */
+ * connected for writing, bad argument, no memory).
+ *
+ * Small writes are gathered. On a socket with a loop, the first write of a loop iteration goes
+ * to the kernel at once (a reply keeps its latency); a later write of up to 16 KiB in the same
+ * iteration that finds nothing queued stays in the write buffer (bytes_to_write() counts it)
+ * with the writes after it, and they go out in one system call when the loop next runs, or
+ * earlier at lsock_socket_flush(), a wait, disconnect, abort or free, which all send them
+ * first. Many small writes (messages, lines) then cost one system call, not one each. Outside
+ * lsock_loop_run() an iteration lasts until the loop runs again: a program that writes from
+ * main() runs the loop or calls a wait or flush. A socket without a loop never gathers. */
 LSOCK_API int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len);
 /* One buffer of a gather write. */
 typedef struct lsock_iovec {

@@ -73,6 +73,7 @@ static int close_linger(const lsock_socket *s)
 /* Closes the descriptor and stops all watching, firing nothing. */
 static void drop_descriptor(lsock_socket *s)
 {
+    lsock__socket_flush_before_close(s);
     if (s->loop) {
         if (s->fd >= 0)
             lsock__io_close(s->loop, &s->io,
@@ -97,6 +98,7 @@ static void drop_descriptor(lsock_socket *s)
     s->fd_blocking = 0;
     s->fd_shared = 0;
     s->sndbuf_grown = 0;
+    s->sent_iter = 0;
     s->throttled = 0;
     s->broken = 0;
     s->written_unreported = 0;
@@ -420,6 +422,7 @@ static void do_disconnect(lsock_socket *s)
     emit_state(s, LSOCK_CLOSING);
     if (s->dead || s->state != LSOCK_CLOSING) return;
     if (lsock__socket_report_deferred(s)) return;
+    s->gathering = 0; /* what was gathered is flushed here */
     if (lsock__buf_len(&s->wbuf) > 0) {
         int64_t r = lsock__socket_flush_some(s);
         if (r < 0) {
@@ -453,6 +456,7 @@ void lsock_socket_abort(lsock_socket *s)
         lsock__socket_release(s);
         return;
     }
+    lsock__socket_flush_before_close(s);
     lsock__buf_clear(&s->wbuf);
     lsock__buf_clear(&s->rbuf);
     s->discard = 1; /* and what the platform still holds (Windows: a write in flight) */

@@ -49,10 +49,12 @@ struct lsock_socket {
     int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
     uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
     lsock_timer *linger_timer;
-    int discard;     /* the connection ends in an abort: the platform drops its unsent data */
-    int watch_err;   /* starting to watch the descriptor failed with this errno */
-    int64_t msg_max; /* the longest message either way (lsock_socket_set_max_message_size) */
-    int msg_mode;    /* a message call was made: the next unread byte starts a message header */
+    int discard;        /* the connection ends in an abort: the platform drops its unsent data */
+    int watch_err;      /* starting to watch the descriptor failed with this errno */
+    int64_t msg_max;    /* the longest message either way (lsock_socket_set_max_message_size) */
+    int msg_mode;       /* a message call was made: the next unread byte starts a message header */
+    uint64_t sent_iter; /* 1 + the loop iteration in which a write last reached the kernel */
+    int gathering;      /* wbuf holds writes gathered in this iteration (lsock__socket_gather) */
     const char *watch_call; /* the call in which it failed */
 };
 
@@ -101,6 +103,12 @@ int64_t lsock__socket_read_limit(const lsock_socket *s);
 int lsock__socket_check_message(lsock_socket *s, const char *call);
 /* After a flush: watch for room while data is queued, stop watching once it is all written. */
 void lsock__socket_after_flush(lsock_socket *s);
+/* Hands the gathered writes (see should_gather in socket_io.c) to the kernel. Returns -1 if
+ * the connection broke (s->broken is set, reported by lsock__socket_report_deferred). */
+int lsock__socket_flush_gathered(lsock_socket *s);
+/* Hands gathered writes (see should_gather in socket_io.c) to the kernel before the descriptor
+ * closes or the queue is dropped, as they would have gone had they not been gathered. */
+void lsock__socket_flush_before_close(lsock_socket *s);
 /* Reports a failure recorded earlier (broken write, failed watch): 1 if there was one. */
 int lsock__socket_report_deferred(lsock_socket *s);
 /* Flushes, fires bytes_written, completes CLOSING: -1 if the connection ended, else 0. */

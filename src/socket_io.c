@@ -169,6 +169,12 @@ int64_t lsock__socket_flush_some(lsock_socket *s)
             total += r;
             continue;
         }
+        if ((r == -EAGAIN || r == 0) && !s->sndbuf_grown) {
+            /* The connection streams: give it a larger kernel buffer and offer the rest. */
+            s->sndbuf_grown = 1;
+            lsock__plat_grow_send_buffer(s->fd);
+            continue;
+        }
         if (r == -EAGAIN || r == 0) break;
         return total > 0 ? total : r;
     }
@@ -186,6 +192,49 @@ void lsock__socket_after_flush(lsock_socket *s)
         else
             lsock__io_stop(s->loop, &s->io, LSOCK__WRITABLE);
     }
+}
+
+/*
+ * Gathering small writes. A program that writes many small pieces (messages, lines) would
+ * cost a system call each. Within one loop iteration the first write goes to the kernel at
+ * once, so a reply keeps its latency; the small writes after it that find nothing queued are
+ * gathered in the write buffer and handed over together by the socket's deferred work, when
+ * the loop next runs it, or earlier when the socket is flushed, waited on, disconnected,
+ * aborted or freed. A socket without a loop never gathers.
+ */
+#define GATHER_MAX 16384
+
+static int should_gather(const lsock_socket *s, int64_t len)
+{
+    return s->loop && len <= GATHER_MAX && (s->wbuf_limit == 0 || len <= s->wbuf_limit) &&
+           s->sent_iter == lsock__loop_iteration(s->loop) + 1;
+}
+
+static void mark_sent(lsock_socket *s)
+{
+    if (s->loop) s->sent_iter = lsock__loop_iteration(s->loop) + 1;
+}
+
+int lsock__socket_flush_gathered(lsock_socket *s)
+{
+    if (!s->gathering) return 0;
+    s->gathering = 0;
+    if (s->fd < 0 || s->broken || s->state != LSOCK_CONNECTED || lsock__buf_len(&s->wbuf) == 0)
+        return 0;
+    int64_t r = lsock__socket_flush_some(s);
+    if (r < 0) {
+        s->broken = (int)-r;
+        return -1;
+    }
+    mark_sent(s);
+    lsock__socket_after_flush(s);
+    return 0;
+}
+
+void lsock__socket_flush_before_close(lsock_socket *s)
+{
+    if (s->gathering && s->fd >= 0 && !s->broken) (void)lsock__socket_flush_some(s);
+    s->gathering = 0;
 }
 
 /* Reads what the peer sent before the connection broke, so that it stays readable (as Qt,
@@ -268,7 +317,12 @@ void lsock__socket_pending_cb(lsock__pending *p)
 {
     lsock_socket *s = (lsock_socket *)((char *)p - offsetof(lsock_socket, pend));
     lsock__socket_hold(s);
-    if (!lsock__socket_report_deferred(s)) lsock__socket_emit_bytes_written(s);
+    if (!lsock__socket_report_deferred(s)) {
+        if (lsock__socket_flush_gathered(s) < 0)
+            lsock__socket_report_deferred(s);
+        else
+            lsock__socket_emit_bytes_written(s);
+    }
     lsock__socket_release(s);
 }
 
@@ -457,7 +511,9 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
                            "lsock_socket_set_write_buffer_size())");
         return -1;
     }
-    if (lsock__buf_len(&s->wbuf) == 0) {
+    if (lsock__buf_len(&s->wbuf) == 0 && should_gather(s, len)) {
+        s->gathering = 1;
+    } else if (lsock__buf_len(&s->wbuf) == 0) {
         /* Fast path: straight to the kernel; only the remainder is queued. */
         int64_t r = send_iov(s, iov, n, 0);
         if ((r >= 0 || r == -EAGAIN) && (r < 0 ? 0 : r) < len && !s->sndbuf_grown) {
@@ -470,6 +526,7 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
         if (r > 0) {
             done = (size_t)r;
             s->written_unreported += r;
+            mark_sent(s);
         } else if (r < 0 && r != -EAGAIN) {
             /* As Qt: the write is accepted and the failure is reported from the loop (or the
              * next wait call): error_occurred, then the connection ends. */
@@ -490,7 +547,10 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
             defer_report(s);
             return done ? (int64_t)done : -1;
         }
-        lsock__socket_after_flush(s);
+        if (s->gathering)
+            lsock__pending_queue(s->loop, &s->pend);
+        else
+            lsock__socket_after_flush(s);
     }
     defer_report(s);
     return (int64_t)(done + take);

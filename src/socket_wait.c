@@ -176,6 +176,7 @@ static bool wait_ready_read(lsock_socket *s, int msecs)
     static const char call[] = "lsock_socket_wait_for_ready_read";
     if (s->state == LSOCK_UNCONNECTED) return false; /* as Qt: the error stays as it is */
     if (!connect_phase(s, &msecs)) return false;
+    lsock__socket_flush_gathered(s); /* a failure is reported just below */
     if (lsock__socket_report_deferred(s)) return false;
     if (s->state == LSOCK_UNCONNECTED) return false;
     /* A full read buffer fails at once, whatever is queued for writing (wait_loop). */
@@ -195,6 +196,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
 {
     static const char call[] = "lsock_socket_wait_for_bytes_written";
     if (!connect_phase(s, &msecs)) return false;
+    lsock__socket_flush_gathered(s); /* a failure is reported just below */
     if (lsock__socket_report_deferred(s)) return false;
     if (s->written_unreported > 0) {
         /* Data already went straight to the kernel: that is the write being waited for. */

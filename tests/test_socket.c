@@ -938,6 +938,198 @@ TEST(flush_hands_queued_data_to_the_kernel)
     loop_free(loop);
 }
 
+/* ---- gathering small writes ------------------------------------------------------------ */
+
+/* Reads pattern bytes from the raw end until it has n in all (more fails), with a deadline;
+ * eof: then expects the end of the stream. */
+static void expect_raw(raw_fd fd, size_t n, bool eof)
+{
+    size_t got = 0;
+    int ended = 0;
+    uint64_t dl = test_now_ms() + 5000;
+    while (got < n || (eof && !ended)) {
+        ASSERT(test_now_ms() < dl);
+        if (drain_raw(fd, &got) < 0)
+            ended = 1;
+        else
+            raw_wait_readable(fd, 100);
+        if (ended) break;
+    }
+    ASSERT_EQ(got, n);
+    ASSERT_EQ(ended, eof ? 1 : 0);
+}
+
+/* Writes pattern bytes [from, from + len) of data. */
+static void write_part(lsock_socket *s, const unsigned char *data, size_t from, size_t len)
+{
+    ASSERT_EQ(lsock_socket_write(s, data + from, (int64_t)len), (int64_t)len);
+}
+
+TEST(small_writes_after_the_first_in_an_iteration_are_gathered_until_the_loop_runs)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    unsigned char *data = pattern_new(4096);
+    write_part(p.s, data, 0, 10); /* the first: to the kernel at once */
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    write_part(p.s, data, 10, 20);
+    write_part(p.s, data, 30, 20);
+    write_part(p.s, data, 50, 20);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 60);
+    expect_raw(p.pfd, 10, false); /* the gathered 60 are not in the kernel yet */
+    int64_t none;
+    unsigned char b;
+    none = raw_read(p.pfd, &b, 1);
+    ASSERT_EQ(none, -1);
+    RUN_UNTIL(loop, r.written == 70, 5000); /* one system call hands them over */
+    ASSERT_EQ(r.bytes_written_calls, 1);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    size_t got = 10;
+    uint64_t dl = test_now_ms() + 5000;
+    while (got < 70) {
+        ASSERT(test_now_ms() < dl);
+        ASSERT_EQ(drain_raw(p.pfd, &got), 0);
+        if (got < 70) raw_wait_readable(p.pfd, 100);
+    }
+    ASSERT_EQ(got, 70);
+    /* A new iteration: its first write goes straight out again. */
+    write_part(p.s, data, 70, 5);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(writes_larger_than_16_kib_are_never_gathered)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    unsigned char *data = pattern_new(40000);
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 16385);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    expect_raw(p.pfd, 16395, false);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(a_socket_without_a_loop_never_gathers_writes)
+{
+    rawpair p;
+    rawpair_open(&p, NULL);
+    unsigned char *data = pattern_new(100);
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 20);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    expect_raw(p.pfd, 30, false);
+    free(data);
+    rawpair_close(&p);
+}
+
+TEST(free_first_sends_the_writes_gathered_in_this_iteration)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    unsigned char *data = pattern_new(100);
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 20);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 20);
+    lsock_socket_free(p.s);
+    p.s = NULL;
+    expect_raw(p.pfd, 30, true);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(abort_first_sends_the_writes_gathered_in_this_iteration)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    unsigned char *data = pattern_new(100);
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 20);
+    lsock_socket_abort(p.s);
+    ASSERT_EQ(lsock_socket_state(p.s), LSOCK_UNCONNECTED);
+    expect_raw(p.pfd, 30, true);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(disconnect_sends_the_writes_gathered_in_this_iteration)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    unsigned char *data = pattern_new(100);
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 20);
+    lsock_socket_disconnect(p.s);
+    RUN_UNTIL(loop, lsock_socket_state(p.s) == LSOCK_UNCONNECTED, 5000);
+    expect_raw(p.pfd, 30, true);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(flush_sends_the_writes_gathered_in_this_iteration)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    unsigned char *data = pattern_new(100);
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 20);
+    ASSERT(lsock_socket_flush(p.s));
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    expect_raw(p.pfd, 30, false);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(wait_for_bytes_written_sends_the_writes_gathered_in_this_iteration)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    unsigned char *data = pattern_new(100);
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 20);
+    ASSERT(lsock_socket_wait_for_bytes_written(p.s, 5000));
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    expect_raw(p.pfd, 30, false);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
+TEST(wait_for_ready_read_first_sends_the_writes_gathered_in_this_iteration)
+{
+    lsock_loop *loop = loop_new();
+    rawpair p;
+    rawpair_open(&p, loop);
+    unsigned char *data = pattern_new(100);
+    write_all_raw(p.pfd, "x", 1); /* what the wait finds at once */
+    write_part(p.s, data, 0, 10);
+    write_part(p.s, data, 10, 20);
+    ASSERT(lsock_socket_wait_for_ready_read(p.s, 5000));
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
+    expect_raw(p.pfd, 30, false);
+    free(data);
+    rawpair_close(&p);
+    loop_free(loop);
+}
+
 /* Both ends write 16 MiB at once; each reads what the other sent, intact. */
 typedef struct stream {
     const unsigned char *data;
