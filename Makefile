@@ -135,10 +135,11 @@ bench-build:
 
 # Benchmarks, not timed tests: the table says which targets were met; it never fails on them.
 bench: bench-build
-	$(BENCH_BUILD)/bench/lsock-bench --data $(BENCH_BUILD)/bench-sizes.dat $(BENCH_ARGS)
+	$(BENCH_BUILD)/bench/lsock-bench --data $(BENCH_BUILD)/bench-sizes.dat \
+		--msg-data $(BENCH_BUILD)/bench-messages.dat $(BENCH_ARGS)
 
 bench-plot: bench-build
-	bench/plot.sh $(BENCH_BUILD) docs/performance.png
+	bench/plot.sh $(BENCH_BUILD) docs/performance.png docs/performance-messages.png
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

@@ -28,8 +28,8 @@
  * interleaved round by round (raw, lsock, libuv, then lsock, libuv, raw, ...: the order rotates so
  * that none always runs first) and the median of the rounds is reported.
  *
- *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE] [--impl LIST]
- *               [--size BYTES] [--peer IMPL] [--cpus C,S]
+ *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]
+ *               [--msg-data FILE] [--impl LIST] [--size BYTES] [--peer IMPL] [--cpus C,S]
  *
  * --only takes a comma-separated subset of pingpong,blocking,stream,connrate,fanin,messages,sizes;
  * --impl a subset of raw,lsock,libuv,epoll (for profiling one implementation); --size BYTES limits
@@ -37,7 +37,8 @@
  * with IMPL for every implementation (so only the client side differs); --cpus C,S pins the
  * measured (client) side to CPU C and the server processes to CPU S (C == S: one shared CPU).
  * Unpinned, the scheduler's placement of the two processes is part of the noise.
- * BENCH_SHORT=1 in the environment is --short: tiny sizes, three rounds, for CI.
+ * --data and --msg-data name the files the size sweep and the message rows leave for the chart
+ * (bench/plot.sh). BENCH_SHORT=1 in the environment is --short: tiny sizes, three rounds, for CI.
  */
 #include "lsock.h"
 
@@ -1573,6 +1574,27 @@ static void print_msg_table(row **rows, int nrows, int rounds)
     fflush(stdout);
 }
 
+/* The message medians for the chart (bench/plot.sh): one block per workload, separated by two
+ * blank lines (gnuplot's index), each a line "label" value per implementation measured. */
+static void write_msg_data(const char *path, row **rows, int nrows)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) die("%s: %s", path, strerror(errno));
+    static const struct {
+        int impl;
+        const char *label;
+    } cols[] = {{LSOCK, "lsock msg"}, {RAW, "lsock bytes"}, {NNG, "nng"}, {ZMQ, "zmq"}};
+    for (int i = 0; i < nrows; i++) {
+        fprintf(f, "%s# %s (%s)\n", i ? "\n\n" : "", rows[i]->name, rows[i]->unit);
+        for (size_t k = 0; k < sizeof cols / sizeof cols[0]; k++) {
+            double v = median(rows[i], cols[k].impl);
+            if (v > 0) fprintf(f, "\"%s\" %.4f\n", cols[k].label, v);
+        }
+    }
+    fclose(f);
+    printf("\nmessage data written to %s\n", path);
+}
+
 static int g_rusage; /* BENCH_RUSAGE=1: CPU time of each side of each measurement */
 
 static double tv_diff(const struct timeval *a, const struct timeval *b)
@@ -1739,7 +1761,7 @@ int main(int argc, char **argv)
     const char *s = getenv("BENCH_SHORT");
     bool short_mode = s && *s && strcmp(s, "0") != 0, sizes = true;
     int rounds = 0;
-    const char *only = NULL, *data_file = NULL;
+    const char *only = NULL, *data_file = NULL, *msg_data_file = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--short"))
             short_mode = true;
@@ -1751,6 +1773,8 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (!strcmp(argv[i], "--data") && i + 1 < argc)
             data_file = argv[++i];
+        else if (!strcmp(argv[i], "--msg-data") && i + 1 < argc)
+            msg_data_file = argv[++i];
         else if (!strcmp(argv[i], "--impl") && i + 1 < argc)
             g_impls = argv[++i];
         else if (!strcmp(argv[i], "--peer") && i + 1 < argc) {
@@ -1770,6 +1794,7 @@ int main(int argc, char **argv)
             fprintf(
                 stderr,
                 "usage: %s [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]\n"
+                "       [--msg-data FILE]\n"
                 "       [--impl raw,lsock,libuv,epoll] [--size BYTES] [--peer raw|lsock|libuv]\n"
                 "       [--cpus CLIENT,SERVER]\n"
                 "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,messages,sizes\n",
@@ -1930,6 +1955,7 @@ int main(int argc, char **argv)
             run_row(mrows[i], rounds);
         }
         print_msg_table(mrows, 3, rounds);
+        if (msg_data_file) write_msg_data(msg_data_file, mrows, 3);
     }
     if (sizes && want(only, "sizes")) run_sizes(short_mode, short_mode ? rounds : 3, data_file);
     return 0;

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Renders the message-size chart: pingpong latency and stream throughput of raw syscalls,
-# lsock and libuv against message size, from the data `make bench` leaves in the build
-# directory (measured now, sizes only, when there is none).
+# Renders the charts from the data `make bench` leaves in the build directory (measured now
+# when there is none): the message-size chart (pingpong latency and stream throughput of raw
+# syscalls, lsock and libuv against message size) and the messages chart (lsock's messages
+# beside nng's and ZeroMQ's, and lsock's byte pingpong).
 #
-#   bench/plot.sh [BUILD_DIR] [OUTPUT.png]        (make bench-plot)
+#   bench/plot.sh [BUILD_DIR] [OUTPUT.png] [MESSAGES.png]        (make bench-plot)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${1:-build-bench}
 out=${2:-docs/performance.png}
+msg_out=${3:-docs/performance-messages.png}
 data=$build/bench-sizes.dat
+msg_data=$build/bench-messages.dat
 
 if ! command -v gnuplot >/dev/null; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
@@ -28,7 +31,12 @@ if [ ! -s "$data" ]; then
     "$build/bench/lsock-bench" --only sizes --data "$data" ${BENCH_ARGS:-}
 fi
 
-mkdir -p "$(dirname "$out")"
+if [ ! -s "$msg_data" ]; then
+    echo "bench-plot: no $msg_data from make bench; measuring the message workloads now"
+    "$build/bench/lsock-bench" --only messages --no-sizes --msg-data "$msg_data" ${BENCH_ARGS:-}
+fi
+
+mkdir -p "$(dirname "$out")" "$(dirname "$msg_out")"
 gnuplot <<GP
 set terminal pngcairo size 1200,480 font ",10" noenhanced
 set output "$out"
@@ -53,3 +61,28 @@ plot "$data" using 1:5 with linespoints title "raw", \
 unset multiplot
 GP
 echo "bench-plot: wrote $out"
+
+gnuplot <<GP
+set terminal pngcairo size 1200,420 font ",10" noenhanced
+set output "$msg_out"
+set multiplot layout 1,3 title "lsock messages vs nng pair1 vs ZeroMQ PAIR over ipc:// ($(nproc) cores, $(uname -r))"
+set style fill solid 0.7 border -1
+set boxwidth 0.6
+set grid ytics
+unset key
+set yrange [0:*]
+set title "round trip, 64 B (lower is better)"
+set ylabel "microseconds per round trip"
+plot "$msg_data" index 0 using 0:2:xtic(1) with boxes
+set title "one way, 64 B messages (higher is better)"
+set ylabel "messages per second"
+set logscale y 10
+set yrange [*:*]
+plot "$msg_data" index 1 using 0:2:xtic(1) with boxes
+set title "one way, 64 KiB messages (higher is better)"
+unset logscale y
+set yrange [0:*]
+plot "$msg_data" index 2 using 0:2:xtic(1) with boxes
+unset multiplot
+GP
+echo "bench-plot: wrote $msg_out"

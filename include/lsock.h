@@ -336,12 +336,14 @@ LSOCK_API int64_t lsock_socket_skip(lsock_socket *s, int64_t max);
  *
  * Small writes are gathered. On a socket with a loop, the first write of a loop iteration goes
  * to the kernel at once (a reply keeps its latency); a later write of up to 16 KiB in the same
- * iteration that finds nothing queued stays in the write buffer (bytes_to_write() counts it)
- * with the writes after it, and they go out in one system call when the loop next runs, or
- * earlier at lsock_socket_flush(), a wait, disconnect, abort or free, which all send them
- * first. Many small writes (messages, lines) then cost one system call, not one each. Outside
- * lsock_loop_run() an iteration lasts until the loop runs again: a program that writes from
- * main() runs the loop or calls a wait or flush. A socket without a loop never gathers. */
+ * iteration that finds nothing queued is gathered with the writes after it, and they go out
+ * in one system call when the loop next runs, once 64 KiB are gathered, before a larger write,
+ * or at lsock_socket_flush(), a wait, disconnect, abort or free, which all send them first.
+ * Gathered bytes count as handed over (bytes_to_write() leaves them out), so code that writes
+ * while bytes_to_write() is 0 streams as before. Many small writes (messages, lines, 4 KiB
+ * chunks) then cost one system call, not one each. Outside lsock_loop_run() an iteration
+ * lasts until the loop runs again: a program that writes from main() runs the loop or calls a
+ * wait or flush. A socket without a loop never gathers. */
 LSOCK_API int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len);
 /* One buffer of a gather write. */
 typedef struct lsock_iovec {

@@ -162,6 +162,7 @@ int lsock__socket_on_readable(lsock_socket *s)
 int64_t lsock__socket_flush_some(lsock_socket *s)
 {
     int64_t total = 0;
+    s->gathering = 0; /* what the kernel leaves is queued like any other refusal */
     while (lsock__buf_len(&s->wbuf) > 0) {
         int64_t r = lsock__plat_write(s->fd, lsock__buf_begin(&s->wbuf), lsock__buf_len(&s->wbuf));
         if (r > 0) {
@@ -198,11 +199,14 @@ void lsock__socket_after_flush(lsock_socket *s)
  * Gathering small writes. A program that writes many small pieces (messages, lines) would
  * cost a system call each. Within one loop iteration the first write goes to the kernel at
  * once, so a reply keeps its latency; the small writes after it that find nothing queued are
- * gathered in the write buffer and handed over together by the socket's deferred work, when
- * the loop next runs it, or earlier when the socket is flushed, waited on, disconnected,
- * aborted or freed. A socket without a loop never gathers.
+ * gathered in the write buffer and handed over together: by the socket's deferred work when
+ * the loop next runs it, as soon as GATHER_FLUSH bytes are gathered, before a write larger
+ * than GATHER_MAX, or when the socket is flushed, waited on, disconnected, aborted or freed.
+ * Gathered bytes count as handed over: bytes_to_write() leaves them out, so code that writes
+ * while bytes_to_write() is 0 streams as before. A socket without a loop never gathers.
  */
-#define GATHER_MAX 16384
+#define GATHER_MAX   16384
+#define GATHER_FLUSH 65536
 
 static int should_gather(const lsock_socket *s, int64_t len)
 {
@@ -421,7 +425,7 @@ int64_t lsock_socket_bytes_available(const lsock_socket *s)
 
 int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
 {
-    return s ? (int64_t)lsock__buf_len(&s->wbuf) : 0;
+    return s && !s->gathering ? (int64_t)lsock__buf_len(&s->wbuf) : 0;
 }
 
 bool lsock_socket_at_end(const lsock_socket *s)
@@ -510,6 +514,12 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
                            "the write buffer cannot take the whole message now (its limit, "
                            "lsock_socket_set_write_buffer_size())");
         return -1;
+    }
+    if (s->gathering &&
+        (len > GATHER_MAX || lsock__buf_len(&s->wbuf) + (uint64_t)len > GATHER_FLUSH) &&
+        lsock__socket_flush_gathered(s) < 0) {
+        defer_report(s); /* the batch is full, or a large write comes: hand the batch over */
+        return len;
     }
     if (lsock__buf_len(&s->wbuf) == 0 && should_gather(s, len)) {
         s->gathering = 1;
