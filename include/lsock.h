@@ -144,7 +144,11 @@ enum {
     LSOCK_ABSTRACT_NAMESPACE = 8, /* Linux abstract namespace: no file is made; as in Qt 6 the
                                      address is "\0" + the name as given (no directory in
                                      front, no padding), the full name the name itself */
-    LSOCK_RECLAIM_STALE = 16      /* listen() removes a stale socket file of the user's own */
+    LSOCK_RECLAIM_STALE = 16,     /* listen() removes a stale socket file of the user's own */
+    LSOCK_SAME_USER_ONLY = 32,    /* server: drop peers of another user before they are queued;
+                                     socket: refuse a server of another user (SOCKET_ACCESS),
+                                     never connected. See docs/security.md */
+    LSOCK_PER_USER = 64           /* bare names resolve in the user's private directory */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -253,8 +257,24 @@ LSOCK_API const char *lsock_socket_server_name(const lsock_socket *s);
 /* The resolved path ("/tmp/name") of the name set or connected to (an abstract name: the name
  * as given); "" if none. As in Qt, both names are cleared when the connection ends or fails. */
 LSOCK_API const char *lsock_socket_full_server_name(const lsock_socket *s);
-/* Sets options for the next connect (LSOCK_ABSTRACT_NAMESPACE). False unless unconnected
- * (LSOCK_ERR_OPERATION), or on other flags (LSOCK_ERR_INVALID_ARGUMENT). */
+/* Sets options for the next connect (LSOCK_ABSTRACT_NAMESPACE, LSOCK_SAME_USER_ONLY,
+ * LSOCK_PER_USER). False unless unconnected (LSOCK_ERR_OPERATION), or on other flags
+ * (LSOCK_ERR_INVALID_ARGUMENT).
+ *
+ * LSOCK_SAME_USER_ONLY: once the kernel has connected, and before state_changed(CONNECTED),
+ * the server's user is checked (Unix: SO_PEERCRED on the connection gives the listener's uid;
+ * Windows: the user SID of the pipe server's process). Another user's server fails the connect
+ * with LSOCK_ERR_SOCKET_ACCESS naming that uid or SID; the socket never reports CONNECTED. The
+ * same with the blocking API.
+ *
+ * LSOCK_PER_USER: a bare name (not absolute, not abstract) resolves in the user's private
+ * directory: $XDG_RUNTIME_DIR when it is an absolute path to a directory of this user with no
+ * group or other access, else $TMPDIR/lsock-<uid> (or /tmp/lsock-<uid>), made with mode 0700
+ * when missing. That directory is refused with LSOCK_ERR_SOCKET_ACCESS, never repaired, when
+ * it is a symlink, not a directory, another user's, or open to others. Windows: the pipe
+ * \\.\pipe\<user SID>\name. Absolute names, pipe paths and abstract names are unchanged
+ * (the abstract namespace has no directory to make private: use LSOCK_SAME_USER_ONLY there).
+ * full_server_name() shows the result. */
 LSOCK_API bool lsock_socket_set_options(lsock_socket *s, unsigned options);
 LSOCK_API unsigned lsock_socket_options(const lsock_socket *s);
 /* Time connect() keeps retrying while the server's backlog is full; default 30000 ms. */
@@ -471,6 +491,12 @@ LSOCK_API intptr_t lsock_socket_descriptor(const lsock_socket *s);
 
 /* The connected peer's pid, uid and gid. False when not connected or not supported. */
 LSOCK_API bool lsock_socket_peer_credentials(lsock_socket *s, lsock_credentials *out);
+/* Windows: the peer process's user SID as a string ("S-1-5-21-...") into buf (NUL-terminated).
+ * False when not connected (LSOCK_ERR_OPERATION), when buf cannot hold it or is NULL
+ * (LSOCK_ERR_INVALID_ARGUMENT), or when the peer's process cannot be asked
+ * (LSOCK_ERR_SOCKET_ACCESS). Unix identifies users by uid (lsock_socket_peer_credentials()):
+ * false with LSOCK_ERR_UNSUPPORTED_OPERATION. */
+LSOCK_API bool lsock_socket_peer_sid(const lsock_socket *s, char *buf, size_t size);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Server (QLocalServer)                                                                      */
@@ -488,7 +514,11 @@ LSOCK_API void lsock_server_set_new_connection_callback(lsock_server *srv,
 LSOCK_API void *lsock_server_userdata(const lsock_server *srv);
 
 /* Options used by the next listen(): the LSOCK_*_ACCESS file modes, ABSTRACT_NAMESPACE,
- * RECLAIM_STALE. False on unknown flags (LSOCK_ERR_INVALID_ARGUMENT). With ABSTRACT_NAMESPACE
+ * RECLAIM_STALE, SAME_USER_ONLY, PER_USER (see lsock_socket_set_options() for the names).
+ * False on unknown flags (LSOCK_ERR_INVALID_ARGUMENT). With SAME_USER_ONLY each accepted peer
+ * whose user (Unix: uid from SO_PEERCRED or getpeereid(); Windows: the user SID of the client's
+ * process) is not this process's is closed before it is queued: it never reaches the
+ * new-connection callback and never counts against max_pending_connections. With ABSTRACT_NAMESPACE
  * the access options are enforced at accept from each peer's credentials: USER admits peers
  * whose uid is this process's effective uid, GROUP peers whose (primary) gid is its effective
  * gid, OTHER anyone; a peer that does not qualify is closed before it is queued and never
@@ -526,6 +556,23 @@ LSOCK_API bool lsock_server_listen(lsock_server *srv, const char *name);
  * later listen() follows the options, unlike Qt 6) and none is applied to this descriptor.
  * Not supported on Windows yet (LSOCK_ERR_UNSUPPORTED_OPERATION). */
 LSOCK_API bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd);
+/* Listens on the socket a service manager passed (systemd socket activation): when LISTEN_PID
+ * is this process, the one of the LISTEN_FDS descriptors (from 3 on) whose LISTEN_FDNAMES entry
+ * equals name, or else whose bound path equals name resolved as by lsock_server_listen() (the
+ * options apply). It must be a listening AF_UNIX stream socket (LSOCK_ERR_UNSUPPORTED_OPERATION
+ * otherwise, nothing changed); it is made non-blocking and close-on-exec, and the server owns
+ * it. The environment is read, never changed, and malformed values (a LISTEN_FDS that is not a
+ * number from 1 to 4096, a LISTEN_PID of another process) count as nothing passed. With
+ * nothing passed, or nothing that matches, it listens normally (lsock_server_listen()).
+ * Windows: always listens normally. LSOCK_SAME_USER_ONLY applies to an activated socket too. */
+LSOCK_API bool lsock_server_listen_activated(lsock_server *srv, const char *name);
+/* True when the server listens on a descriptor lsock_server_listen_activated() took over. */
+LSOCK_API bool lsock_server_is_activated(const lsock_server *srv);
+/* Windows: the security descriptor (SDDL, e.g. "D:P(A;;GA;;;OW)") of the pipes of the next
+ * listen(), in place of the one the ACCESS options make; NULL: back to the options. False with
+ * LSOCK_ERR_INVALID_ARGUMENT for SDDL Windows cannot parse (the previous one kept). Unix (file
+ * modes, no descriptors): false with LSOCK_ERR_UNSUPPORTED_OPERATION. */
+LSOCK_API bool lsock_server_set_security_descriptor(lsock_server *srv, const char *sddl);
 LSOCK_API bool lsock_server_is_listening(const lsock_server *srv);
 /* Stops listening and frees the connections still pending (as Qt); removes the socket file
  * only if it is still the one this server made, and only in the process that listened: a

@@ -45,9 +45,11 @@ uint64_t lsock__now_ms(void);
 /* ---- names ----------------------------------------------------------------------------- */
 
 /* Resolves a name as Qt 6 does: absolute path as is, else $TMPDIR/name (or /tmp/name); in the
- * abstract namespace (abstract != 0, where there is one) the name as given, no directory in
- * front. Returns a malloc'd string, or NULL on no memory. */
-char *lsock__name_resolve(const char *name, int abstract);
+ * abstract namespace (LSOCK_ABSTRACT_NAMESPACE in options, where there is one) the name as
+ * given, no directory in front. With LSOCK_PER_USER a bare name goes in the user's private
+ * directory (Unix: made if missing, refused if unsafe; Windows: \\.\pipe\<SID>\name).
+ * Returns 0 with *out malloc'd, -ENOMEM, or -EACCES with the reason in why. */
+int lsock__name_resolve(const char *name, unsigned options, char **out, char *why, size_t whysize);
 /* Why a resolved name can name no server here, as a constant text for the error
  * (LSOCK_ERR_INVALID_ARGUMENT), or NULL when it can. Windows refuses a pipe name that is empty
  * or has a "." or ".." component, which Win32 path rules would take out of \\.\pipe\; Unix
@@ -101,10 +103,12 @@ int lsock__plat_connect(const char *path, int abstract, int *fd_out);
 int lsock__plat_reconnect(int fd, const char *path, int abstract);
 /* Binds and listens on path: a file name is bound in a private directory, given its mode
  * (access bits; none: the umask's) and linked into place listening; an abstract name is bound
- * as is. Fills dev/ino of the file lsock made, read before it appeared at path. fd or
- * -errno (-EEXIST: something appeared at path meanwhile). */
-int lsock__plat_listen(const char *path, int abstract, unsigned access, int backlog, uint64_t *dev,
-                       uint64_t *ino);
+ * as is. Windows: sddl, when not NULL, is the pipes' security descriptor instead of the one
+ * the access bits make (checked by lsock__plat_check_sddl() before); Unix ignores it. Fills
+ * dev/ino of the file lsock made, read before it appeared at path. fd or -errno (-EEXIST:
+ * something appeared at path meanwhile). */
+int lsock__plat_listen(const char *path, int abstract, unsigned access, const char *sddl,
+                       int backlog, uint64_t *dev, uint64_t *ino);
 /* Probes whether a live server listens on path: 1 yes, 0 no (refused), -errno otherwise. */
 int lsock__plat_probe(const char *path);
 /* Accepts one connection: fd, or -errno (-EAGAIN when none). */
@@ -147,6 +151,21 @@ int lsock__plat_adopt(intptr_t handle, int listening);
 /* The platform's own handle behind a core descriptor (the fd itself on Unix). */
 intptr_t lsock__plat_native(int fd);
 int lsock__plat_peer_credentials(int fd, lsock_credentials *out);
+/* Whether the peer of fd runs as this process's user (Unix: its uid, from the kernel, equals
+ * the effective uid; Windows: the user SID of the peer's process equals this process's).
+ * 1 yes; 0 no, with who it is in detail ("uid 65534", "S-1-5-..."); -errno when it cannot be
+ * told (a caller that requires the same user refuses then too). */
+int lsock__plat_peer_same_user(int fd, char *detail, size_t size);
+/* The user SID of the peer's process as a string. -ENOTSUP on Unix, -ERANGE if size is too
+ * small, -EACCES when the process cannot be asked. */
+int lsock__plat_peer_sid(int fd, char *buf, size_t size);
+/* Checks SDDL for the pipes of a listener: 0, -EINVAL (unparsable), -ENOTSUP (Unix). */
+int lsock__plat_check_sddl(const char *sddl);
+/* The listening socket a service manager passed for name (LISTEN_PID, LISTEN_FDS,
+ * LISTEN_FDNAMES; else by its bound path, equal to path): 1 with *fd (made non-blocking and
+ * close-on-exec), 0 when none is passed or none matches, -errno for a match that is no
+ * listening AF_UNIX stream socket (-EINVAL) or cannot be used. Always 0 on Windows. */
+int lsock__plat_activated_listener(const char *name, const char *path, int *fd);
 /* Removes path if it is still the file (dev, ino): 0, -EEXIST when another file is there,
  * -errno (-ENOENT: none). */
 int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino);
@@ -203,5 +222,9 @@ extern void (*lsock__test_hook_published)(const char *path);
 /* Windows (src/win/platform.c): while not 0, every new pipe instance fails with this errno
  * (as when handles or memory run out). */
 extern int lsock__test_pipe_instance_fail;
+/* While not 0, lsock__plat_peer_same_user() reports every peer as another user: the paths
+ * that refuse one, where a test cannot run a process as a second user (Windows under Wine, or
+ * Unix without root). */
+extern int lsock__test_foreign_user;
 
 #endif

@@ -30,8 +30,10 @@
 #define DEFAULT_BACKLOG     50
 #define DEFAULT_MAX_PENDING 30
 #define RESOURCE_RETRY_MS   100
-#define KNOWN_OPTIONS       (LSOCK_WORLD_ACCESS | LSOCK_ABSTRACT_NAMESPACE | LSOCK_RECLAIM_STALE)
-#define RECLAIM_WAIT_MS     2000 /* longest wait for another process's reclaim in the directory */
+#define KNOWN_OPTIONS                                                                              \
+    (LSOCK_WORLD_ACCESS | LSOCK_ABSTRACT_NAMESPACE | LSOCK_RECLAIM_STALE | LSOCK_SAME_USER_ONLY |  \
+     LSOCK_PER_USER)
+#define RECLAIM_WAIT_MS 2000 /* longest wait for another process's reclaim in the directory */
 
 struct lsock_server {
     lsock_loop *loop;
@@ -56,6 +58,8 @@ struct lsock_server {
     int depth, dead;
     int batch;          /* accepts per readiness event (adaptive, see on_io) */
     uint64_t full_iter; /* loop iteration whose accepts all succeeded up to batch; 0: none */
+    char *sddl;         /* lsock_server_set_security_descriptor() (Windows); NULL: none */
+    int activated;      /* listening on a descriptor a service manager passed */
 };
 
 static const char *const empty = "";
@@ -64,6 +68,7 @@ void (*lsock__test_hook_reclaim)(const char *path);
 
 static void destroy(lsock_server *srv)
 {
+    free(srv->sddl);
     free(srv->queue);
     free(srv->name);
     free(srv->full);
@@ -233,6 +238,13 @@ static int push(lsock_server *srv, lsock_socket *s)
     return 0;
 }
 
+/* LSOCK_SAME_USER_ONLY: a peer whose user cannot be told is refused too. */
+static int same_user(int fd)
+{
+    char who[128];
+    return lsock__plat_peer_same_user(fd, who, sizeof who) == 1;
+}
+
 /* Accepts up to limit connections while the queue has room; fires the callback once per
  * connection. A peer that the access bits of an abstract server refuse is closed at once and
  * counts against limit, never queued. Returns the number taken from the backlog, or -1 when
@@ -253,7 +265,8 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
             pause_accepting(srv, -fd);
             return n > 0 ? n : -1;
         }
-        if (srv->peer_access && !lsock__plat_peer_allowed(fd, srv->peer_access)) {
+        if ((srv->peer_access && !lsock__plat_peer_allowed(fd, srv->peer_access)) ||
+            ((srv->options & LSOCK_SAME_USER_ONLY) && !same_user(fd))) {
             lsock__plat_close(fd);
             n++;
             continue;
@@ -407,9 +420,13 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     if (!name || !*name) return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
     int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) && lsock__plat_has_abstract();
     unsigned access = srv->options & LSOCK_WORLD_ACCESS;
-    char *full = lsock__name_resolve(name, abstract);
+    char *full = NULL, why[320];
+    int rc = lsock__name_resolve(
+        name, srv->options & (abstract ? ~0u : ~(unsigned)LSOCK_ABSTRACT_NAMESPACE), &full, why,
+        sizeof why);
+    if (rc == -EACCES) return fail(srv, LSOCK_ERR_SOCKET_ACCESS, call, why);
     char *copy = strdup(name);
-    if (!full || !copy) {
+    if (rc < 0 || !copy) {
         free(full);
         free(copy);
         return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
@@ -423,7 +440,9 @@ bool lsock_server_listen(lsock_server *srv, const char *name)
     int lock = -1;
     int fd = -EADDRINUSE;
     bool clear = abstract || clear_name(srv, full, &lock);
-    if (clear) fd = lsock__plat_listen(full, abstract, access, srv->backlog, &srv->dev, &srv->ino);
+    if (clear)
+        fd = lsock__plat_listen(full, abstract, access, srv->sddl, srv->backlog, &srv->dev,
+                                &srv->ino);
     if (lock >= 0) lsock__plat_name_unlock(lock);
     if (fd < 0) {
         free(full);
@@ -463,6 +482,71 @@ bool lsock_server_listen_descriptor(lsock_server *srv, intptr_t fd)
     return start_listening(srv, rc, name, full, 0, abstract);
 }
 
+bool lsock_server_listen_activated(lsock_server *srv, const char *name)
+{
+    static const char call[] = "lsock_server_listen_activated";
+    if (!srv || srv->dead) return false;
+    if (srv->fd >= 0) return fail(srv, LSOCK_ERR_OPERATION, call, "already listening");
+    if (!name || !*name) return fail(srv, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
+    int abstract = (srv->options & LSOCK_ABSTRACT_NAMESPACE) && lsock__plat_has_abstract();
+    char *full = NULL, why[320];
+    int rc = lsock__name_resolve(
+        name, srv->options & (abstract ? ~0u : ~(unsigned)LSOCK_ABSTRACT_NAMESPACE), &full, why,
+        sizeof why);
+    if (rc == -EACCES) return fail(srv, LSOCK_ERR_SOCKET_ACCESS, call, why);
+    if (rc < 0) return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    int fd = -1;
+    rc = lsock__plat_activated_listener(name, full, &fd);
+    free(full);
+    if (rc == 0) return lsock_server_listen(srv, name);
+    if (rc < 0)
+        return fail(srv, LSOCK_ERR_UNSUPPORTED_OPERATION, call,
+                    rc == -EINVAL ? "the passed descriptor is not a listening AF_UNIX stream socket"
+                                  : lsock__plat_strerror(rc));
+    char *local = NULL;
+    if (lsock__plat_local_name(fd, 0, &local, &abstract) < 0) {
+        lsock__plat_close(fd);
+        return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    }
+    char *copy = strdup(name); /* the name asked for; the full name is the socket's address */
+    if (!copy) {
+        free(local);
+        lsock__plat_close(fd);
+        return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    }
+    srv->peer_access = 0;
+    if (!start_listening(srv, fd, copy, local, 0, abstract)) return false;
+    srv->activated = 1;
+    return true;
+}
+
+bool lsock_server_is_activated(const lsock_server *srv)
+{
+    return srv && srv->fd >= 0 && srv->activated;
+}
+
+bool lsock_server_set_security_descriptor(lsock_server *srv, const char *sddl)
+{
+    static const char call[] = "lsock_server_set_security_descriptor";
+    if (!srv) return false;
+    if (!sddl) {
+        free(srv->sddl);
+        srv->sddl = NULL;
+        return true;
+    }
+    int rc = lsock__plat_check_sddl(sddl);
+    if (rc == -ENOTSUP)
+        return fail(srv, LSOCK_ERR_UNSUPPORTED_OPERATION, call,
+                    "socket files have modes (the ACCESS options), not security descriptors");
+    if (rc < 0)
+        return fail(srv, LSOCK_ERR_INVALID_ARGUMENT, call, "SDDL that Windows cannot parse");
+    char *copy = strdup(sddl);
+    if (!copy) return fail(srv, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    free(srv->sddl);
+    srv->sddl = copy;
+    return true;
+}
+
 bool lsock_server_is_listening(const lsock_server *srv)
 {
     return srv && srv->fd >= 0;
@@ -491,6 +575,7 @@ void lsock_server_close(lsock_server *srv)
     if (srv->owns_file && creator) lsock__plat_unlink_if_same(srv->full, srv->dev, srv->ino);
     srv->owns_file = 0;
     srv->peer_access = 0;
+    srv->activated = 0;
     free(srv->name);
     free(srv->full);
     srv->name = srv->full = NULL;
@@ -594,8 +679,8 @@ const char *lsock_server_error_string(const lsock_server *srv)
 bool lsock_remove_server(const char *name)
 {
     if (!name || !*name) return false;
-    char *path = lsock__name_resolve(name, 0);
-    if (!path) return false;
+    char *path = NULL, why[320];
+    if (lsock__name_resolve(name, 0, &path, why, sizeof why) < 0) return false;
     int rc = lsock__plat_remove(path);
     free(path);
     return rc == 0;

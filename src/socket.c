@@ -16,6 +16,7 @@
 #include "socket.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,12 +223,41 @@ void lsock__socket_connection_lost(lsock_socket *s, int err, const char *call)
 
 /* The kernel connected: watch the connection (if the loop cannot, the connect fails with
  * SOCKET_RESOURCE rather than leave a deaf socket), then CONNECTED and connected. */
+/* The options the name is resolved with: the abstract namespace only where there is one. */
+static unsigned resolve_options(const lsock_socket *s)
+{
+    return lsock__plat_has_abstract() ? s->options
+                                      : s->options & ~(unsigned)LSOCK_ABSTRACT_NAMESPACE;
+}
+
+/* LSOCK_SAME_USER_ONLY, before CONNECTED: a server of another user (or of a user that cannot
+ * be told) fails the connect with SOCKET_ACCESS. Returns false when it did. */
+static bool server_user_ok(lsock_socket *s)
+{
+    if (!(s->options & LSOCK_SAME_USER_ONLY)) return true;
+    char who[128], detail[224];
+    int rc = lsock__plat_peer_same_user(s->fd, who, sizeof who);
+    if (rc == 1) return true;
+    if (rc == 0)
+        snprintf(detail, sizeof detail,
+                 "the server runs as another user (%s) and LSOCK_SAME_USER_ONLY is set", who);
+    else
+        snprintf(detail, sizeof detail,
+                 "the server's user cannot be told (%s) and LSOCK_SAME_USER_ONLY is set",
+                 lsock__plat_strerror(rc));
+    lsock__plat_close(s->fd);
+    s->fd = -1;
+    lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_ACCESS, "lsock_socket_connect", detail);
+    return false;
+}
+
 static void connected_ok(lsock_socket *s)
 {
     if (s->retry) {
         lsock_timer_free(s->retry);
         s->retry = NULL;
     }
+    if (!server_user_ok(s)) return;
     if (s->loop) {
         lsock__io_init(&s->io, s->fd, lsock__socket_on_io, s);
         int rc = lsock__io_start(s->loop, &s->io, LSOCK__READABLE);
@@ -328,9 +358,12 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
         lsock__socket_error_and_close(s, LSOCK_ERR_SERVER_NOT_FOUND, call, "empty name");
         return false;
     }
-    char *path = lsock__name_resolve(s->name, (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0);
-    if (!path) {
-        lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+    char *path = NULL, why[320];
+    int resolved = lsock__name_resolve(s->name, resolve_options(s), &path, why, sizeof why);
+    if (resolved < 0) {
+        lsock__socket_error_and_close(
+            s, resolved == -EACCES ? LSOCK_ERR_SOCKET_ACCESS : LSOCK_ERR_SOCKET_RESOURCE, call,
+            resolved == -EACCES ? why : "out of memory");
         return false;
     }
     const char *refused = lsock__name_check(path);
@@ -493,11 +526,13 @@ bool lsock_socket_set_server_name(lsock_socket *s, const char *name)
     if (!s) return false;
     if (s->state != LSOCK_UNCONNECTED)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "the socket is not unconnected");
-    char *copy = NULL, *full = NULL;
+    char *copy = NULL, *full = NULL, why[320];
+    int rc = 0;
     if (name && *name &&
         (!(copy = strdup(name)) ||
-         !(full = lsock__name_resolve(name, (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0)))) {
+         (rc = lsock__name_resolve(name, resolve_options(s), &full, why, sizeof why)) < 0)) {
         free(copy);
+        if (rc == -EACCES) return lsock__socket_fail(s, LSOCK_ERR_SOCKET_ACCESS, call, why);
         return lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     }
     clear_names(s);
@@ -519,7 +554,7 @@ const char *lsock_socket_full_server_name(const lsock_socket *s)
 bool lsock_socket_set_options(lsock_socket *s, unsigned options)
 {
     if (!s) return false;
-    if (options & ~(unsigned)LSOCK_ABSTRACT_NAMESPACE)
+    if (options & ~(unsigned)(LSOCK_ABSTRACT_NAMESPACE | LSOCK_SAME_USER_ONLY | LSOCK_PER_USER))
         return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_options",
                                   "unknown flags");
     if (s->state != LSOCK_UNCONNECTED)
@@ -674,6 +709,28 @@ bool lsock_socket_peer_credentials(lsock_socket *s, lsock_credentials *out)
     if (rc < 0)
         return lsock__socket_fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call,
                                   lsock__plat_strerror(rc));
+    return true;
+}
+
+bool lsock_socket_peer_sid(const lsock_socket *cs, char *buf, size_t size)
+{
+    static const char call[] = "lsock_socket_peer_sid";
+    if (!cs) return false;
+    lsock_socket *s = (lsock_socket *)cs; /* the error is recorded, as by every call */
+    if (!buf || size == 0)
+        return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "NULL buffer");
+    buf[0] = '\0';
+    int rc =
+        lsock__plat_peer_sid(s->fd >= 0 && s->state != LSOCK_CONNECTING ? s->fd : -1, buf, size);
+    if (rc == -ENOTSUP)
+        return lsock__socket_fail(s, LSOCK_ERR_UNSUPPORTED_OPERATION, call,
+                                  "users are uids here: see lsock_socket_peer_credentials()");
+    if (s->fd < 0 || s->state == LSOCK_CONNECTING)
+        return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "not connected");
+    if (rc == -ERANGE)
+        return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, "the buffer is too small");
+    if (rc < 0)
+        return lsock__socket_fail(s, LSOCK_ERR_SOCKET_ACCESS, call, lsock__plat_strerror(rc));
     return true;
 }
 

@@ -353,9 +353,10 @@ static int listen_private(int fd, const char *path, unsigned access, int backlog
     return rc;
 }
 
-int lsock__plat_listen(const char *path, int abstract, unsigned access, int backlog, uint64_t *dev,
-                       uint64_t *ino)
+int lsock__plat_listen(const char *path, int abstract, unsigned access, const char *sddl,
+                       int backlog, uint64_t *dev, uint64_t *ino)
 {
+    (void)sddl; /* file modes, no security descriptors */
     *dev = *ino = 0;
     int fd = new_socket();
     if (fd < 0) return fd;
@@ -573,6 +574,106 @@ int lsock__plat_peer_credentials(int fd, lsock_credentials *out)
 #endif
     return 0;
 #endif
+}
+
+int lsock__test_foreign_user;
+
+int lsock__plat_peer_same_user(int fd, char *detail, size_t size)
+{
+    lsock_credentials cr;
+    int rc = lsock__plat_peer_credentials(fd, &cr);
+    if (rc < 0) return rc;
+    if (cr.uid == (int64_t)geteuid() && !lsock__test_foreign_user) return 1;
+    snprintf(detail, size, "uid %lld, this process uid %lu", (long long)cr.uid,
+             (unsigned long)geteuid());
+    return 0;
+}
+
+int lsock__plat_peer_sid(int fd, char *buf, size_t size)
+{
+    (void)fd;
+    (void)buf;
+    (void)size;
+    return -ENOTSUP; /* users are uids */
+}
+
+int lsock__plat_check_sddl(const char *sddl)
+{
+    (void)sddl;
+    return -ENOTSUP;
+}
+
+/* ---- socket activation (sd_listen_fds(3) without libsystemd) ------------------------------ */
+
+#define LISTEN_FDS_START 3
+#define LISTEN_FDS_MAX   4096 /* more is no service manager's doing */
+
+/* A whole decimal number in [min, max] from s, or -1. */
+static long strict_number(const char *s, long min, long max)
+{
+    if (!s || !*s) return -1;
+    long v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (max - (*p - '0')) / 10) return -1;
+        v = v * 10 + (*p - '0');
+    }
+    return v < min ? -1 : v;
+}
+
+/* Whether entry i (0-based) of the colon-separated list names is exactly name. */
+static int fdname_is(const char *names, long i, const char *name)
+{
+    if (!names) return 0;
+    const char *p = names;
+    for (long k = 0; k < i; k++) {
+        p = strchr(p, ':');
+        if (!p) return 0;
+        p++;
+    }
+    size_t len = strcspn(p, ":");
+    return len == strlen(name) && memcmp(p, name, len) == 0;
+}
+
+/* Whether fd is bound to path (a file name; or an abstract name, "\0" + path). */
+static int bound_to(int fd, const char *path)
+{
+    char *local = NULL;
+    int abstract = 0;
+    if (lsock__plat_local_name(fd, 0, &local, &abstract) < 0 || !local) return 0;
+    int same = strcmp(local, path) == 0;
+    free(local);
+    return same;
+}
+
+static int usable_listener(int fd)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) return errno == EBADF ? -EBADF : -EINVAL;
+    if (sa.ss_family != AF_UNIX) return -EINVAL;
+    int rc = lsock__plat_adopt(fd, 1); /* a listening stream socket; non-blocking, cloexec */
+    if (rc < 0) return rc == -EBADF ? rc : -EINVAL;
+    return 0;
+}
+
+int lsock__plat_activated_listener(const char *name, const char *path, int *fd)
+{
+    *fd = -1;
+    long pid = strict_number(getenv("LISTEN_PID"), 1, LONG_MAX);
+    long n = strict_number(getenv("LISTEN_FDS"), 1, LISTEN_FDS_MAX);
+    if (pid < 0 || n < 0 || (pid_t)pid != getpid()) return 0;
+    const char *names = getenv("LISTEN_FDNAMES");
+    long match = -1;
+    for (long i = 0; i < n && match < 0; i++)
+        if (fdname_is(names, i, name)) match = i;
+    for (long i = 0; i < n && match < 0; i++)
+        if (bound_to(LISTEN_FDS_START + (int)i, path)) match = i;
+    if (match < 0) return 0;
+    int cand = LISTEN_FDS_START + (int)match;
+    int rc = usable_listener(cand);
+    if (rc < 0) return rc;
+    *fd = cand;
+    return 1;
 }
 
 int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)

@@ -8,27 +8,44 @@
  * and "\\.\pipe\" alone (or "\") names the pipe file system itself. lsock__name_check
  * refuses both kinds, where Qt would try to open them.
  */
-#include "platform.h"
+#include "win.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PREFIX "\\\\.\\pipe\\"
 
-char *lsock__name_resolve(const char *name, int abstract)
+/* Per-user names (LSOCK_PER_USER): a bare name becomes \\.\pipe\<user SID>\NAME, a name of
+ * the user's own; a pipe path stays as given. */
+int lsock__name_resolve(const char *name, unsigned options, char **out, char *why, size_t whysize)
 {
-    (void)abstract; /* pipe names have no abstract namespace */
+    *out = NULL;
+    if (whysize) why[0] = '\0';
     size_t pl = strlen(PREFIX), nl = strlen(name);
     if (nl >= pl && strncmp(name, PREFIX, pl) == 0) {
-        char *copy = malloc(nl + 1);
-        if (copy) memcpy(copy, name, nl + 1);
-        return copy;
+        *out = malloc(nl + 1);
+        if (!*out) return -ENOMEM;
+        memcpy(*out, name, nl + 1);
+        return 0;
     }
-    char *out = malloc(pl + nl + 1);
-    if (!out) return NULL;
-    memcpy(out, PREFIX, pl);
-    memcpy(out + pl, name, nl + 1);
-    return out;
+    char sid[256] = "";
+    if (options & LSOCK_PER_USER) {
+        int rc = lsock__win_own_sid(sid, sizeof sid - 1);
+        if (rc < 0) {
+            snprintf(why, whysize, "cannot tell this process's user SID for a per-user name");
+            return -EACCES;
+        }
+        strcat(sid, "\\");
+    }
+    size_t sl = strlen(sid);
+    *out = malloc(pl + sl + nl + 1);
+    if (!*out) return -ENOMEM;
+    memcpy(*out, PREFIX, pl);
+    memcpy(*out + pl, sid, sl);
+    memcpy(*out + pl + sl, name, nl + 1);
+    return 0;
 }
 
 static int is_sep(char c)

@@ -74,6 +74,8 @@
  */
 #include "win.h"
 
+#include <sddl.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -943,6 +945,43 @@ out:
     return rc;
 }
 
+/* SDDL as a self-relative security descriptor in malloc'd memory (*out), or -EINVAL. */
+static int parse_sddl(const char *sddl, void **out)
+{
+    PSECURITY_DESCRIPTOR psd = NULL;
+    ULONG len = 0;
+    if (!ConvertStringSecurityDescriptorToSecurityDescriptorA(sddl, SDDL_REVISION_1, &psd, &len))
+        return -EINVAL;
+    void *mem = malloc(len);
+    if (mem) memcpy(mem, psd, len);
+    LocalFree(psd);
+    if (!mem) return -ENOMEM;
+    *out = mem;
+    return 0;
+}
+
+int lsock__plat_check_sddl(const char *sddl)
+{
+    void *mem = NULL;
+    int rc = parse_sddl(sddl, &mem);
+    free(mem);
+    return rc;
+}
+
+/* lsock_server_set_security_descriptor(): the pipes get this descriptor, not the options'. */
+static int sddl_security(wobj *l, const char *sddl)
+{
+    void *mem = NULL;
+    int rc = parse_sddl(sddl, &mem);
+    if (rc < 0) return rc;
+    l->sa_mem = mem;
+    l->sa.nLength = sizeof l->sa;
+    l->sa.lpSecurityDescriptor = mem;
+    l->sa.bInheritHandle = FALSE;
+    l->has_sa = 1;
+    return 0;
+}
+
 /* A new instance of l's pipe, waiting in ConnectNamedPipe, in slot idx. Returns 0 or -errno. */
 static int new_instance(wobj *l, int idx, int first)
 {
@@ -1030,8 +1069,8 @@ static unsigned listener_ready(wobj *l)
     return r;
 }
 
-int lsock__plat_listen(const char *path, int abstract, unsigned access, int backlog, uint64_t *dev,
-                       uint64_t *ino)
+int lsock__plat_listen(const char *path, int abstract, unsigned access, const char *sddl,
+                       int backlog, uint64_t *dev, uint64_t *ino)
 {
     *dev = *ino = 0;
     int err = 0;
@@ -1047,7 +1086,10 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, int back
     l->inst = calloc((size_t)backlog, sizeof *l->inst);
     l->ninst = backlog;
     int rc = l->inst ? 0 : -ENOMEM;
-    if (rc == 0 && access) rc = make_security(l, access);
+    if (rc == 0 && sddl)
+        rc = sddl_security(l, sddl);
+    else if (rc == 0 && access)
+        rc = make_security(l, access);
     for (int i = 0; rc == 0 && i < backlog; i++)
         rc = new_instance(l, i, i == 0);
     if (rc < 0) {
@@ -1252,6 +1294,76 @@ int lsock__plat_peer_credentials(int fd, lsock_credentials *out)
 int lsock__plat_unlink_if_same(const char *path, uint64_t dev, uint64_t ino)
 {
     return 0; /* no file: a pipe goes with its last handle */
+}
+
+int lsock__test_foreign_user;
+
+/* The user SID of the process pid (0: this process) as a string into buf. 0, -ERANGE, or
+ * -EACCES when the process or its token cannot be opened. */
+static int process_sid(DWORD pid, char *buf, size_t size)
+{
+    HANDLE proc =
+        pid ? OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid) : GetCurrentProcess();
+    if (!proc) return -EACCES;
+    HANDLE tok = NULL;
+    BOOL ok = OpenProcessToken(proc, TOKEN_QUERY, &tok);
+    if (pid) CloseHandle(proc);
+    if (!ok) return -EACCES;
+    TOKEN_USER *user = token_info(tok, TokenUser);
+    CloseHandle(tok);
+    char *text = NULL;
+    int rc = -EACCES;
+    if (user && ConvertSidToStringSidA(user->User.Sid, &text)) {
+        rc = strlen(text) < size ? 0 : -ERANGE;
+        if (rc == 0) memcpy(buf, text, strlen(text) + 1);
+        LocalFree(text);
+    }
+    free(user);
+    return rc;
+}
+
+int lsock__win_own_sid(char *buf, size_t size)
+{
+    return process_sid(0, buf, size);
+}
+
+/* The process at the other end of a pipe: the client's for a server end, else the server's. */
+static int peer_pid(int fd, DWORD *pid)
+{
+    wobj *o = get(fd);
+    if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
+    ULONG p = 0;
+    BOOL ok = o->server_end ? GetNamedPipeClientProcessId(o->h, &p)
+                            : GetNamedPipeServerProcessId(o->h, &p);
+    if (!ok) return -win_errno(GetLastError());
+    *pid = p;
+    return 0;
+}
+
+int lsock__plat_peer_sid(int fd, char *buf, size_t size)
+{
+    DWORD pid = 0;
+    int rc = peer_pid(fd, &pid);
+    return rc < 0 ? rc : process_sid(pid, buf, size);
+}
+
+int lsock__plat_peer_same_user(int fd, char *detail, size_t size)
+{
+    char mine[256], theirs[256];
+    int rc = lsock__plat_peer_sid(fd, theirs, sizeof theirs);
+    if (rc == 0) rc = process_sid(0, mine, sizeof mine);
+    if (rc < 0) return rc;
+    if (strcmp(mine, theirs) == 0 && !lsock__test_foreign_user) return 1;
+    snprintf(detail, size, "%s, this process %s", theirs, mine);
+    return 0;
+}
+
+int lsock__plat_activated_listener(const char *name, const char *path, int *fd)
+{
+    (void)name;
+    (void)path;
+    *fd = -1;
+    return 0; /* no socket activation on Windows: listen normally */
 }
 
 /* LSOCK_ABSTRACT_NAMESPACE is ignored on Windows (as in Qt): the access options are the

@@ -26,4 +26,7 @@ int lsock__win_watch(int fd, HANDLE port, unsigned events);
  * stale packet). Only for packets from port. */
 unsigned lsock__win_ready(ULONG_PTR key, HANDLE port, int *fd_out);
 
+/* This process's user SID as a string ("S-1-5-21-..."): 0, -ERANGE, -EACCES. */
+int lsock__win_own_sid(char *buf, size_t size);
+
 #endif
