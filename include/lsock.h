@@ -263,7 +263,8 @@ LSOCK_API const char *lsock_socket_full_server_name(const lsock_socket *s);
  *
  * LSOCK_SAME_USER_ONLY: once the kernel has connected, and before state_changed(CONNECTED),
  * the server's user is checked (Unix: SO_PEERCRED on the connection gives the listener's uid;
- * Windows: the user SID of the pipe server's process). Another user's server fails the connect
+ * Windows: the user SID of the pipe server's process, or the pipe's owner when that process
+ * cannot be opened). Another user's server fails the connect
  * with LSOCK_ERR_SOCKET_ACCESS naming that uid or SID; the socket never reports CONNECTED. The
  * same with the blocking API.
  *
@@ -491,7 +492,8 @@ LSOCK_API intptr_t lsock_socket_descriptor(const lsock_socket *s);
 
 /* The connected peer's pid, uid and gid. False when not connected or not supported. */
 LSOCK_API bool lsock_socket_peer_credentials(lsock_socket *s, lsock_credentials *out);
-/* Windows: the peer process's user SID as a string ("S-1-5-21-...") into buf (NUL-terminated).
+/* Windows: the peer process's user SID as a string ("S-1-5-21-...") into buf (NUL-terminated);
+ * for a server whose process this one may not open, the pipe's owner SID.
  * False when not connected (LSOCK_ERR_OPERATION), when buf cannot hold it or is NULL
  * (LSOCK_ERR_INVALID_ARGUMENT), or when the peer's process cannot be asked
  * (LSOCK_ERR_SOCKET_ACCESS). Unix identifies users by uid (lsock_socket_peer_credentials()):

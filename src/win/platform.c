@@ -74,6 +74,7 @@
  */
 #include "win.h"
 
+#include <aclapi.h>
 #include <sddl.h>
 
 #include <errno.h>
@@ -1340,11 +1341,35 @@ static int peer_pid(int fd, DWORD *pid)
     return 0;
 }
 
+/* The owner SID of the pipe itself (its creator, the server's user, unless a security
+ * descriptor says otherwise): for a server whose process this one may not open. */
+static int pipe_owner_sid(HANDLE h, char *buf, size_t size)
+{
+    PSID owner = NULL;
+    PSECURITY_DESCRIPTOR sd = NULL;
+    if (GetSecurityInfo(h, SE_KERNEL_OBJECT, OWNER_SECURITY_INFORMATION, &owner, NULL, NULL, NULL,
+                        &sd) != ERROR_SUCCESS)
+        return -EACCES;
+    char *text = NULL;
+    int rc = -EACCES;
+    if (owner && ConvertSidToStringSidA(owner, &text)) {
+        rc = strlen(text) < size ? 0 : -ERANGE;
+        if (rc == 0) memcpy(buf, text, strlen(text) + 1);
+        LocalFree(text);
+    }
+    LocalFree(sd);
+    return rc;
+}
+
 int lsock__plat_peer_sid(int fd, char *buf, size_t size)
 {
     DWORD pid = 0;
     int rc = peer_pid(fd, &pid);
-    return rc < 0 ? rc : process_sid(pid, buf, size);
+    if (rc < 0) return rc;
+    rc = process_sid(pid, buf, size);
+    wobj *o = get(fd);
+    if (rc == -EACCES && !o->server_end) rc = pipe_owner_sid(o->h, buf, size);
+    return rc;
 }
 
 int lsock__plat_peer_same_user(int fd, char *detail, size_t size)
