@@ -608,6 +608,74 @@ LSOCK_API const char *lsock_server_error_string(const lsock_server *srv);
  * and the call returns false. Windows: does nothing and returns true (as Qt). */
 LSOCK_API bool lsock_remove_server(const char *name);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Single instance                                                                            */
+
+/*
+ * One primary instance of an application; later starts hand it a message (their arguments)
+ * and exit. See docs/single-instance.md.
+ *
+ * The election is the listening socket itself, never a lock file: the first process that
+ * listens on the instance's name is the primary (Unix: binding the name, a stale socket file of
+ * a dead primary reclaimed at once, one process at a time; Windows: FILE_FLAG_FIRST_PIPE_INSTANCE).
+ * A process that finds the name taken connects to the primary and is a secondary; one that
+ * finds it taken but not accepting (a primary starting, or one that just died) tries again
+ * until its time is up.
+ *
+ * The name: "lsock-instance-" + the app id's first 32 bytes with every byte other than
+ * [A-Za-z0-9._-] made '_' + "-" + 16 hex digits of the 64-bit FNV-1a hash of the whole id (and,
+ * PER_SESSION, of "\n" and the session), stable across lsock versions. The id may be any
+ * length and any bytes but NUL. The hash keeps ids apart; it is no security boundary (the
+ * scope's options are).
+ *
+ * Scopes: PER_USER (the default) puts the name in the user's private directory
+ * (LSOCK_PER_USER) and checks the user both ways (LSOCK_SAME_USER_ONLY, LSOCK_USER_ACCESS): no
+ * other user's process can be this user's primary or receive its messages. PER_SESSION is
+ * PER_USER with the login session in the name: Unix, $XDG_SESSION_ID when it is 1 to 64 of
+ * [A-Za-z0-9_-], else the session id of getsid(0) (each terminal's own when no session manager
+ * sets XDG_SESSION_ID); Windows, the session id of the process (ProcessIdToSessionId). SYSTEM:
+ * one primary for all users, the name in the temporary directory, open to every user
+ * (LSOCK_WORLD_ACCESS), no user checks; a stale file of another user blocks it until removed.
+ *
+ * Messages from secondaries are lsock messages (up to the default maximum, 64 MiB): each is
+ * delivered once, whole, with the sender's credentials (Windows: pid; uid and gid -1), and the
+ * secondary's send() returns true once the primary's callback has returned for it. A secondary
+ * that dies mid-message delivers nothing. The primary receives on its loop; it may free the
+ * instance inside the callback.
+ */
+typedef struct lsock_instance lsock_instance;
+enum { LSOCK_INSTANCE_PER_USER = 0, LSOCK_INSTANCE_PER_SESSION = 1, LSOCK_INSTANCE_SYSTEM = 2 };
+typedef void (*lsock_instance_message_cb)(lsock_instance *inst, const void *msg, int64_t len,
+                                          const lsock_credentials *sender, void *userdata);
+
+/* A new instance of app_id in scope; loop receives the primary's messages (NULL: a process that
+ * will only send). NULL for a NULL or empty app_id, an unknown scope, or no memory. */
+LSOCK_API lsock_instance *lsock_instance_new(lsock_loop *loop, const char *app_id, int scope);
+/* Stops being primary (the name is free at once) or drops the connection to the primary, and
+ * frees the instance. Safe inside the message callback. */
+LSOCK_API void lsock_instance_free(lsock_instance *inst);
+/* Elects, trying for up to msecs (-1: no limit): 1 primary, 0 another instance is primary (this
+ * one is connected to it), -1 error: LSOCK_ERR_OPERATION (acquired already),
+ * LSOCK_ERR_SOCKET_TIMEOUT (the name stayed taken and no primary answered),
+ * LSOCK_ERR_SOCKET_ACCESS (a server of another user holds the name, or the private directory is
+ * unsafe), or the error of listen or connect. */
+LSOCK_API int lsock_instance_acquire(lsock_instance *inst, int msecs);
+LSOCK_API bool lsock_instance_is_primary(const lsock_instance *inst);
+LSOCK_API void lsock_instance_set_message_callback(lsock_instance *inst,
+                                                   lsock_instance_message_cb cb, void *userdata);
+/* Secondary: sends msg (len bytes) to the primary and waits up to msecs (-1: no limit) for its
+ * acknowledgement. True once the primary's callback has run for it. False:
+ * LSOCK_ERR_OPERATION (not a secondary), LSOCK_ERR_INVALID_ARGUMENT (negative len, NULL msg),
+ * LSOCK_ERR_DATAGRAM_TOO_LARGE, LSOCK_ERR_SOCKET_TIMEOUT, LSOCK_ERR_PEER_CLOSED (the primary
+ * ended first). */
+LSOCK_API bool lsock_instance_send(lsock_instance *inst, const void *msg, int64_t len, int msecs);
+/* The primary's process id (this process's when primary; for AllowSetForegroundWindow and the
+ * like), -1 before acquire() or when the platform cannot tell. */
+LSOCK_API int64_t lsock_instance_primary_pid(const lsock_instance *inst);
+LSOCK_API lsock_error lsock_instance_error(const lsock_instance *inst);
+/* "lsock_instance_acquire: ..." and the like; "" when no error. Owned by the instance. */
+LSOCK_API const char *lsock_instance_error_string(const lsock_instance *inst);
+
 #ifdef __cplusplus
 }
 #endif

@@ -194,6 +194,10 @@ int lsock__plat_peer_allowed(int fd, unsigned access);
 int lsock__plat_has_abstract(void);
 /* This process's id: a server inherited across fork() knows it is not in its creator. */
 int64_t lsock__plat_process_id(void);
+/* The login session of this process as a short text for single-instance names: Unix,
+ * $XDG_SESSION_ID when it is 1 to 64 of [A-Za-z0-9_-], else "sid-" and getsid(0); Windows,
+ * "ws-" and the process's session id. */
+void lsock__plat_session_id(char *buf, size_t size);
 /* The address a socket is bound to, as a malloc'd path in *out; *abstract says whether it
  * is in the abstract namespace. With peer, the address of the peer first, and the socket's own
  * when the peer has none (an accepted socket's peer is unbound), as Qt 6 describes an adopted

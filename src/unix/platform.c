@@ -767,6 +767,20 @@ int64_t lsock__plat_process_id(void)
     return (int64_t)getpid();
 }
 
+void lsock__plat_session_id(char *buf, size_t size)
+{
+    const char *x = getenv("XDG_SESSION_ID");
+    size_t n = x ? strlen(x) : 0;
+    int ok = n >= 1 && n <= 64 && n < size;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (x[i] >= 'a' && x[i] <= 'z') || (x[i] >= 'A' && x[i] <= 'Z') ||
+             (x[i] >= '0' && x[i] <= '9') || x[i] == '_' || x[i] == '-';
+    if (ok)
+        memcpy(buf, x, n + 1);
+    else
+        snprintf(buf, size, "sid-%ld", (long)getsid(0));
+}
+
 int lsock__plat_local_name(int fd, int peer, char **out, int *abstract)
 {
     struct sockaddr_un sa;

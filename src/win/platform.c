@@ -1070,6 +1070,40 @@ static unsigned listener_ready(wobj *l)
     return r;
 }
 
+/*
+ * The first instance of a pipe is made with FILE_FLAG_FIRST_PIPE_INSTANCE, which makes the
+ * creation fail when the name exists: of several servers starting together, one listens.
+ * Wine (8.0) ignores the flag (two CreateNamedPipeW calls with it both succeed), so lsock also
+ * takes turns between its own processes: a named mutex per pipe name, held only while the name
+ * is checked (WaitNamedPipeW: no such pipe) and the first instance made. It lives as long as
+ * its handles: nothing can go stale, and an abandoned one (its holder died) is taken over.
+ */
+static HANDLE listen_turn(const char *path)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *p = path; *p; p++) { /* pipe names are case-insensitive */
+        char c = *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
+        h = (h ^ (unsigned char)c) * 0x100000001b3ull;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "lsock-listen-%016llx", (unsigned long long)h);
+    HANDLE m = CreateMutexA(NULL, FALSE, name);
+    if (!m) return NULL;
+    DWORD w = WaitForSingleObject(m, 5000);
+    if (w != WAIT_OBJECT_0 && w != WAIT_ABANDONED) {
+        CloseHandle(m);
+        return NULL; /* goes on without taking turns: the flag still holds on Windows */
+    }
+    return m;
+}
+
+static void end_turn(HANDLE m)
+{
+    if (!m) return;
+    ReleaseMutex(m);
+    CloseHandle(m);
+}
+
 int lsock__plat_listen(const char *path, int abstract, unsigned access, const char *sddl,
                        int backlog, uint64_t *dev, uint64_t *ino)
 {
@@ -1091,8 +1125,12 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, const ch
         rc = sddl_security(l, sddl);
     else if (rc == 0 && access)
         rc = make_security(l, access);
-    for (int i = 0; rc == 0 && i < backlog; i++)
-        rc = new_instance(l, i, i == 0);
+    HANDLE turn = rc == 0 ? listen_turn(path) : NULL;
+    if (rc == 0 && pipe_exists(path)) rc = -EADDRINUSE;
+    if (rc == 0) rc = new_instance(l, 0, 1);
+    end_turn(turn);
+    for (int i = 1; rc == 0 && i < backlog; i++)
+        rc = new_instance(l, i, 0);
     if (rc < 0) {
         lsock__plat_close(l->fd);
         return rc;
@@ -1406,6 +1444,13 @@ int lsock__plat_has_abstract(void)
 int64_t lsock__plat_process_id(void)
 {
     return (int64_t)GetCurrentProcessId();
+}
+
+void lsock__plat_session_id(char *buf, size_t size)
+{
+    DWORD sid = 0;
+    if (!ProcessIdToSessionId(GetCurrentProcessId(), &sid)) sid = 0;
+    snprintf(buf, size, "ws-%lu", (unsigned long)sid);
 }
 
 /* Qt: "On Windows, this function does nothing": a pipe goes with its last handle. */
