@@ -3,6 +3,7 @@
 #   1. echo_server (serving 2 clients) with echo_client, then blocking_client;
 #   2. readme_event (the README's server) with readme_blocking (the README's client).
 #   3. readme_messages (the README's messages example: a server and a client in one process).
+#   4. single_instance: a primary, then two later starts that hand it their arguments.
 # Every program runs under `timeout`; a server still running at the end is killed. Exit status
 # 0 only if every step succeeded.
 #
@@ -16,7 +17,8 @@ step_timeout=30   # seconds for each client
 server_timeout=90 # seconds for a whole server run (a backstop; the server exits by itself)
 ready_timeout=10  # seconds for a server to be ready
 
-for prog in echo_server echo_client blocking_client readme_event readme_blocking readme_messages; do
+for prog in echo_server echo_client blocking_client readme_event readme_blocking readme_messages \
+    single_instance; do
     if [ ! -x "$bindir/$prog" ]; then
         echo "demo: $bindir/$prog not found; build first (cmake -S . -B build && cmake --build build)" >&2
         exit 2
@@ -134,6 +136,23 @@ server_pid=
 messages_name=$name-messages
 socket_paths+=("$(dirname "$path")/$messages_name")
 run_client readme_messages "$bindir/readme_messages" "$messages_name"
+
+# Single instance: the first start is the primary; two later starts hand it their arguments.
+app=org.example.demo-$$
+echo
+echo "== single_instance --app $app --count 2 (the primary: prints two messages, then exits)"
+start_server "$logdir/single_instance.log" "$bindir/single_instance" --app "$app" --count 2
+deadline=$(($(now_ms) + ready_timeout * 1000))
+until grep -q '^primary ' "$logdir/single_instance.log"; do
+    kill -0 "$server_pid" 2>/dev/null || fail "single_instance exited before it was primary"
+    [ "$(now_ms)" -lt "$deadline" ] || fail "single_instance not primary after ${ready_timeout}s"
+    sleep 0.05
+done
+run_client second "$bindir/single_instance" --app "$app" open report.txt
+run_client third "$bindir/single_instance" --app "$app" --new-window
+wait_for_exit 10
+grep -q ': open report.txt$' "$logdir/single_instance.log" || fail "the primary missed a message"
+grep -q ': --new-window$' "$logdir/single_instance.log" || fail "the primary missed a message"
 
 echo
 echo "== demo passed"

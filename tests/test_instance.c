@@ -370,10 +370,6 @@ CHILD_MAIN(racer)
     inbox in = {0};
     lsock_instance_set_message_callback(inst, on_message, &in);
     int rc = lsock_instance_acquire(inst, 20000);
-    if (getenv("LSOCK_RACE_DEBUG"))
-        fprintf(stderr, "racer %d (pid %lld, t %llu): acquire %d primary %lld %s\n", index,
-                (long long)lsock__plat_process_id(), (unsigned long long)test_now_ms(), rc,
-                (long long)lsock_instance_primary_pid(inst), lsock_instance_error_string(inst));
     if (rc == 1) {
         lsock_timer *tick = lsock_timer_new(loop, race_tick, NULL);
         lsock_timer_start(tick, 10, 10); /* RUN_ONCE returns at least every 10 ms */
