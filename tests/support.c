@@ -961,6 +961,12 @@ uint64_t qt_pattern_fnv(size_t n)
 
 /* ---- the platform ------------------------------------------------------------------------ */
 
+bool under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload") != NULL;
+}
+
 const char *wine_version(void)
 {
 #ifdef _WIN32

@@ -251,6 +251,8 @@ uint64_t qt_pattern_fnv(size_t n);
 
 /* ---- the platform ------------------------------------------------------------------------ */
 
+/* Whether the test runs under valgrind (its preload library is in LD_PRELOAD). */
+bool under_valgrind(void);
 /* The version of Wine when the test runs under Wine ("8.0"), else NULL (always on Unix). */
 const char *wine_version(void);
 /* Sleeps ms milliseconds: for pacing only (a child writing with pauses), never to wait for

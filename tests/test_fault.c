@@ -35,12 +35,6 @@
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
-static int under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p && strstr(p, "vgpreload") != NULL;
-}
-
 /* The default scale on Windows, in percent: every child is a process start of its own, and
  * every pipe operation a request to the Wine server under Wine. */
 #ifdef _WIN32

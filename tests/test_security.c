@@ -22,6 +22,7 @@
 #include "test.h"
 #include "lsock.h"
 #include "internal.h" /* the test hooks */
+#include "support.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -43,12 +44,6 @@ enum { NOBODY = 65534 };
 static void need_root(void)
 {
     if (geteuid() != 0) SKIP("needs root to act as another user (uid %d)", NOBODY);
-}
-
-static int under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p && strstr(p, "vgpreload") != NULL;
 }
 
 /* A fresh directory under /tmp with /tmp's mode (01777): a shared directory of our own. */

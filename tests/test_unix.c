@@ -360,12 +360,6 @@ TEST(sockets_closed_after_a_fork_leave_the_loop_idle)
 
 /* ---- reclaiming a stale socket file ---------------------------------------------------- */
 
-static int under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p && strstr(p, "vgpreload") != NULL;
-}
-
 enum { RACERS = 4 };
 
 /* A racer's report: 'W' it listens, 'L' it failed (with the error), 'A' it accepted the
