@@ -34,7 +34,7 @@ CTEST_FLAGS = --output-on-failure --no-tests=error -j$(JOBS)
 BENCH_BUILD ?= build-bench
 BENCH_ARGS ?=
 BUILD_DIRS = build build-poll build-asan build-tsan build-vg build-bench build-fuzz build-windows
-FORMAT_FILES = $(sort $(wildcard include/*.h src/*.[ch] src/*/*.[ch] tests/*.[ch] examples/*.c \
+FORMAT_FILES = $(sort $(wildcard include/*.h src/*.[ch] src/*/*.[ch] tests/*.[ch] examples/*.c tools/*.c \
 	bench/*.c))
 
 # Sanitizer runtimes (gcc 12's among them) can fail to start on kernels with high ASLR entropy

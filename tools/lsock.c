@@ -262,7 +262,8 @@ static int cmd_rm(const opts *o)
 #endif
 }
 
-/* ---- ls --------------------------------------------------------------------------------------- */
+/* ---- ls ---------------------------------------------------------------------------------------
+ */
 
 #ifndef _WIN32
 static const char *user_name(int64_t uid, char *buf, size_t size)
@@ -450,7 +451,8 @@ static int cmd_send(const opts *o)
             progress(sent, total, start, 0);
         }
     }
-    if (!rc && ferror(in)) rc = fail(o, "reading %s: %s", o->file ? o->file : "stdin", strerror(errno));
+    if (!rc && ferror(in))
+        rc = fail(o, "reading %s: %s", o->file ? o->file : "stdin", strerror(errno));
     while (!rc && lsock_socket_bytes_to_write(s) > 0)
         if (!lsock_socket_wait_for_bytes_written(s, -1))
             rc = fail(o, "%s", reason(lsock_socket_error_string(s)));
@@ -606,8 +608,7 @@ static int cmd_connect(const opts *o)
     ss.s = lsock_socket_new(ss.loop);
     if (!ss.loop || !ss.s) return fail(o, "out of memory");
     pthread_mutex_init(&ss.lock, NULL);
-    lsock_socket_callbacks cb = {.ready_read = conn_ready_read,
-                                 .disconnected = conn_disconnected};
+    lsock_socket_callbacks cb = {.ready_read = conn_ready_read, .disconnected = conn_disconnected};
     lsock_socket_set_callbacks(ss.s, &cb, &ss);
     lsock_socket_set_options(ss.s, o->options);
     /* Connected before stdin is read: a failure is reported at once. */
@@ -648,7 +649,8 @@ static int cmd_connect(const opts *o)
     /* What is still queued goes before the end (-q 0 included). */
     if (lsock_socket_state(ss.s) == LSOCK_CONNECTED) {
         lsock_socket_disconnect(ss.s);
-        if (lsock_socket_state(ss.s) != LSOCK_UNCONNECTED) lsock_socket_wait_for_disconnected(ss.s, 5000);
+        if (lsock_socket_state(ss.s) != LSOCK_UNCONNECTED)
+            lsock_socket_wait_for_disconnected(ss.s, 5000);
     }
     fflush(stdout);
     int rc = ss.rc;
