@@ -77,17 +77,16 @@ CHILD_MAIN(secondary_send)
     if (sscanf(arg, "%127s %d %127s", id, &scope, msg) != 3) return 90;
     lsock_instance *inst = lsock_instance_new(NULL, id, scope);
     if (!inst) return 91;
-    int rc = lsock_instance_acquire(inst, 20000);
+    int rc = lsock_instance_acquire(inst, 20000), status = 0;
     if (rc != 0) {
         fprintf(stderr, "acquire: %d %s\n", rc, lsock_instance_error_string(inst));
-        return rc == 1 ? 1 : 2;
-    }
-    if (!lsock_instance_send(inst, msg, (int64_t)strlen(msg), 20000)) {
+        status = rc == 1 ? 1 : 2;
+    } else if (!lsock_instance_send(inst, msg, (int64_t)strlen(msg), 20000)) {
         fprintf(stderr, "send: %s\n", lsock_instance_error_string(inst));
-        return 3 + (int)lsock_instance_error(inst);
+        status = 3 + (int)lsock_instance_error(inst);
     }
-    lsock_instance_free(inst);
-    return 0;
+    lsock_instance_free(inst); /* on every path: valgrind checks the children too */
+    return status;
 }
 
 /* "APP READY_FD": the primary, which says 'P' on READY_FD and then idles until killed. */
@@ -118,6 +117,8 @@ CHILD_MAIN(secondary_big)
     if (!big) return 4;
     proc_write_byte((raw_fd)fd, 'C');
     lsock_instance_send(inst, big, (int64_t)n, 60000);
+    free(big);
+    lsock_instance_free(inst);
     return 5;
 }
 
@@ -369,19 +370,25 @@ CHILD_MAIN(racer)
     lsock_instance *inst = lsock_instance_new(loop, id, LSOCK_INSTANCE_PER_USER);
     inbox in = {0};
     lsock_instance_set_message_callback(inst, on_message, &in);
-    int rc = lsock_instance_acquire(inst, 20000);
+    int rc = lsock_instance_acquire(inst, 20000), status;
     if (rc == 1) {
         lsock_timer *tick = lsock_timer_new(loop, race_tick, NULL);
         lsock_timer_start(tick, 10, 10); /* RUN_ONCE returns at least every 10 ms */
         uint64_t dl = test_now_ms() + 20000;
         while (in.distinct < n - 1 && !in.dup && test_now_ms() < dl)
             lsock_loop_run(loop, LSOCK_RUN_ONCE);
-        return in.dup ? 200 : 100 + in.distinct;
+        status = in.dup ? 200 : 100 + in.distinct;
+        lsock_timer_free(tick);
+    } else if (rc != 0) {
+        status = 2;
+    } else {
+        char msg[16];
+        snprintf(msg, sizeof msg, "m%d", index);
+        status = lsock_instance_send(inst, msg, (int64_t)strlen(msg), 20000) ? 0 : 3;
     }
-    if (rc != 0) return 2;
-    char msg[16];
-    snprintf(msg, sizeof msg, "m%d", index);
-    return lsock_instance_send(inst, msg, (int64_t)strlen(msg), 20000) ? 0 : 3;
+    lsock_instance_free(inst); /* on every path: valgrind checks the children too */
+    lsock_loop_free(loop);
+    return status;
 }
 
 TEST(processes_starting_together_elect_exactly_one_primary_and_every_message_arrives_once)
