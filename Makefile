@@ -137,6 +137,8 @@ bench-build:
 bench: bench-build
 	$(BENCH_BUILD)/bench/lsock-bench --data $(BENCH_BUILD)/bench-sizes.dat \
 		--msg-data $(BENCH_BUILD)/bench-messages.dat $(BENCH_ARGS)
+	bench/tool_bench.sh $(BENCH_BUILD)/tools/lsock \
+		$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),64 3,1024 5)
 
 bench-plot: bench-build
 	bench/plot.sh $(BENCH_BUILD) docs/performance.png docs/performance-messages.png
