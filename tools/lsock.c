@@ -776,6 +776,7 @@ static int cmd_listen(const opts *o)
     lsock_timer_free(tick);
     if (l.current) lsock_socket_free(l.current);
     lsock_server_free(l.srv); /* removes the socket file */
+    lsock_loop_free(l.loop);
     if (interrupted && !o->echo && !o->keep && l.current)
         return fail(o, "interrupted before the client disconnected");
     return 0;
