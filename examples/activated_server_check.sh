@@ -39,8 +39,10 @@ else
     expect="listening on $name"
 fi
 pid=$!
-for _ in $(seq 200); do [ -S "$name" ] && break; sleep 0.05; done
-[ -S "$name" ] || fail "no socket at $name"
+# Ready once the socket accepts: systemd-socket-activate says "Listening on" after listen();
+# the server started by hand says "listening on" after its own.
+for _ in $(seq 200); do grep -qi "listening on" "$log" && break; sleep 0.05; done
+grep -qi "listening on" "$log" || fail "nothing listens at $name"
 # Open to every user, so that the other user reaches the server's own check.
 [ "$other" = 0 ] || chmod 0777 "$name"
 

@@ -893,8 +893,15 @@ TEST(listen_activated_with_systemd_socket_activate)
         struct pollfd none;
         poll(&none, 0, 5);
     }
+    /* The file appears at bind(); the tool calls listen() just after: until then a connect is
+     * refused, and is tried again. */
     lsock_socket *s = lsock_socket_new(NULL);
-    bool ok = lsock_socket_connect(s, path, LSOCK_READ_WRITE);
+    bool ok;
+    while (!(ok = lsock_socket_connect(s, path, LSOCK_READ_WRITE)) &&
+           lsock_socket_error(s) == LSOCK_ERR_CONNECTION_REFUSED && test_now_ms() < dl) {
+        struct pollfd none;
+        poll(&none, 0, 5);
+    }
     char buf[16] = "";
     int64_t got = 0;
     while (ok && got < 9 && lsock_socket_wait_for_ready_read(s, 20000))
