@@ -17,9 +17,10 @@
  * epoll backend among them. The rule, as libuv's: objects inherited by a child never change
  * anything of the parent's.
  *  - In the child, freeing, closing or aborting an inherited socket, server, timer or loop
- *    only lets go of the child's copies: the parent's loop keeps watching what it watched,
- *    and a server removes its socket file only in the process that created it (so a child's
- *    lsock_server_free() never unlinks the parent's live name).
+ *    only lets go of the child's copies (small writes the parent had gathered, see
+ *    lsock_socket_write(), stay the parent's to send): the parent's loop keeps watching what
+ *    it watched, and a server removes its socket file only in the process that created it (so
+ *    a child's lsock_server_free() never unlinks the parent's live name).
  *  - An inherited loop is not run: lsock_loop_run() returns -1 in the child (a run that was
  *    under way when a callback forked returns -1 as soon as that callback returns, having
  *    dispatched nothing more: the rest of its events are the parent's), and anything

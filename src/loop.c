@@ -483,6 +483,11 @@ uint64_t lsock__loop_iteration(const lsock_loop *loop)
     return loop->iteration;
 }
 
+int lsock__loop_inherited(const lsock_loop *loop)
+{
+    return inherited(loop);
+}
+
 int lsock_loop_backend_fd(lsock_loop *loop)
 {
     return loop && !inherited(loop) ? lsock__backend_fd(loop->backend) : -1;

@@ -59,6 +59,8 @@ void lsock__loop_ref_objects(lsock_loop *loop, int delta);
 void lsock__loop_ref_listeners(lsock_loop *loop, int delta);
 /* How many times the loop has polled its backend (a new value per iteration). */
 uint64_t lsock__loop_iteration(const lsock_loop *loop);
+/* Whether this process is a child of fork() that inherited the loop (no lsock_loop_fork()). */
+int lsock__loop_inherited(const lsock_loop *loop);
 /* A 64 KiB scratch area for reads on this loop. */
 char *lsock__loop_scratch(lsock_loop *loop, size_t *size);
 

@@ -219,11 +219,19 @@ static void mark_sent(lsock_socket *s)
     if (s->loop) s->sent_iter = lsock__loop_iteration(s->loop) + 1;
 }
 
+/* The gathered bytes are the parent's when a child of fork() holds the inherited socket: the
+ * parent sends them, the child never does (the fork policy in lsock.h). */
+static int gathered_here(const lsock_socket *s)
+{
+    return s->gathering && !(s->loop && lsock__loop_inherited(s->loop));
+}
+
 int lsock__socket_flush_gathered(lsock_socket *s)
 {
-    if (!s->gathering) return 0;
+    int here = gathered_here(s);
     s->gathering = 0;
-    if (s->fd < 0 || s->broken || s->state != LSOCK_CONNECTED || lsock__buf_len(&s->wbuf) == 0)
+    if (!here || s->fd < 0 || s->broken || s->state != LSOCK_CONNECTED ||
+        lsock__buf_len(&s->wbuf) == 0)
         return 0;
     int64_t r = lsock__socket_flush_some(s);
     if (r < 0) {
@@ -237,7 +245,7 @@ int lsock__socket_flush_gathered(lsock_socket *s)
 
 void lsock__socket_flush_before_close(lsock_socket *s)
 {
-    if (s->gathering && s->fd >= 0 && !s->broken) (void)lsock__socket_flush_some(s);
+    if (gathered_here(s) && s->fd >= 0 && !s->broken) (void)lsock__socket_flush_some(s);
     s->gathering = 0;
 }
 

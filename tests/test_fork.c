@@ -98,6 +98,71 @@ TEST(child_aborting_an_inherited_socket_leaves_the_parent_reading)
     forked_close(&f);
 }
 
+/* The parent wrote 10 bytes (to the kernel at once) and gathered 20 more, then forked; the
+ * child let go of the socket (how). The child sends none of the parent's bytes: the peer has
+ * the 10, then, once the parent's loop runs, the 20, each byte once. */
+static void child_leaves_gathered_writes_to_the_parent(void (*how)(lsock_socket *))
+{
+    forked f;
+    forked_open(&f);
+    unsigned char *data = pattern_new(64);
+    ASSERT_EQ(lsock_socket_write(f.p.s, data, 10), 10);
+    ASSERT_EQ(lsock_socket_write(f.p.s, data + 10, 20), 20); /* gathered */
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        how(f.p.s);
+        _exit(0);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    size_t got = 0;
+    uint64_t dl = test_now_ms() + 5000;
+    while (got < 10) {
+        ASSERT(test_now_ms() < dl);
+        ASSERT_EQ(drain_raw(f.p.pfd, &got), 0);
+        if (got < 10) raw_wait_readable(f.p.pfd, 100);
+    }
+    ASSERT_EQ(got, 10); /* the pattern check in drain_raw catches a byte sent twice */
+    while (got < 30) {
+        ASSERT(test_now_ms() < dl);
+        lsock_loop_run(f.loop, LSOCK_RUN_NOWAIT);
+        ASSERT_EQ(drain_raw(f.p.pfd, &got), 0);
+        if (got < 30) raw_wait_readable(f.p.pfd, 10);
+    }
+    ASSERT_EQ(got, 30);
+    free(data);
+    forked_close(&f);
+}
+
+static void free_socket(lsock_socket *s)
+{
+    lsock_socket_free(s);
+}
+
+static void abort_socket(lsock_socket *s)
+{
+    lsock_socket_abort(s);
+}
+
+static void wait_on_socket(lsock_socket *s)
+{
+    lsock_socket_wait_for_bytes_written(s, 0);
+}
+
+TEST(child_freeing_an_inherited_socket_sends_none_of_the_writes_the_parent_gathered)
+{
+    child_leaves_gathered_writes_to_the_parent(free_socket);
+}
+
+TEST(child_aborting_an_inherited_socket_sends_none_of_the_writes_the_parent_gathered)
+{
+    child_leaves_gathered_writes_to_the_parent(abort_socket);
+}
+
+TEST(child_waiting_on_an_inherited_socket_sends_none_of_the_writes_the_parent_gathered)
+{
+    child_leaves_gathered_writes_to_the_parent(wait_on_socket);
+}
+
 TEST(child_freeing_an_inherited_loop_leaves_the_parent_running)
 {
     forked f;
