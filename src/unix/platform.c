@@ -580,7 +580,7 @@ int lsock__test_foreign_user;
 
 int lsock__plat_peer_same_user(int fd, char *detail, size_t size)
 {
-    lsock_credentials cr;
+    lsock_credentials cr = {-1, -1, -1};
     int rc = lsock__plat_peer_credentials(fd, &cr);
     if (rc < 0) return rc;
     if (cr.uid == (int64_t)geteuid() && !lsock__test_foreign_user) return 1;
@@ -750,7 +750,7 @@ void lsock__plat_name_unlock(int lock)
 /* The access options of an abstract server, which has no file mode to apply them. */
 int lsock__plat_peer_allowed(int fd, unsigned access)
 {
-    lsock_credentials cr;
+    lsock_credentials cr = {-1, -1, -1};
     if (lsock__plat_peer_credentials(fd, &cr) < 0) return 0;
     if ((access & LSOCK_USER_ACCESS) && cr.uid == (int64_t)geteuid()) return 1;
     if ((access & LSOCK_GROUP_ACCESS) && cr.gid == (int64_t)getegid()) return 1;
