@@ -11,6 +11,11 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #endif
+#ifndef _WIN32
+#include <grp.h>
+#include <signal.h>
+#include <unistd.h>
+#endif
 #include <time.h>
 
 /* ---- loops ----------------------------------------------------------------------------- */
@@ -787,10 +792,10 @@ int proc_read_byte(raw_fd fd, int ms)
 
 #else /* Unix */
 
-void child_start(child *c, const char *fn, const char *arg)
+/* fork(); the child dies with its parent (Linux), exits 99 if the parent is already gone, and
+ * ends after alarm_secs at most (0: no bound). */
+static pid_t fork_linked(unsigned alarm_secs)
 {
-    test_child_fn f = test_child_lookup_(fn);
-    ASSERT(f != NULL);
     pid_t parent = getpid();
     fflush(stdout);
     fflush(stderr);
@@ -801,6 +806,22 @@ void child_start(child *c, const char *fn, const char *arg)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(99);
 #endif
+        if (alarm_secs) alarm(alarm_secs);
+    }
+    return pid;
+}
+
+pid_t fork_linked_child(void)
+{
+    return fork_linked(60); /* a child never outlives its test */
+}
+
+void child_start(child *c, const char *fn, const char *arg)
+{
+    test_child_fn f = test_child_lookup_(fn);
+    ASSERT(f != NULL);
+    pid_t pid = fork_linked(0);
+    if (pid == 0) {
         int rc = f(arg);
         fflush(stdout);
         fflush(stderr);
@@ -874,6 +895,12 @@ void child_idle_forever(void)
 {
     for (;;)
         pause();
+}
+
+void become_nobody(void)
+{
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(98);
+    if (getuid() != 65534 || geteuid() != 65534) _exit(98);
 }
 
 void proc_pipe(raw_fd fds[2])

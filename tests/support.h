@@ -18,6 +18,10 @@
 #include "test.h"
 #include "lsock.h"
 
+#ifndef _WIN32
+#include <sys/types.h>
+#endif
+
 #include <fcntl.h>
 #ifndef _WIN32
 #include <poll.h>
@@ -220,6 +224,13 @@ void child_kill(child *c);
 void child_lower_priority(void);
 /* Blocks the calling process until it is killed. */
 void child_idle_forever(void);
+#ifndef _WIN32
+/* fork() for a test that runs code in the child itself: the child dies with its parent
+ * (Linux), exits 99 if the parent is already gone, and ends after 60 s at most. */
+pid_t fork_linked_child(void);
+/* In a child: becomes uid and gid 65534 (nobody) with no groups, or exits 98. */
+void become_nobody(void);
+#endif
 
 /* A pipe between a test and its children: fds[0] reads, fds[1] writes; children inherit both
  * ends (fork, or inheritable HANDLEs on Windows), so a child gets an end by its number

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #ifndef _WIN32
-#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -505,12 +504,9 @@ TEST(another_user_cannot_be_primary_for_this_users_app_nor_receive_its_messages)
     lsock_instance *p = lsock_instance_new(loop, id, LSOCK_INSTANCE_PER_USER);
     lsock_instance_set_message_callback(p, on_message, &in);
     ASSERT_EQ(lsock_instance_acquire(p, 5000), 1);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
+    pid_t pid = fork_linked_child();
     if (pid == 0) { /* nobody: its own primary, never this user's secondary */
-        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(98);
+        become_nobody();
         lsock_instance *o = lsock_instance_new(NULL, id, LSOCK_INSTANCE_PER_USER);
         int rc = lsock_instance_acquire(o, 5000);
         _exit(rc == 1 ? 0 : 10 + rc);

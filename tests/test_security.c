@@ -89,32 +89,12 @@ static int count_entries(const char *dir)
     return n;
 }
 
-static pid_t fork_child(void)
-{
-    pid_t parent = getpid();
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(99);
-    }
-    return pid;
-}
-
 static int wait_child(pid_t pid)
 {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR) return -1;
     return status;
-}
-
-static void become_nobody(void)
-{
-    if (setgroups(0, NULL) != 0 || setgid(NOBODY) != 0 || setuid(NOBODY) != 0) _exit(98);
-    if (getuid() != NOBODY || geteuid() != NOBODY) _exit(98);
 }
 
 /* connect(2) on a fresh socket: 0 when connected, else errno. */
@@ -210,7 +190,7 @@ TEST(access_options_are_atomic_another_user_never_connects_during_listen)
     int ctl[2], rep[2];
     ASSERT_EQ(pipe(ctl), 0);
     ASSERT_EQ(pipe(rep), 0);
-    pid_t pid = fork_child();
+    pid_t pid = fork_linked_child();
     if (pid == 0) {
         close(ctl[1]);
         close(rep[0]);
@@ -550,7 +530,7 @@ TEST(peer_credentials_name_another_user_across_fork)
     ASSERT(lsock_server_set_socket_options(srv, LSOCK_WORLD_ACCESS));
     ASSERT(lsock_server_listen(srv, name));
     pid_t parent = getpid();
-    pid_t pid = fork_child();
+    pid_t pid = fork_linked_child();
     if (pid == 0) {
         become_nobody();
         lsock_socket *c = lsock_socket_new(NULL);
@@ -737,7 +717,7 @@ static void abstract_access_case(unsigned options, uid_t uid, gid_t gid, bool wa
     ASSERT(lsock_server_listen(srv, name));
     lsock_timer *tick = lsock_timer_new(loop, no_op, NULL);
     ASSERT(lsock_timer_start(tick, 10, 10)); /* RUN_ONCE returns at least every 10 ms */
-    pid_t pid = fork_child();
+    pid_t pid = fork_linked_child();
     if (pid == 0) {
         alarm(30);
         if (uid != geteuid() || gid != getegid()) {

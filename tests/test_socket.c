@@ -1070,7 +1070,10 @@ TEST(a_socket_without_a_loop_never_gathers_writes)
     rawpair_close(&p);
 }
 
-TEST(free_first_sends_the_writes_gathered_in_this_iteration)
+/* A socket on a loop writes 10 bytes (to the kernel at once) and 20 more (gathered); then
+ * act() does what the test is about, and the raw peer must get all 30, in order, without the
+ * loop running (and the end of the stream when eof). */
+static void gathered_then(void (*act)(lsock_socket *s, lsock_loop *loop, raw_fd peer), bool eof)
 {
     lsock_loop *loop = loop_new();
     rawpair p;
@@ -1078,93 +1081,79 @@ TEST(free_first_sends_the_writes_gathered_in_this_iteration)
     unsigned char *data = pattern_new(100);
     write_part(p.s, data, 0, 10);
     write_part(p.s, data, 10, 20);
-    lsock_socket_free(p.s);
-    p.s = NULL;
-    expect_raw(p.pfd, 30, true);
+    act(p.s, loop, p.pfd);
+    if (eof) p.s = NULL; /* freed, or ended, by act */
+    expect_raw(p.pfd, 30, eof);
     free(data);
     rawpair_close(&p);
     loop_free(loop);
+}
+
+static void act_free(lsock_socket *s, lsock_loop *loop, raw_fd peer)
+{
+    lsock_socket_free(s);
+}
+
+static void act_abort(lsock_socket *s, lsock_loop *loop, raw_fd peer)
+{
+    lsock_socket_abort(s);
+    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
+    lsock_socket_free(s);
+}
+
+static void act_disconnect(lsock_socket *s, lsock_loop *loop, raw_fd peer)
+{
+    lsock_socket_disconnect(s);
+    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 5000);
+    lsock_socket_free(s);
+}
+
+static void act_flush(lsock_socket *s, lsock_loop *loop, raw_fd peer)
+{
+    ASSERT(lsock_socket_flush(s));
+    ASSERT_EQ(lsock_socket_bytes_to_write(s), 0);
+}
+
+static void act_wait_written(lsock_socket *s, lsock_loop *loop, raw_fd peer)
+{
+    ASSERT(lsock_socket_wait_for_bytes_written(s, 5000));
+    ASSERT_EQ(lsock_socket_bytes_to_write(s), 0);
+}
+
+static void act_wait_read(lsock_socket *s, lsock_loop *loop, raw_fd peer)
+{
+    write_all_raw(peer, "x", 1); /* what the wait finds at once */
+    ASSERT(lsock_socket_wait_for_ready_read(s, 5000));
+}
+
+TEST(free_first_sends_the_writes_gathered_in_this_iteration)
+{
+    gathered_then(act_free, true);
 }
 
 TEST(abort_first_sends_the_writes_gathered_in_this_iteration)
 {
-    lsock_loop *loop = loop_new();
-    rawpair p;
-    rawpair_open(&p, loop);
-    unsigned char *data = pattern_new(100);
-    write_part(p.s, data, 0, 10);
-    write_part(p.s, data, 10, 20);
-    lsock_socket_abort(p.s);
-    ASSERT_EQ(lsock_socket_state(p.s), LSOCK_UNCONNECTED);
-    expect_raw(p.pfd, 30, true);
-    free(data);
-    rawpair_close(&p);
-    loop_free(loop);
+    gathered_then(act_abort, true);
 }
 
 TEST(disconnect_sends_the_writes_gathered_in_this_iteration)
 {
-    lsock_loop *loop = loop_new();
-    rawpair p;
-    rawpair_open(&p, loop);
-    unsigned char *data = pattern_new(100);
-    write_part(p.s, data, 0, 10);
-    write_part(p.s, data, 10, 20);
-    lsock_socket_disconnect(p.s);
-    RUN_UNTIL(loop, lsock_socket_state(p.s) == LSOCK_UNCONNECTED, 5000);
-    expect_raw(p.pfd, 30, true);
-    free(data);
-    rawpair_close(&p);
-    loop_free(loop);
+    gathered_then(act_disconnect, true);
 }
 
 TEST(flush_sends_the_writes_gathered_in_this_iteration)
 {
-    lsock_loop *loop = loop_new();
-    rawpair p;
-    rawpair_open(&p, loop);
-    unsigned char *data = pattern_new(100);
-    write_part(p.s, data, 0, 10);
-    write_part(p.s, data, 10, 20);
-    ASSERT(lsock_socket_flush(p.s));
-    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
-    expect_raw(p.pfd, 30, false);
-    free(data);
-    rawpair_close(&p);
-    loop_free(loop);
+    gathered_then(act_flush, false);
 }
 
 TEST(wait_for_bytes_written_sends_the_writes_gathered_in_this_iteration)
 {
-    lsock_loop *loop = loop_new();
-    rawpair p;
-    rawpair_open(&p, loop);
-    unsigned char *data = pattern_new(100);
-    write_part(p.s, data, 0, 10);
-    write_part(p.s, data, 10, 20);
-    ASSERT(lsock_socket_wait_for_bytes_written(p.s, 5000));
-    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
-    expect_raw(p.pfd, 30, false);
-    free(data);
-    rawpair_close(&p);
-    loop_free(loop);
+    gathered_then(act_wait_written, false);
 }
 
 TEST(wait_for_ready_read_first_sends_the_writes_gathered_in_this_iteration)
 {
-    lsock_loop *loop = loop_new();
-    rawpair p;
-    rawpair_open(&p, loop);
-    unsigned char *data = pattern_new(100);
-    write_all_raw(p.pfd, "x", 1); /* what the wait finds at once */
-    write_part(p.s, data, 0, 10);
-    write_part(p.s, data, 10, 20);
-    ASSERT(lsock_socket_wait_for_ready_read(p.s, 5000));
-    ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
-    expect_raw(p.pfd, 30, false);
-    free(data);
-    rawpair_close(&p);
-    loop_free(loop);
+    gathered_then(act_wait_read, false);
 }
 
 /* Both ends write 16 MiB at once; each reads what the other sent, intact. */

@@ -134,62 +134,71 @@ TEST(same_user_only_server_closes_a_peer_of_another_user_before_it_is_queued)
     loop_free(loop);
 }
 
+/* A server, and a client socket (on loop, or loop-less when NULL) with SAME_USER_ONLY that
+ * takes every server for another user's. */
+typedef struct refusal {
+    lsock_loop *loop;
+    counter c;
+    lsock_server *srv;
+    lsock_socket *s;
+    rec r;
+} refusal;
+
+static void refusal_open(refusal *f, const char *tag, bool on_loop)
+{
+    f->loop = loop_new();
+    f->c = (counter){0, NULL};
+    f->srv = listen_on(f->loop, test_name(tag), 0, &f->c);
+    f->s = lsock_socket_new(on_loop ? f->loop : NULL);
+    rec_init(&f->r);
+    lsock_socket_set_callbacks(f->s, &rec_cbs, &f->r);
+    ASSERT(lsock_socket_set_options(f->s, LSOCK_SAME_USER_ONLY));
+    lsock__test_foreign_user = 1;
+}
+
+static void refusal_close(refusal *f)
+{
+    lsock__test_foreign_user = 0;
+    lsock_socket_free(f->s);
+    run_for(f->loop, 20);
+    if (f->c.last) lsock_socket_free(f->c.last);
+    lsock_server_free(f->srv);
+    loop_free(f->loop);
+}
+
 /* The client takes the server for another user: SOCKET_ACCESS, never CONNECTED. */
 TEST(same_user_only_client_refuses_a_server_of_another_user_with_socket_access)
 {
-    lsock_loop *loop = loop_new();
-    const char *name = test_name("refuse");
-    counter c = {0, NULL};
-    lsock_server *srv = listen_on(loop, name, 0, &c);
-    lsock_socket *s = lsock_socket_new(NULL);
-    rec r;
-    rec_init(&r);
-    lsock_socket_set_callbacks(s, &rec_cbs, &r);
-    ASSERT(lsock_socket_set_options(s, LSOCK_SAME_USER_ONLY));
-    lsock__test_foreign_user = 1;
-    ASSERT(!lsock_socket_connect(s, name, LSOCK_READ_WRITE));
+    refusal f;
+    refusal_open(&f, "refuse", false);
+    const char *name = lsock_server_name(f.srv);
+    ASSERT(!lsock_socket_connect(f.s, name, LSOCK_READ_WRITE));
     lsock__test_foreign_user = 0;
-    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_ACCESS);
-    if (!strstr(lsock_socket_error_string(s), "the server runs as another user ("))
-        FAIL_("error string: %s", lsock_socket_error_string(s));
-    ASSERT(strstr(r.log, "state:CONNECTED") == NULL);
-    ASSERT_EQ(r.connected, 0);
-    ASSERT_EQ(lsock_socket_state(s), LSOCK_UNCONNECTED);
-    ASSERT_EQ(lsock_socket_descriptor(s), -1);
+    ASSERT_ERR(lsock_socket_error(f.s), LSOCK_ERR_SOCKET_ACCESS);
+    if (!strstr(lsock_socket_error_string(f.s), "the server runs as another user ("))
+        FAIL_("error string: %s", lsock_socket_error_string(f.s));
+    ASSERT(strstr(f.r.log, "state:CONNECTED") == NULL);
+    ASSERT_EQ(f.r.connected, 0);
+    ASSERT_EQ(lsock_socket_state(f.s), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_descriptor(f.s), -1);
     /* Without the option the same server is reached. */
-    ASSERT(lsock_socket_set_options(s, 0));
-    ASSERT(lsock_socket_connect(s, name, LSOCK_READ_WRITE));
-    lsock_socket_free(s);
-    run_for(loop, 20);
-    if (c.last) lsock_socket_free(c.last);
-    lsock_server_free(srv);
-    loop_free(loop);
+    ASSERT(lsock_socket_set_options(f.s, 0));
+    ASSERT(lsock_socket_connect(f.s, name, LSOCK_READ_WRITE));
+    refusal_close(&f);
 }
 
 TEST(same_user_only_client_on_a_loop_refuses_a_server_of_another_user)
 {
-    lsock_loop *loop = loop_new();
-    const char *name = test_name("refloop");
-    counter c = {0, NULL};
-    lsock_server *srv = listen_on(loop, name, 0, &c);
-    lsock_socket *s = lsock_socket_new(loop);
-    rec r;
-    rec_init(&r);
-    lsock_socket_set_callbacks(s, &rec_cbs, &r);
-    ASSERT(lsock_socket_set_options(s, LSOCK_SAME_USER_ONLY));
-    lsock__test_foreign_user = 1;
-    lsock_socket_connect(s, name, LSOCK_READ_WRITE);
-    RUN_UNTIL(loop, lsock_socket_state(s) == LSOCK_UNCONNECTED, 5000);
+    refusal f;
+    refusal_open(&f, "refloop", true);
+    lsock_socket_connect(f.s, lsock_server_name(f.srv), LSOCK_READ_WRITE);
+    RUN_UNTIL(f.loop, lsock_socket_state(f.s) == LSOCK_UNCONNECTED, 5000);
     lsock__test_foreign_user = 0;
-    ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_SOCKET_ACCESS);
-    ASSERT(strstr(r.log, "error:") != NULL);
-    ASSERT(strstr(r.log, "state:CONNECTED") == NULL);
-    ASSERT_EQ(r.connected, 0);
-    lsock_socket_free(s);
-    run_for(loop, 20);
-    if (c.last) lsock_socket_free(c.last);
-    lsock_server_free(srv);
-    loop_free(loop);
+    ASSERT_ERR(lsock_socket_error(f.s), LSOCK_ERR_SOCKET_ACCESS);
+    ASSERT(strstr(f.r.log, "error:") != NULL);
+    ASSERT(strstr(f.r.log, "state:CONNECTED") == NULL);
+    ASSERT_EQ(f.r.connected, 0);
+    refusal_close(&f);
 }
 
 /* ---- peer SIDs and security descriptors ------------------------------------------------ */
@@ -513,26 +522,6 @@ static void need_root(void)
     if (geteuid() != 0) SKIP("needs root to run a process as another user (uid %d)", NOBODY);
 }
 
-static void become_nobody(void)
-{
-    if (setgroups(0, NULL) != 0 || setgid(NOBODY) != 0 || setuid(NOBODY) != 0) _exit(98);
-}
-
-static pid_t fork_child(void)
-{
-    fflush(stdout);
-    fflush(stderr);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(99);
-        alarm(60);
-    }
-    return pid;
-}
-
 static int reap(pid_t pid)
 {
     int status = 0;
@@ -592,7 +581,7 @@ TEST(same_user_only_server_drops_another_user_and_a_flood_of_1000_does_not_starv
     ASSERT(lsock_server_set_max_pending_connections(srv, 1));
     int pfd[2];
     ASSERT_EQ(pipe(pfd), 0);
-    pid_t pid = fork_child();
+    pid_t pid = fork_linked_child();
     if (pid == 0) {
         close(pfd[0]);
         _exit(flood(path, pfd[1]));
@@ -635,7 +624,7 @@ TEST(same_user_only_client_refuses_a_server_of_another_user_naming_its_uid)
     int pfd[2], done[2];
     ASSERT_EQ(pipe(pfd), 0);
     ASSERT_EQ(pipe(done), 0);
-    pid_t pid = fork_child();
+    pid_t pid = fork_linked_child();
     if (pid == 0) { /* the other user's server: accepts until told to stop */
         close(pfd[0]);
         close(done[1]);
@@ -728,7 +717,7 @@ static int activation_case(const int *kinds, int n, const char *pid_env, const c
     char dir[128];
     snprintf(dir, sizeof dir, "/tmp/lsock-act-%ld-XXXXXX", (long)getpid());
     ASSERT(mkdtemp(dir));
-    pid_t pid = fork_child();
+    pid_t pid = fork_linked_child();
     if (pid == 0) {
         int tmp[16];
         char p[256];
