@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the lsock command: each CASE runs the built binary against itself (or a
-# real Qt server), with every program under `timeout`, and exits 0 when it passed, 77 when it
-# is skipped (with the reason), else 1 with what went wrong.
+# real Qt server), every client under `timeout` and every server killed at the end (or by a
+# watchdog after 120 s), and exits 0 when it passed, 77 when it is skipped (with the reason),
+# else 1 with what went wrong.
 #
 #   tests/tool_test.sh LSOCK_BINARY CASE [QT_PEER]
 #
@@ -18,8 +19,17 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/lsock-tool.XXXXXX")
 name=lsock-tool-$$-$RANDOM
 export TMPDIR=$dir
 pids=()
+# watchdog PID: kills PID after 120 s if the test has not (its own output goes nowhere, so
+# that it never keeps the test's output open).
+watchdogs=()
+watchdog() {
+    (sleep 120 && kill -9 -- -"$1") </dev/null >/dev/null 2>&1 &
+    watchdogs+=($!)
+}
 cleanup() {
-    for p in "${pids[@]+"${pids[@]}"}"; do kill -9 "$p" 2>/dev/null; done
+    for p in "${watchdogs[@]+"${watchdogs[@]}"}"; do kill -9 "$p" 2>/dev/null; done
+    for p in "${pids[@]+"${pids[@]}"}"; do kill -9 -- -"$p" "$p" 2>/dev/null; done
+    for p in "${pids[@]+"${pids[@]}"}"; do wait "$p" 2>/dev/null; done
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -35,12 +45,16 @@ skip() {
 now_ms() { date +%s%3N; }
 lsock() { timeout 60 "${run[@]}" "$@"; }
 
-# start NAME LOG ARGS...: runs "lsock ARGS" in the background; waits until it listens.
+# start LOG ARGS...: runs "lsock ARGS" in the background, in a process group of its own; waits
+# until it listens. The cleanup kills the whole group: killing one process would leave the rest
+# running (`wine` is a script that starts the program as its child), and under Wine the test's
+# end would wait for them.
 start() {
     local log=$1
     shift
-    timeout 120 "${run[@]}" "$@" >"$log" 2>"$log.err" &
+    (exec setsid "${run[@]}" "$@" </dev/null >"$log" 2>"$log.err") &
     pids+=($!)
+    watchdog "$!"
     local deadline=$(($(now_ms) + 20000))
     until grep -q "listening on" "$log.err" 2>/dev/null; do
         kill -0 "${pids[-1]}" 2>/dev/null || fail "the server exited: $(cat "$log.err")"
@@ -51,13 +65,14 @@ start() {
 
 # A socket file with no server: a listener killed with SIGKILL leaves its file.
 make_stale() {
-    "${run[@]}" listen "$1" >"$dir/stale.log" 2>&1 &
+    (exec setsid "${run[@]}" listen "$1" </dev/null >"$dir/stale.log" 2>&1) &
     local pid=$! deadline=$(($(now_ms) + 20000))
+    pids+=("$pid")
     until [ -S "$dir/$1" ]; do
         [ "$(now_ms)" -lt "$deadline" ] || fail "no socket file at $dir/$1"
         sleep 0.02
     done
-    kill -9 "$pid"
+    kill -9 -- -"$pid"
     wait "$pid" 2>/dev/null
     [ -S "$dir/$1" ] || fail "no stale socket file at $dir/$1"
 }
