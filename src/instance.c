@@ -172,6 +172,7 @@ static void on_new_connection(lsock_server *srv, void *ud)
                                               .disconnected = on_disconnected};
     lsock_instance *inst = ud;
     lsock_socket *s;
+    inst->depth++; /* a callback below may free the instance */
     while (!inst->dead && (s = lsock_server_next_pending_connection(srv))) {
         if (inst->nclients == inst->capclients) {
             size_t cap = inst->capclients ? inst->capclients * 2 : 8;
@@ -187,6 +188,7 @@ static void on_new_connection(lsock_server *srv, void *ud)
         lsock_socket_set_callbacks(s, &cb, inst);
         if (lsock_socket_can_read_message(s)) on_ready_read(s, inst);
     }
+    if (--inst->depth == 0 && inst->dead) destroy(inst);
 }
 
 /* ---- the election ---------------------------------------------------------------------- */
@@ -239,7 +241,11 @@ static int try_connect(lsock_instance *inst, int timeout)
     if (!s) return fail(inst, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
     lsock_socket_set_options(s, client_options(inst->scope));
     lsock_socket_set_connect_timeout(s, timeout < 0 ? 30000 : timeout);
-    if (lsock_socket_connect(s, inst->name, LSOCK_READ_WRITE)) {
+    /* A loop-less connect returns CONNECTING while the primary's backlog is full (Windows:
+     * every pipe instance busy): wait for it, within the time left. */
+    if (lsock_socket_connect(s, inst->name, LSOCK_READ_WRITE) &&
+        (lsock_socket_state(s) == LSOCK_CONNECTED ||
+         lsock_socket_wait_for_connected(s, timeout < 0 ? -1 : timeout))) {
         lsock_credentials cr;
         inst->primary_pid = lsock_socket_peer_credentials(s, &cr) ? cr.pid : -1;
         inst->conn = s;

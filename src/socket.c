@@ -455,7 +455,7 @@ static void do_disconnect(lsock_socket *s)
     emit_state(s, LSOCK_CLOSING);
     if (s->dead || s->state != LSOCK_CLOSING) return;
     if (lsock__socket_report_deferred(s)) return;
-    s->gathering = 0; /* what was gathered is flushed here */
+    lsock__socket_flush_gathered(s); /* a parent's gathered bytes are dropped, ours sent */
     if (lsock__buf_len(&s->wbuf) > 0) {
         int64_t r = lsock__socket_flush_some(s);
         if (r < 0) {

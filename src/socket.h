@@ -49,12 +49,13 @@ struct lsock_socket {
     int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
     uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
     lsock_timer *linger_timer;
-    int discard;        /* the connection ends in an abort: the platform drops its unsent data */
-    int watch_err;      /* starting to watch the descriptor failed with this errno */
-    int64_t msg_max;    /* the longest message either way (lsock_socket_set_max_message_size) */
-    int msg_mode;       /* a message call was made: the next unread byte starts a message header */
-    uint64_t sent_iter; /* 1 + the loop iteration in which a write last reached the kernel */
-    int gathering;      /* wbuf holds writes gathered in this iteration (lsock__socket_gather) */
+    int discard;         /* the connection ends in an abort: the platform drops its unsent data */
+    int watch_err;       /* starting to watch the descriptor failed with this errno */
+    int64_t msg_max;     /* the longest message either way (lsock_socket_set_max_message_size) */
+    int msg_mode;        /* a message call was made: the next unread byte starts a message header */
+    uint64_t sent_iter;  /* 1 + the loop iteration in which a write last reached the kernel */
+    int gathering;       /* wbuf holds writes gathered in this iteration (should_gather) */
+    unsigned gather_gen; /* lsock__plat_fork_generation() of the process that gathered them */
     const char *watch_call; /* the call in which it failed */
 };
 

@@ -159,9 +159,20 @@ int lsock__socket_on_readable(lsock_socket *s)
 }
 
 /* Writes queued data until the kernel is full. Returns bytes written or -errno. */
+/* Gathered bytes of the parent, in a child of fork(): the parent sends them (they count as
+ * handed over), so this process drops its copy. Returns whether it did. */
+static int drop_parents_gathered(lsock_socket *s)
+{
+    if (!s->gathering || s->gather_gen == lsock__plat_fork_generation()) return 0;
+    lsock__buf_clear(&s->wbuf); /* gathering starts on an empty queue: all of it is theirs */
+    s->gathering = 0;
+    return 1;
+}
+
 int64_t lsock__socket_flush_some(lsock_socket *s)
 {
     int64_t total = 0;
+    drop_parents_gathered(s);
     s->gathering = 0; /* what the kernel leaves is queued like any other refusal */
     while (lsock__buf_len(&s->wbuf) > 0) {
         int64_t r = lsock__plat_write(s->fd, lsock__buf_begin(&s->wbuf), lsock__buf_len(&s->wbuf));
@@ -208,10 +219,12 @@ void lsock__socket_after_flush(lsock_socket *s)
 #define GATHER_MAX   16384
 #define GATHER_FLUSH 65536
 
+/* Never in a child of fork() that has not called lsock_loop_fork(): its loop cannot run to
+ * send them. */
 static int should_gather(const lsock_socket *s, int64_t len)
 {
     return s->loop && len <= GATHER_MAX && (s->wbuf_limit == 0 || len <= s->wbuf_limit) &&
-           s->sent_iter == lsock__loop_iteration(s->loop) + 1;
+           s->sent_iter == lsock__loop_iteration(s->loop) + 1 && !lsock__loop_inherited(s->loop);
 }
 
 static void mark_sent(lsock_socket *s)
@@ -220,15 +233,11 @@ static void mark_sent(lsock_socket *s)
 }
 
 /* The gathered bytes are the parent's when a child of fork() holds the inherited socket: the
- * parent sends them, the child never does (the fork policy in lsock.h). */
-static int gathered_here(const lsock_socket *s)
-{
-    return s->gathering && !(s->loop && lsock__loop_inherited(s->loop));
-}
-
+ * parent sends them, the child never does (the fork policy in lsock.h), on any path. */
 int lsock__socket_flush_gathered(lsock_socket *s)
 {
-    int here = gathered_here(s);
+    drop_parents_gathered(s);
+    int here = s->gathering;
     s->gathering = 0;
     if (!here || s->fd < 0 || s->broken || s->state != LSOCK_CONNECTED ||
         lsock__buf_len(&s->wbuf) == 0)
@@ -245,7 +254,8 @@ int lsock__socket_flush_gathered(lsock_socket *s)
 
 void lsock__socket_flush_before_close(lsock_socket *s)
 {
-    if (gathered_here(s) && s->fd >= 0 && !s->broken) (void)lsock__socket_flush_some(s);
+    drop_parents_gathered(s);
+    if (s->gathering && s->fd >= 0 && !s->broken) (void)lsock__socket_flush_some(s);
     s->gathering = 0;
 }
 
@@ -531,6 +541,7 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
     }
     if (lsock__buf_len(&s->wbuf) == 0 && should_gather(s, len)) {
         s->gathering = 1;
+        s->gather_gen = lsock__plat_fork_generation();
     } else if (lsock__buf_len(&s->wbuf) == 0) {
         /* Fast path: straight to the kernel; only the remainder is queued. */
         int64_t r = send_iov(s, iov, n, 0);

@@ -146,6 +146,24 @@ static void abort_socket(lsock_socket *s)
 static void wait_on_socket(lsock_socket *s)
 {
     lsock_socket_wait_for_bytes_written(s, 0);
+    lsock_socket_wait_for_ready_read(s, 0);
+    lsock_socket_flush(s);
+    lsock_socket_wait_for_disconnected(s, 0);
+}
+
+static void disconnect_socket(lsock_socket *s)
+{
+    lsock_socket_disconnect(s);
+    lsock_socket_free(s);
+}
+
+static void loop_fork_and_run(lsock_socket *s)
+{
+    lsock_loop *loop = lsock_socket_loop(s);
+    if (!lsock_loop_fork(loop)) _exit(3);
+    for (int i = 0; i < 5; i++)
+        lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
+    lsock_socket_free(s);
 }
 
 TEST(child_freeing_an_inherited_socket_sends_none_of_the_writes_the_parent_gathered)
@@ -161,6 +179,45 @@ TEST(child_aborting_an_inherited_socket_sends_none_of_the_writes_the_parent_gath
 TEST(child_waiting_on_an_inherited_socket_sends_none_of_the_writes_the_parent_gathered)
 {
     child_leaves_gathered_writes_to_the_parent(wait_on_socket);
+}
+
+TEST(child_disconnecting_an_inherited_socket_sends_none_of_the_writes_the_parent_gathered)
+{
+    child_leaves_gathered_writes_to_the_parent(disconnect_socket);
+}
+
+TEST(child_running_its_forked_loop_sends_none_of_the_writes_the_parent_gathered)
+{
+    child_leaves_gathered_writes_to_the_parent(loop_fork_and_run);
+}
+
+/* A child that writes twice on an inherited socket (its loop cannot run) gathers nothing:
+ * both writes reach the peer at once, before the child frees the socket. */
+TEST(child_writes_on_an_inherited_socket_are_never_gathered)
+{
+    forked f;
+    forked_open(&f);
+    unsigned char *data = pattern_new(64);
+    ASSERT_EQ(lsock_socket_write(f.p.s, data, 10), 10); /* the parent's, to the kernel */
+    pid_t pid = fork_test_child();
+    if (pid == 0) {
+        int ok = lsock_socket_write(f.p.s, data + 10, 5) == 5 &&
+                 lsock_socket_write(f.p.s, data + 15, 5) == 5 &&
+                 lsock_socket_bytes_to_write(f.p.s) == 0;
+        lsock_socket_free(f.p.s);
+        _exit(ok ? 0 : 1);
+    }
+    ASSERT_EQ(reap(pid), 0);
+    size_t got = 0;
+    uint64_t dl = test_now_ms() + 5000;
+    while (got < 20) {
+        ASSERT(test_now_ms() < dl);
+        ASSERT_EQ(drain_raw(f.p.pfd, &got), 0);
+        if (got < 20) raw_wait_readable(f.p.pfd, 100);
+    }
+    ASSERT_EQ(got, 20);
+    free(data);
+    forked_close(&f);
 }
 
 TEST(child_freeing_an_inherited_loop_leaves_the_parent_running)

@@ -707,6 +707,7 @@ static int bound_socket(const char *path, int listening)
 enum { ACT_LISTENING = 1, ACT_PLAIN = 2, ACT_PIPE = 3 };
 
 static const char *g_fds_env; /* LISTEN_FDS as given, instead of the count */
+static int g_second;          /* then a second server asks for the same name */
 
 /* In a child: the descriptors of kinds[] at 3, 4, ... (sockets bound at dir/s<i>), the
  * environment as given, then listen_activated(name). Exit: 0 activated on the descriptor
@@ -765,6 +766,13 @@ static int activation_case(const int *kinds, int n, const char *pid_env, const c
         if (!lsock_socket_connect(s, p, LSOCK_READ_WRITE)) _exit(62);
         bool timed_out;
         if (!lsock_server_wait_for_new_connection(srv, 5000, &timed_out)) _exit(63);
+        if (g_second) { /* the descriptor is taken: never handed out again */
+            lsock_server *again = lsock_server_new(NULL);
+            lsock_server_listen_activated(again, name ? name : own);
+            if (lsock_server_is_activated(again) || lsock_server_descriptor(again) == expect_fd)
+                _exit(64);
+            lsock_server_free(again);
+        }
         _exit(0);
     }
     int rc = reap(pid);
@@ -850,6 +858,20 @@ CHILD_MAIN(activated)
     lsock_socket_free(s);
     lsock_server_free(srv);
     return 0;
+}
+
+TEST(listen_activated_never_hands_one_descriptor_to_two_servers)
+{
+#ifdef _WIN32
+    SKIP("no socket activation on Windows: listen_activated listens normally (tested above)");
+#else
+    int kinds[] = {ACT_LISTENING};
+    char name[96];
+    snprintf(name, sizeof name, "%s", test_name("twice"));
+    g_second = 1;
+    ASSERT_EQ(activation_case(kinds, 1, NULL, name, name, 3), 0);
+    g_second = 0;
+#endif
 }
 
 TEST(listen_activated_with_systemd_socket_activate)

@@ -426,7 +426,8 @@ static int cmd_send(const opts *o)
     int show = o->progress || (!o->quiet && stderr_is_tty());
     lsock_socket *s = lsock_socket_new(NULL);
     lsock_socket_set_options(s, o->options);
-    if (!lsock_socket_connect(s, o->name, LSOCK_WRITE_ONLY))
+    if (!lsock_socket_connect(s, o->name, LSOCK_WRITE_ONLY) ||
+        (lsock_socket_state(s) == LSOCK_CONNECTING && !lsock_socket_wait_for_connected(s, -1)))
         return fail(o, "%s", reason(lsock_socket_error_string(s)));
     char *buf = malloc(CHUNK);
     if (!buf) return fail(o, "out of memory");
@@ -533,8 +534,10 @@ static void print_messages(lsock_socket *s)
     char *buf = NULL;
     while (lsock_socket_can_read_message(s)) {
         int64_t n = lsock_socket_next_message_size(s);
-        buf = realloc(buf, (size_t)n + 1);
-        if (!buf || lsock_socket_read_message(s, buf, n) != n) break;
+        char *grown = realloc(buf, (size_t)n + 1);
+        if (!grown) break;
+        buf = grown;
+        if (lsock_socket_read_message(s, buf, n) != n) break;
         fwrite(buf, 1, (size_t)n, stdout);
         fputc('\n', stdout);
     }

@@ -656,7 +656,23 @@ static int usable_listener(int fd)
     return 0;
 }
 
+static int activated_find(const char *name, const char *path, int *fd);
+
+/* Passed descriptors already taken by a server of this process: never handed out twice (a
+ * server that closed one may see its number reused by anything). */
+static unsigned char activated_taken[LISTEN_FDS_MAX];
+static pthread_mutex_t activated_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int lsock__plat_activated_listener(const char *name, const char *path, int *fd)
+{
+    pthread_mutex_lock(&activated_lock);
+    int rc = activated_find(name, path, fd);
+    if (rc == 1) activated_taken[*fd - LISTEN_FDS_START] = 1;
+    pthread_mutex_unlock(&activated_lock);
+    return rc;
+}
+
+static int activated_find(const char *name, const char *path, int *fd)
 {
     *fd = -1;
     long pid = strict_number(getenv("LISTEN_PID"), 1, LONG_MAX);
@@ -665,9 +681,9 @@ int lsock__plat_activated_listener(const char *name, const char *path, int *fd)
     const char *names = getenv("LISTEN_FDNAMES");
     long match = -1;
     for (long i = 0; i < n && match < 0; i++)
-        if (fdname_is(names, i, name)) match = i;
+        if (!activated_taken[i] && fdname_is(names, i, name)) match = i;
     for (long i = 0; i < n && match < 0; i++)
-        if (bound_to(LISTEN_FDS_START + (int)i, path)) match = i;
+        if (!activated_taken[i] && bound_to(LISTEN_FDS_START + (int)i, path)) match = i;
     if (match < 0) return 0;
     int cand = LISTEN_FDS_START + (int)match;
     int rc = usable_listener(cand);

@@ -1375,6 +1375,7 @@ static int peer_pid(int fd, DWORD *pid)
     BOOL ok = o->server_end ? GetNamedPipeClientProcessId(o->h, &p)
                             : GetNamedPipeServerProcessId(o->h, &p);
     if (!ok) return -win_errno(GetLastError());
+    if (p == 0) return -EACCES; /* no process to ask (and 0 would mean this one below) */
     *pid = p;
     return 0;
 }
