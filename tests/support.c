@@ -263,7 +263,7 @@ void pair_close(pair *p)
 /* ---- raw peers --------------------------------------------------------------------------- */
 
 /* The Unix-only helpers: on Windows the calls they make are win_posix.h's stand-ins. */
-int raw_listener(const char *path, int backlog)
+int raw_bound(const char *path)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ASSERT(fd >= 0);
@@ -273,6 +273,12 @@ int raw_listener(const char *path, int backlog)
     ASSERT(strlen(path) < sizeof a.sun_path);
     strcpy(a.sun_path, path);
     ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+int raw_listener(const char *path, int backlog)
+{
+    int fd = raw_bound(path);
     ASSERT_EQ(listen(fd, backlog), 0);
     return fd;
 }
@@ -645,6 +651,18 @@ int drain_raw(raw_fd fd, size_t *total)
                 FAIL_("byte %zu differs", *total + (size_t)i);
         *total += (size_t)n;
     }
+}
+
+void drain_raw_until(raw_fd fd, size_t *total, size_t want, int ms)
+{
+    uint64_t dl = test_now_ms() + (uint64_t)ms;
+    while (*total < want) {
+        if (test_now_ms() > dl) FAIL_("%zu of %zu bytes after %d ms", *total, want, ms);
+        int ended = drain_raw(fd, total) < 0;
+        if (ended && *total < want) FAIL_("end of stream after %zu of %zu bytes", *total, want);
+        if (*total < want) raw_wait_readable(fd, 100);
+    }
+    if (*total != want) FAIL_("%zu bytes where %zu were sent", *total, want);
 }
 
 struct raw_writer {

@@ -145,6 +145,9 @@ int64_t raw_read(raw_fd fd, void *buf, size_t n);
 bool raw_wait_readable(raw_fd fd, int ms);
 /* Reads what the raw end has now (without waiting); checks the pattern. Returns -1 at EOF. */
 int drain_raw(raw_fd fd, size_t *total);
+/* Reads pattern bytes (drain_raw) until *total is want, waiting up to ms in all; fails the
+ * test on the end of the stream, on more bytes than want, or when the time is up. */
+void drain_raw_until(raw_fd fd, size_t *total, size_t want, int ms);
 /* Whether fd is an open descriptor (an open HANDLE on Windows). */
 bool raw_is_open(intptr_t fd);
 /* Whether a child process would inherit fd: not close-on-exec on Unix, HANDLE_FLAG_INHERIT on
@@ -193,6 +196,8 @@ bool raw_writer_join(raw_writer *w);
  * path that nobody listens on; a non-blocking descriptor. On Windows they reach the stand-ins
  * of win_posix.h (a test that needs them skips there first). */
 int raw_listener(const char *path, int backlog);
+/* A socket bound to path with plain bind(2), not listening. */
+int raw_bound(const char *path);
 void make_stale(const char *path);
 void set_nonblock(int fd);
 

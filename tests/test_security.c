@@ -119,16 +119,7 @@ static int raw_connect(const char *path)
 /* A socket bound at path with plain bind(2), listening if backlog > 0. */
 static int raw_bind(const char *path, int backlog)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT(fd >= 0);
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    ASSERT(strlen(path) < sizeof sa.sun_path);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    if (backlog > 0) ASSERT_EQ(listen(fd, backlog), 0);
-    return fd;
+    return backlog > 0 ? raw_listener(path, backlog) : raw_bound(path);
 }
 
 static void path_in(char *out, size_t size, const char *dir, const char *name)

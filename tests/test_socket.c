@@ -959,19 +959,6 @@ static void expect_raw(raw_fd fd, size_t n, bool eof)
     ASSERT_EQ(ended, eof ? 1 : 0);
 }
 
-/* Reads pattern bytes [from, to) from the raw end, with a deadline. */
-static void expect_raw_from(raw_fd fd, size_t from, size_t to)
-{
-    size_t got = from;
-    uint64_t dl = test_now_ms() + 5000;
-    while (got < to) {
-        ASSERT(test_now_ms() < dl);
-        ASSERT_EQ(drain_raw(fd, &got), 0);
-        if (got < to) raw_wait_readable(fd, 100);
-    }
-    ASSERT_EQ(got, to);
-}
-
 /* Writes pattern bytes [from, from + len) of data. */
 static void write_part(lsock_socket *s, const unsigned char *data, size_t from, size_t len)
 {
@@ -1003,13 +990,7 @@ TEST(small_writes_after_the_first_in_an_iteration_are_gathered_until_the_loop_ru
     ASSERT_EQ(r.bytes_written_calls, 1);
     ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
     size_t got = 10;
-    uint64_t dl = test_now_ms() + 5000;
-    while (got < 70) {
-        ASSERT(test_now_ms() < dl);
-        ASSERT_EQ(drain_raw(p.pfd, &got), 0);
-        if (got < 70) raw_wait_readable(p.pfd, 100);
-    }
-    ASSERT_EQ(got, 70);
+    drain_raw_until(p.pfd, &got, 70, 5000);
     /* A new iteration: its first write goes straight out again. */
     write_part(p.s, data, 70, 5);
     ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
@@ -1033,10 +1014,10 @@ TEST(a_gathered_batch_goes_out_once_it_reaches_64_kib)
     write_part(p.s, data, off, 1000); /* would pass 64 KiB: the batch goes first */
     off += 1000;
     ASSERT_EQ(lsock_socket_bytes_to_write(p.s), 0);
-    expect_raw(p.pfd, off - 1000, false); /* all but the write that opened the next batch */
-    RUN_UNTIL(loop, lsock_socket_bytes_to_write(p.s) == 0, 5000);
-    lsock_loop_run(loop, LSOCK_RUN_NOWAIT);
-    expect_raw_from(p.pfd, off - 1000, off);
+    expect_raw(p.pfd, off - 1000, false);   /* all but the write that opened the next batch */
+    lsock_loop_run(loop, LSOCK_RUN_NOWAIT); /* which the deferred work sends */
+    size_t got = off - 1000;
+    drain_raw_until(p.pfd, &got, off, 5000);
     free(data);
     rawpair_close(&p);
     loop_free(loop);

@@ -688,20 +688,11 @@ TEST(listen_activated_with_nothing_passed_listens_normally)
 }
 
 #ifndef _WIN32
-/* A listening AF_UNIX socket bound at path (not listening when listening == 0). */
+/* An AF_UNIX socket bound at path, listening or not. */
 static int bound_socket(const char *path, int listening)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT(fd >= 0);
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    ASSERT(strlen(path) < sizeof sa.sun_path);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
     unlink(path);
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    if (listening) ASSERT_EQ(listen(fd, 8), 0);
-    return fd;
+    return listening ? raw_listener(path, 8) : raw_bound(path);
 }
 
 enum { ACT_LISTENING = 1, ACT_PLAIN = 2, ACT_PIPE = 3 };

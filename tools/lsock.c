@@ -215,14 +215,12 @@ static int probe_name(const opts *o, const char *name, char *full, size_t size,
     if (!s) return ABSENT;
     lsock_socket_set_options(s, o->options & ~(unsigned)LSOCK_SAME_USER_ONLY);
     lsock_socket_set_connect_timeout(s, 1000);
-    int live = lsock_socket_connect(s, name, LSOCK_READ_WRITE);
-    lsock_error e = lsock_socket_error(s);
-    if (live && cr && !lsock_socket_peer_credentials(s, cr)) cr->pid = cr->uid = -1;
-    lsock_socket_free(s);
-    s = lsock_socket_new(NULL);
-    lsock_socket_set_options(s, o->options & ~(unsigned)LSOCK_SAME_USER_ONLY);
+    /* The resolved name first: a failed connect clears the names (as Qt). */
     lsock_socket_set_server_name(s, name);
     snprintf(full, size, "%s", lsock_socket_full_server_name(s));
+    int live = lsock_socket_connect(s, NULL, LSOCK_READ_WRITE);
+    lsock_error e = lsock_socket_error(s);
+    if (live && cr && !lsock_socket_peer_credentials(s, cr)) cr->pid = cr->uid = -1;
     lsock_socket_free(s);
     if (live) return LIVE;
     if (e == LSOCK_ERR_CONNECTION_REFUSED) return STALE;
