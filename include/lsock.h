@@ -383,6 +383,42 @@ typedef struct lsock_iovec {
 LSOCK_API int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt);
 
 /*
+ * Descriptor passing: open files, sockets, pipes and shared memory handed to the peer with the
+ * byte stream, so that each arrives with the data it belongs to (for example one message).
+ *
+ * Unix: SCM_RIGHTS. The peer receives its own copies (close-on-exec); the caller keeps its
+ * descriptors. The byte a descriptor goes with is sent alone with it, one system call more per
+ * write that carries descriptors. Every read asks for descriptors, so none is lost to a read
+ * that did not expect one. When the receiving process cannot take them all (its descriptor
+ * limit: MSG_CTRUNC), error_occurred reports LSOCK_ERR_SOCKET_RESOURCE and the connection is
+ * aborted; none of that read's descriptors is left open.
+ *
+ * Windows: not yet; both calls fail with LSOCK_ERR_UNSUPPORTED_OPERATION (see the README).
+ *
+ * Descriptors never taken are closed when the socket is freed or aborted, when it connects
+ * again, and when it is closed for reading; attached ones that never went, when the
+ * connection ends.
+ */
+/* The most descriptors that go with one write. */
+#define LSOCK_MAX_DESCRIPTORS 253
+/* Sends descriptors (Unix file descriptors, Windows HANDLEs) with the first byte of the next
+ * write (write, writev, write_message) that the socket accepts. The caller keeps its own
+ * descriptors: they are copied now. Calls before one write add up, at most
+ * LSOCK_MAX_DESCRIPTORS in all. While descriptors are attached or on their way, writes are
+ * queued and flushed rather than written straight to the kernel. Returns false: LSOCK_ERR_
+ * INVALID_ARGUMENT (NULL fds, count below 1 or beyond the maximum, fds[i] not an open
+ * descriptor), LSOCK_ERR_OPERATION (not connected, not open for writing),
+ * LSOCK_ERR_SOCKET_RESOURCE (no descriptor or memory left for the copies),
+ * LSOCK_ERR_UNSUPPORTED_OPERATION (Windows, for now); nothing of that call stays attached. */
+LSOCK_API bool lsock_socket_attach_descriptors(lsock_socket *s, const intptr_t *fds, int count);
+/* Stores in fds, oldest first, up to max descriptors that arrived with bytes the caller has
+ * already read (read, read_line, read_message, skip, read_all), so that they belong to what it
+ * has just read; those that came with bytes still buffered wait. The caller owns them (close-
+ * on-exec set). Returns how many were stored, 0 when none is ready, -1 for LSOCK_ERR_
+ * INVALID_ARGUMENT (max < 0, NULL fds with max > 0). */
+LSOCK_API int lsock_socket_take_descriptors(lsock_socket *s, intptr_t *fds, int max);
+
+/*
  * Messages, framed exactly as Qt's QDataStream << QByteArray: a 32-bit big-endian length, then
  * the bytes; the length 0xFFFFFFFF is a null QByteArray, which arrives as an empty message. A
  * Qt 5 or Qt 6 program that reads and writes QByteArrays through a QDataStream on its

@@ -113,8 +113,18 @@ int lsock__plat_listen(const char *path, int abstract, unsigned access, const ch
 int lsock__plat_probe(const char *path);
 /* Accepts one connection: fd, or -errno (-EAGAIN when none). */
 int lsock__plat_accept(int lfd);
-/* Reads up to n bytes: count, 0 on EOF, -errno (-EAGAIN when none). Retries EINTR. */
-int64_t lsock__plat_read(int fd, void *buf, size_t n);
+/* Descriptors that came with the bytes of one read (lsock_socket_attach_descriptors): at most
+ * LSOCK__FDS_MAX per write, as Linux's SCM_MAX_FD. */
+#define LSOCK__FDS_MAX 253
+typedef struct lsock__fds_in {
+    int count;     /* descriptors in fd[], owned by the caller from then on */
+    int truncated; /* some were lost (MSG_CTRUNC: the process is out of descriptors) */
+    int last;      /* they came with the last byte read (1) or with the first (0) */
+    intptr_t fd[LSOCK__FDS_MAX];
+} lsock__fds_in;
+/* Reads up to n bytes and the descriptors that came with them (into *in, whose count and
+ * truncated the call sets): count, 0 on EOF, -errno (-EAGAIN when none). Retries EINTR. */
+int64_t lsock__plat_read(int fd, void *buf, size_t n, lsock__fds_in *in);
 /* Writes up to n bytes without SIGPIPE: count, or -errno (-EAGAIN when full). */
 int64_t lsock__plat_write(int fd, const void *buf, size_t n);
 /* The same for the concatenation of n buffers (1 <= n <= LSOCK__IOV_BATCH), in one call. */
@@ -123,8 +133,17 @@ int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n);
 /* A loop-less socket's descriptor is left blocking (every other call passes MSG_DONTWAIT)
  * so that wait_for_ready_read(-1) blocks in recv() itself, one system call as with raw
  * blocking I/O. set_blocking may decline (-errno); the core then polls as usual. */
-int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n);
+int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n, lsock__fds_in *in);
 int lsock__plat_set_blocking(int fd);
+/* Writes up to n (> 0) bytes with count descriptors attached to the first of them (Unix:
+ * SCM_RIGHTS; the peer receives copies, the caller keeps fds). Count as lsock__plat_write;
+ * the descriptors went when the count is > 0. */
+int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t *fds, int count);
+/* A copy of the caller's descriptor (Unix, close-on-exec) or handle (Windows) for the socket
+ * fd to send later: 0 with *out, -EBADF for no open descriptor, -EMFILE, -errno. */
+int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out);
+/* Closes a descriptor or handle that lsock received or copied. */
+void lsock__plat_close_descriptor(intptr_t handle);
 /* Raises the kernel's send buffer of a connection that streams (best effort). */
 void lsock__plat_grow_send_buffer(int fd);
 void lsock__plat_close(int fd);

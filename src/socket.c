@@ -32,6 +32,7 @@ void lsock__socket_destroy(lsock_socket *s)
 {
     lsock__buf_free(&s->rbuf);
     lsock__buf_free(&s->wbuf);
+    lsock__socket_drop_fds(s);
     free(s->name);
     free(s->full);
     free(s->connecting_path);
@@ -189,6 +190,8 @@ void lsock__socket_finish_close(lsock_socket *s)
     }
     drop_descriptor(s);
     lsock__buf_clear(&s->wbuf);
+    lsock__fdq_drop(&s->fd_attach); /* descriptors that never went */
+    lsock__fdq_drop(&s->fd_out);
     s->state = LSOCK_UNCONNECTED;
     clear_names(s);
     emit_state(s, LSOCK_UNCONNECTED);
@@ -350,6 +353,7 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
     lsock__err_clear(&s->err);
     lsock__buf_clear(&s->rbuf);
     lsock__buf_clear(&s->wbuf);
+    lsock__socket_drop_fds(s);
     s->state = LSOCK_CONNECTING;
     s->connecting_mode = open_mode;
     emit_state(s, LSOCK_CONNECTING);
@@ -492,7 +496,8 @@ void lsock_socket_abort(lsock_socket *s)
     lsock__socket_flush_before_close(s);
     lsock__buf_clear(&s->wbuf);
     lsock__buf_clear(&s->rbuf);
-    s->discard = 1; /* and what the platform still holds (Windows: a write in flight) */
+    lsock__socket_drop_fds(s); /* never taken, or never sent */
+    s->discard = 1;            /* and what the platform still holds (Windows: a write in flight) */
     lsock__socket_finish_close(s);
     if (!s->dead) {
         s->discard = 0;
@@ -510,6 +515,7 @@ void lsock_socket_close(lsock_socket *s)
         if (s->open_mode != 0 && s->cb.about_to_close) s->cb.about_to_close(s, s->ud);
         if (!s->dead) {
             lsock__buf_clear(&s->rbuf);
+            lsock__fdq_drop(&s->fd_in); /* they came with bytes nobody will read */
             lsock__socket_after_consume(s);
             s->open_mode = 0;
             do_disconnect(s);
@@ -678,6 +684,7 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     lsock__err_clear(&s->err);
     lsock__buf_clear(&s->rbuf);
     lsock__buf_clear(&s->wbuf);
+    lsock__socket_drop_fds(s);
     s->fd = rc;
     s->fd_shared = 1; /* the application may keep its own copies */
     s->open_mode = open_mode;

@@ -14,6 +14,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Descriptors passed with the byte stream (descriptors.c), each with the position in the
+ * stream of the byte it goes with: a queue, oldest first. */
+typedef struct lsock__fdmark {
+    uint64_t pos;
+    intptr_t fd;
+} lsock__fdmark;
+typedef struct lsock__fdq {
+    lsock__fdmark *v;
+    size_t head, len, cap;
+} lsock__fdq;
+
 struct lsock_socket {
     lsock_loop *loop;
     lsock_socket_callbacks cb;
@@ -57,6 +68,11 @@ struct lsock_socket {
     int gathering;       /* wbuf holds writes gathered in this iteration (should_gather) */
     unsigned gather_gen; /* lsock__plat_fork_generation() of the process that gathered them */
     const char *watch_call; /* the call in which it failed */
+    uint64_t tx_sent;       /* bytes handed to the platform since the socket was made */
+    uint64_t rx_total;      /* bytes added to the read buffer since the socket was made */
+    lsock__fdq fd_attach;   /* attached, waiting for the next write (pos unused) */
+    lsock__fdq fd_out;      /* bound to the stream byte at pos, not yet sent */
+    lsock__fdq fd_in;       /* received with the stream byte at pos, not yet taken */
 };
 
 /* ---- socket.c: lifetime, callbacks, closing, connecting ------------------------------ */
@@ -93,6 +109,36 @@ int64_t lsock__socket_flush_some(lsock_socket *s);
  * or -1. */
 int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
                                 int whole, const char *call);
+
+/* ---- descriptors.c: descriptors passed with the stream ------------------------------- */
+
+/* Closes and forgets every descriptor in q. */
+void lsock__fdq_drop(lsock__fdq *q);
+/* Closes every descriptor of the socket: attached, unsent, untaken. */
+static inline void lsock__socket_drop_fds(lsock_socket *s)
+{
+    lsock__fdq_drop(&s->fd_attach);
+    lsock__fdq_drop(&s->fd_out);
+    lsock__fdq_drop(&s->fd_in);
+}
+/* The writer side: descriptors attached, or bound to bytes not yet sent (the slow path). */
+static inline int lsock__socket_has_fds_out(const lsock_socket *s)
+{
+    return s->fd_attach.len > 0 || s->fd_out.len > 0;
+}
+/* Makes room to bind the attached descriptors: 0, or -1 out of memory. */
+int lsock__socket_reserve_fds(lsock_socket *s);
+/* A write that starts at stream position pos is queued: the attached descriptors go with its
+ * first byte (room made by lsock__socket_reserve_fds). */
+void lsock__socket_bind_fds(lsock_socket *s, uint64_t pos);
+/* Hands the platform queued bytes (at most n from the head of the write buffer), sending the
+ * descriptors bound to the first of them: the count, or -errno. */
+int64_t lsock__socket_send_with_fds(lsock_socket *s, size_t n);
+/* Keeps the descriptors of a read that added len bytes at stream position pos (discard: the
+ * bytes were not kept, the descriptors are closed). -1 when some were lost (truncated) or
+ * there is no memory to keep them: every one of this read is closed. */
+int lsock__socket_keep_fds(lsock_socket *s, lsock__fds_in *in, uint64_t pos, size_t len,
+                           int discard);
 
 /* ---- socket_message.c: messages ------------------------------------------------------- */
 

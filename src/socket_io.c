@@ -12,6 +12,8 @@
 
 #define READ_DIRECT_MIN 16384
 #define READ_ROUNDS     16
+/* read_some: descriptors that came with the data were lost (lsock__socket_keep_fds). */
+#define LOST_FDS (-EMFILE)
 
 /* ---- callbacks ----------------------------------------------------------------------- */
 
@@ -97,6 +99,7 @@ static int64_t read_some(lsock_socket *s)
         }
         int64_t r;
         size_t asked;
+        lsock__fds_in in;
         int discard = !(s->open_mode & LSOCK_READ_ONLY);
         size_t scratch_size = 0;
         char *scratch = s->loop ? lsock__loop_scratch(s->loop, &scratch_size) : NULL;
@@ -107,23 +110,31 @@ static int64_t read_some(lsock_socket *s)
             char *p = lsock__buf_reserve(&s->rbuf, space);
             if (!p) return total > 0 ? total : -ENOMEM;
             asked = space;
-            r = round == 0 && s->block_next ? lsock__plat_read_blocking(s->fd, p, space)
-                                            : lsock__plat_read(s->fd, p, space);
+            r = round == 0 && s->block_next ? lsock__plat_read_blocking(s->fd, p, space, &in)
+                                            : lsock__plat_read(s->fd, p, space, &in);
             if (r > 0) lsock__buf_commit(&s->rbuf, (size_t)r);
         } else {
-            if (want > scratch_size) want = scratch_size;
             char local[4096];
-            if (!scratch) {
+            if (!scratch) { /* no loop: its scratch buffer is not there */
                 scratch = local;
-                if (want > sizeof local) want = sizeof local;
+                scratch_size = sizeof local;
             }
+            if (want > scratch_size) want = scratch_size;
             asked = want;
-            r = lsock__plat_read(s->fd, scratch, want);
-            if (r > 0 && !discard && lsock__buf_append(&s->rbuf, scratch, (size_t)r) < 0)
+            r = lsock__plat_read(s->fd, scratch, want, &in);
+            if (r > 0 && !discard && lsock__buf_append(&s->rbuf, scratch, (size_t)r) < 0) {
+                lsock__socket_keep_fds(s, &in, 0, 0, 1);
                 return -ENOMEM; /* the bytes are lost only when memory is */
+            }
         }
+        if ((in.count > 0 || in.truncated) &&
+            lsock__socket_keep_fds(s, &in, s->rx_total, r > 0 ? (size_t)r : 0, discard) < 0)
+            return LOST_FDS;
         if (r > 0) {
-            if (!discard) total += r;
+            if (!discard) {
+                total += r;
+                s->rx_total += (uint64_t)r;
+            }
             if ((size_t)r < asked) break;
             continue;
         }
@@ -149,9 +160,12 @@ int lsock__socket_on_readable(lsock_socket *s)
         return 1;
     }
     if (r == -EAGAIN) return 0;
-    if (r == -ENOMEM) {
-        lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_read",
-                                      "out of memory");
+    if (r == -ENOMEM || r == LOST_FDS) {
+        lsock__socket_error_and_close(
+            s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_read",
+            r == -ENOMEM ? "out of memory"
+                         : "descriptors sent with the data were lost: this process cannot "
+                           "receive more (its descriptor limit, or out of memory)");
         return -1;
     }
     lsock__socket_connection_lost(s, r == 0 ? 0 : (int)-r, "lsock_socket_read");
@@ -175,9 +189,12 @@ int64_t lsock__socket_flush_some(lsock_socket *s)
     drop_parents_gathered(s);
     s->gathering = 0; /* what the kernel leaves is queued like any other refusal */
     while (lsock__buf_len(&s->wbuf) > 0) {
-        int64_t r = lsock__plat_write(s->fd, lsock__buf_begin(&s->wbuf), lsock__buf_len(&s->wbuf));
+        int64_t r = s->fd_out.len > 0 ? lsock__socket_send_with_fds(s, lsock__buf_len(&s->wbuf))
+                                      : lsock__plat_write(s->fd, lsock__buf_begin(&s->wbuf),
+                                                          lsock__buf_len(&s->wbuf));
         if (r > 0) {
             lsock__buf_consume(&s->wbuf, (size_t)r);
+            s->tx_sent += (uint64_t)r;
             total += r;
             continue;
         }
@@ -502,6 +519,44 @@ static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip
     return 0;
 }
 
+/* A write while descriptors are attached or on their way: it is queued whole (up to the write
+ * buffer limit) so that the flush sends the descriptors with the byte they belong to
+ * (descriptors.c), then flushed. The attached descriptors go with its first byte. */
+static int64_t write_with_fds(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
+                              int whole, const char *call)
+{
+    s->gathering = 0; /* what was gathered goes first, as queued bytes */
+    size_t take = (size_t)len;
+    if (s->wbuf_limit > 0) {
+        int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);
+        if (room < 0) room = 0;
+        if ((uint64_t)take > (uint64_t)room && !whole) take = (size_t)room;
+        if ((uint64_t)take > (uint64_t)room && lsock__buf_len(&s->wbuf) > 0) {
+            /* whole: an empty queue takes a whole message beyond the limit, as elsewhere */
+            lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call,
+                               "the write buffer cannot take the whole message now (its "
+                               "limit, lsock_socket_set_write_buffer_size())");
+            return -1;
+        }
+    }
+    if (take == 0) return 0; /* the descriptors wait for a write that the queue takes */
+    if (lsock__socket_reserve_fds(s) < 0 || queue_iov(s, iov, n, 0, take) < 0) {
+        lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+        return -1;
+    }
+    if (s->fd_attach.len > 0)
+        lsock__socket_bind_fds(s, s->tx_sent + lsock__buf_len(&s->wbuf) - take);
+    int64_t r = lsock__socket_flush_some(s);
+    if (r < 0) {
+        s->broken = (int)-r;
+    } else {
+        if (r > 0) mark_sent(s);
+        lsock__socket_after_flush(s);
+    }
+    defer_report(s);
+    return (int64_t)take;
+}
+
 /* The write of len bytes, the concatenation of iov (checked by the caller): straight to the
  * kernel when nothing is queued, the rest queued up to the write buffer limit. */
 int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
@@ -514,6 +569,7 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
     }
     if (s->broken) return len; /* the connection is ending; its error is on the way */
     if (len == 0) return 0;
+    if (lsock__socket_has_fds_out(s)) return write_with_fds(s, iov, n, len, whole, call);
     size_t done = 0;
     if (s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
         (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
@@ -554,6 +610,7 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
         }
         if (r > 0) {
             done = (size_t)r;
+            s->tx_sent += (uint64_t)r;
             s->written_unreported += r;
             mark_sent(s);
         } else if (r < 0 && r != -EAGAIN) {

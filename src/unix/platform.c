@@ -406,15 +406,72 @@ int lsock__plat_accept(int lfd)
     }
 }
 
-int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n)
+/* Every read of a connection is a recvmsg() with room for the descriptors a peer may send
+ * (SCM_RIGHTS): a plain recv() would make the kernel close them unseen. They arrive
+ * close-on-exec (MSG_CMSG_CLOEXEC, or FD_CLOEXEC set at once where there is no such flag). */
+#ifndef MSG_CMSG_CLOEXEC
+#define MSG_CMSG_CLOEXEC 0
+#endif
+
+static void take_rights(struct msghdr *m, lsock__fds_in *in)
 {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char *data = CMSG_DATA(c);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, data + i * sizeof fd, sizeof fd);
+            if (MSG_CMSG_CLOEXEC == 0) (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+            if (in->count < LSOCK__FDS_MAX)
+                in->fd[in->count++] = fd;
+            else {
+                close(fd); /* beyond what one write can carry: never from lsock */
+                in->truncated = 1;
+            }
+        }
+    }
+    if (m->msg_flags & MSG_CTRUNC) in->truncated = 1;
+}
+
+static int64_t read_with_rights(int fd, void *buf, size_t n, int flags, lsock__fds_in *in)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * LSOCK__FDS_MAX)];
+    } ctl;
+    struct iovec v = {buf, n};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.buf;
+    m.msg_controllen = sizeof ctl.buf;
+    in->count = 0;
+    in->truncated = 0;
+#ifdef __linux__
+    /* Linux ends a read after the bytes that carried descriptors, and lsock sends them with
+     * one byte of their own (lsock__plat_write_fds): they belong to the last byte read. */
+    in->last = 1;
+#else
+    /* The BSDs end a read before a record with control data: the first byte read. */
+    in->last = 0;
+#endif
     for (;;) {
-        ssize_t r = recv(fd, buf, n, 0);
-        if (r >= 0) return r;
+        ssize_t r = recvmsg(fd, &m, flags | MSG_CMSG_CLOEXEC);
+        if (r >= 0) {
+            if (m.msg_controllen > 0 || (m.msg_flags & MSG_CTRUNC)) take_rights(&m, in);
+            return r;
+        }
         if (errno == EINTR) continue;
         if (errno == EWOULDBLOCK) return -EAGAIN;
         return -errno;
     }
+}
+
+int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n, lsock__fds_in *in)
+{
+    return read_with_rights(fd, buf, n, 0, in);
 }
 
 int lsock__plat_set_blocking(int fd)
@@ -424,15 +481,9 @@ int lsock__plat_set_blocking(int fd)
     return 0;
 }
 
-int64_t lsock__plat_read(int fd, void *buf, size_t n)
+int64_t lsock__plat_read(int fd, void *buf, size_t n, lsock__fds_in *in)
 {
-    for (;;) {
-        ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
-        if (r >= 0) return r;
-        if (errno == EINTR) continue;
-        if (errno == EWOULDBLOCK) return -EAGAIN;
-        return -errno;
-    }
+    return read_with_rights(fd, buf, n, MSG_DONTWAIT, in);
 }
 
 int64_t lsock__plat_write(int fd, const void *buf, size_t n)
@@ -464,6 +515,53 @@ int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
         if (errno == EWOULDBLOCK) return -EAGAIN;
         return -errno;
     }
+}
+
+int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t *fds, int count)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * LSOCK__FDS_MAX)];
+    } ctl;
+    if (count < 1 || count > LSOCK__FDS_MAX) return -EINVAL;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec v = {(void *)buf, n};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.buf;
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+    for (int i = 0; i < count; i++) {
+        int d = (int)fds[i];
+        memcpy(CMSG_DATA(c) + (size_t)i * sizeof d, &d, sizeof d);
+    }
+    for (;;) {
+        ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
+int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out)
+{
+    (void)fd;
+    if (handle < 0 || handle > INT_MAX) return -EBADF;
+    int d = fcntl((int)handle, F_DUPFD_CLOEXEC, 0);
+    if (d < 0) return -errno;
+    *out = d;
+    return 0;
+}
+
+void lsock__plat_close_descriptor(intptr_t handle)
+{
+    if (handle >= 0) close((int)handle);
 }
 
 void lsock__plat_close(int fd)

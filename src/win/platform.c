@@ -543,13 +543,16 @@ int lsock__plat_set_blocking(int fd)
     return -ENOTSUP;
 }
 
-int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n)
+int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n, lsock__fds_in *in)
 {
-    return lsock__plat_read(fd, buf, n);
+    return lsock__plat_read(fd, buf, n, in);
 }
 
-int64_t lsock__plat_read(int fd, void *buf, size_t n)
+int64_t lsock__plat_read(int fd, void *buf, size_t n, lsock__fds_in *in)
 {
+    in->count = 0;
+    in->truncated = 0;
+    in->last = 0;
     wobj *o = get(fd);
     if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
     harvest_read(o);
@@ -771,6 +774,23 @@ void lsock__plat_close_linger(int fd, int linger_ms)
         close_listener(o);
     else
         obj_free(o);
+}
+
+int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t *fds, int count)
+{
+    (void)fd, (void)buf, (void)n, (void)fds, (void)count;
+    return -ENOTSUP;
+}
+
+int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out)
+{
+    (void)fd, (void)handle, (void)out;
+    return -ENOTSUP;
+}
+
+void lsock__plat_close_descriptor(intptr_t handle)
+{
+    if (handle != 0 && (HANDLE)handle != INVALID_HANDLE_VALUE) CloseHandle((HANDLE)handle);
 }
 
 void lsock__plat_close(int fd)
