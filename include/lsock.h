@@ -129,9 +129,9 @@ typedef enum lsock_run_mode {
     LSOCK_RUN_NOWAIT = 2   /* dispatch what is ready now, never block */
 } lsock_run_mode;
 
-/* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE). The access options give
- * the socket file its mode; on an abstract name (no file) they are checked per peer instead
- * (see lsock_server_set_socket_options()). On Windows they become the pipe's DACL: USER
+/* Socket options (QLocalServer::SocketOption, plus RECLAIM_STALE and lsock's own). The access
+ * options give the socket file its mode; on an abstract name (no file) they are checked per peer
+ * instead (see lsock_server_set_socket_options()). On Windows they become the pipe's DACL: USER
  * grants the user everything, GROUP (the user's primary group) and OTHER (Everyone) read and
  * write only, never the right to create instances of the pipe, which stays with the server's
  * own user (Qt grants all three FILE_ALL_ACCESS, letting any of them serve the pipe's
@@ -149,7 +149,10 @@ enum {
     LSOCK_SAME_USER_ONLY = 32,    /* server: drop peers of another user before they are queued;
                                      socket: refuse a server of another user (SOCKET_ACCESS),
                                      never connected. See docs/security.md */
-    LSOCK_PER_USER = 64           /* bare names resolve in the user's private directory */
+    LSOCK_PER_USER = 64,          /* bare names resolve in the user's private directory */
+    LSOCK_PASS_DESCRIPTORS = 128  /* Windows: the connection carries handles (see
+                                     lsock_socket_attach_descriptors); both ends set it. Unix:
+                                     accepted, changes nothing */
 };
 
 /* ------------------------------------------------------------------------------------------ */

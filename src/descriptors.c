@@ -65,12 +65,27 @@ static void fdq_pop(lsock__fdq *q, size_t n)
     if (q->len == 0) q->head = 0;
 }
 
-void lsock__fdq_drop(lsock__fdq *q)
+static void fdq_free(lsock__fdq *q)
 {
-    for (size_t i = 0; i < q->len; i++)
-        lsock__plat_close_descriptor(q->v[q->head + i].fd);
     free(q->v);
     memset(q, 0, sizeof *q);
+}
+
+void lsock__socket_drop_fds_out(lsock_socket *s)
+{
+    lsock__fdq *qs[2] = {&s->fd_attach, &s->fd_out};
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < qs[k]->len; i++)
+            lsock__plat_release_descriptor(s->fd, qs[k]->v[qs[k]->head + i].fd, 0);
+        fdq_free(qs[k]);
+    }
+}
+
+void lsock__socket_drop_fds_in(lsock_socket *s)
+{
+    for (size_t i = 0; i < s->fd_in.len; i++)
+        lsock__plat_close_descriptor(s->fd_in.v[s->fd_in.head + i].fd);
+    fdq_free(&s->fd_in);
 }
 
 /* ---- the writer ---------------------------------------------------------------------- */
@@ -107,7 +122,7 @@ int64_t lsock__socket_send_with_fds(lsock_socket *s, size_t n)
     if (r > 0) {
         /* The peer has its copies: ours go. */
         for (int i = 0; i < count; i++)
-            lsock__plat_close_descriptor(fds[i]);
+            lsock__plat_release_descriptor(s->fd, fds[i], 1);
         fdq_pop(&s->fd_out, (size_t)count);
     }
     return r;
@@ -123,7 +138,9 @@ static bool attach_failure(lsock_socket *s, int err, int index)
         snprintf(detail, sizeof detail, "fds[%d] is not an open descriptor", index);
     } else if (err == ENOTSUP) {
         code = LSOCK_ERR_UNSUPPORTED_OPERATION;
-        snprintf(detail, sizeof detail, "descriptors cannot be passed on this platform");
+        snprintf(detail, sizeof detail,
+                 "this connection carries no handles: on Windows both ends set "
+                 "LSOCK_PASS_DESCRIPTORS before connecting or listening");
     } else if (err == EACCES) {
         code = LSOCK_ERR_SOCKET_ACCESS;
         snprintf(detail, sizeof detail, "fds[%d] cannot be duplicated: %s", index,
@@ -159,8 +176,8 @@ bool lsock_socket_attach_descriptors(lsock_socket *s, const intptr_t *fds, int c
         if (rc < 0) {
             /* Nothing of this call stays attached. */
             while (s->fd_attach.len > before)
-                lsock__plat_close_descriptor(
-                    s->fd_attach.v[s->fd_attach.head + --s->fd_attach.len].fd);
+                lsock__plat_release_descriptor(
+                    s->fd, s->fd_attach.v[s->fd_attach.head + --s->fd_attach.len].fd, 0);
             return attach_failure(s, -rc, i);
         }
         fdq_push(&s->fd_attach, 0, copy);

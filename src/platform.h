@@ -120,6 +120,7 @@ typedef struct lsock__fds_in {
     int count;     /* descriptors in fd[], owned by the caller from then on */
     int truncated; /* some were lost (MSG_CTRUNC: the process is out of descriptors) */
     int last;      /* they came with the last byte read (1) or with the first (0) */
+    int more;      /* the read stopped short at their byte: more may be there already */
     intptr_t fd[LSOCK__FDS_MAX];
 } lsock__fds_in;
 /* Reads up to n bytes and the descriptors that came with them (into *in, whose count and
@@ -139,11 +140,22 @@ int lsock__plat_set_blocking(int fd);
  * SCM_RIGHTS; the peer receives copies, the caller keeps fds). Count as lsock__plat_write;
  * the descriptors went when the count is > 0. */
 int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t *fds, int count);
-/* A copy of the caller's descriptor (Unix, close-on-exec) or handle (Windows) for the socket
- * fd to send later: 0 with *out, -EBADF for no open descriptor, -EMFILE, -errno. */
+/* A copy of the caller's descriptor for the connection fd to send later: Unix, a close-on-exec
+ * duplicate in this process; Windows, a duplicate made in the peer's process (its value is
+ * what travels). 0 with *out; -EBADF for no open descriptor, -EACCES when the peer's process
+ * may not receive it, -ENOTSUP for a connection that carries none (Windows without
+ * lsock__plat_pass_descriptors), -EMFILE, -errno. */
 int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out);
-/* Closes a descriptor or handle that lsock received or copied. */
+/* Lets go of a copy made by lsock__plat_dup_descriptor for fd: sent (Unix: the peer has its
+ * own, ours is closed; Windows: nothing, it is the peer's), or never sent (Windows: closed in
+ * the peer's process while fd is open). */
+void lsock__plat_release_descriptor(int fd, intptr_t handle, int sent);
+/* Closes a descriptor or handle that lsock received. */
 void lsock__plat_close_descriptor(intptr_t handle);
+/* Marks a new connection (before its first byte) as one that carries descriptors
+ * (LSOCK_PASS_DESCRIPTORS). Windows: both directions are framed so that handle values travel
+ * in the stream (src/win/platform.c); Unix: nothing changes, SCM_RIGHTS needs no framing. */
+void lsock__plat_pass_descriptors(int fd);
 /* Raises the kernel's send buffer of a connection that streams (best effort). */
 void lsock__plat_grow_send_buffer(int fd);
 void lsock__plat_close(int fd);
@@ -249,5 +261,9 @@ extern int lsock__test_pipe_instance_fail;
  * that refuse one, where a test cannot run a process as a second user (Windows under Wine, or
  * Unix without root). */
 extern int lsock__test_foreign_user;
+/* While not 0, lsock__plat_dup_descriptor() fails with this errno: the path of a handle that
+ * cannot be duplicated into the peer (access denied), which no test can provoke under Wine.
+ * Unix never looks at it. */
+extern int lsock__test_dup_fail;
 
 #endif

@@ -32,7 +32,7 @@
 #define RESOURCE_RETRY_MS   100
 #define KNOWN_OPTIONS                                                                              \
     (LSOCK_WORLD_ACCESS | LSOCK_ABSTRACT_NAMESPACE | LSOCK_RECLAIM_STALE | LSOCK_SAME_USER_ONLY |  \
-     LSOCK_PER_USER)
+     LSOCK_PER_USER | LSOCK_PASS_DESCRIPTORS)
 #define RECLAIM_WAIT_MS 2000 /* longest wait for another process's reclaim in the directory */
 
 struct lsock_server {
@@ -271,6 +271,7 @@ static int accept_some(lsock_server *srv, int limit, bool *drained)
             n++;
             continue;
         }
+        if (srv->options & LSOCK_PASS_DESCRIPTORS) lsock__plat_pass_descriptors(fd);
         lsock_socket *s =
             lsock__socket_from_accepted(srv->loop, fd, stamp, srv->accepted_name, srv->full);
         if (!s || push(srv, s) < 0) {

@@ -111,6 +111,7 @@ static void drop_descriptor(lsock_socket *s)
 void lsock_socket_free(lsock_socket *s)
 {
     if (!s || s->dead) return;
+    lsock__socket_drop_fds_out(s); /* while the connection's peer is known (Windows) */
     drop_descriptor(s);
     s->state = LSOCK_UNCONNECTED;
     if (s->loop) lsock__loop_ref_objects(s->loop, -1);
@@ -188,10 +189,9 @@ void lsock__socket_finish_close(lsock_socket *s)
         emit_state(s, LSOCK_CLOSING);
         if (s->dead || s->state != LSOCK_CLOSING) return; /* the callback closed it already */
     }
+    lsock__socket_drop_fds_out(s); /* descriptors that never went, while the peer is known */
     drop_descriptor(s);
     lsock__buf_clear(&s->wbuf);
-    lsock__fdq_drop(&s->fd_attach); /* descriptors that never went */
-    lsock__fdq_drop(&s->fd_out);
     s->state = LSOCK_UNCONNECTED;
     clear_names(s);
     emit_state(s, LSOCK_UNCONNECTED);
@@ -381,6 +381,8 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
     s->fd_fork_stamp = lsock__plat_fork_stamp();
     int rc = lsock__plat_connect(path, (s->options & LSOCK_ABSTRACT_NAMESPACE) != 0, &fd);
     s->fd = fd;
+    if (fd >= 0 && (rc >= 0 || rc == -EAGAIN) && (s->options & LSOCK_PASS_DESCRIPTORS))
+        lsock__plat_pass_descriptors(fd); /* before the first byte either way */
     if (rc >= 0) {
         connected_ok(s);
         return !s->dead && s->state != LSOCK_UNCONNECTED;
@@ -515,7 +517,7 @@ void lsock_socket_close(lsock_socket *s)
         if (s->open_mode != 0 && s->cb.about_to_close) s->cb.about_to_close(s, s->ud);
         if (!s->dead) {
             lsock__buf_clear(&s->rbuf);
-            lsock__fdq_drop(&s->fd_in); /* they came with bytes nobody will read */
+            lsock__socket_drop_fds_in(s); /* they came with bytes nobody will read */
             lsock__socket_after_consume(s);
             s->open_mode = 0;
             do_disconnect(s);
@@ -560,7 +562,8 @@ const char *lsock_socket_full_server_name(const lsock_socket *s)
 bool lsock_socket_set_options(lsock_socket *s, unsigned options)
 {
     if (!s) return false;
-    if (options & ~(unsigned)(LSOCK_ABSTRACT_NAMESPACE | LSOCK_SAME_USER_ONLY | LSOCK_PER_USER))
+    if (options & ~(unsigned)(LSOCK_ABSTRACT_NAMESPACE | LSOCK_SAME_USER_ONLY | LSOCK_PER_USER |
+                              LSOCK_PASS_DESCRIPTORS))
         return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_options",
                                   "unknown flags");
     if (s->state != LSOCK_UNCONNECTED)

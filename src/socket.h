@@ -112,14 +112,16 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
 
 /* ---- descriptors.c: descriptors passed with the stream ------------------------------- */
 
-/* Closes and forgets every descriptor in q. */
-void lsock__fdq_drop(lsock__fdq *q);
+/* Closes and forgets the descriptors attached or bound but never sent (Windows: the copies
+ * made in the peer process, while the connection's descriptor is open). */
+void lsock__socket_drop_fds_out(lsock_socket *s);
+/* Closes and forgets the descriptors received and never taken. */
+void lsock__socket_drop_fds_in(lsock_socket *s);
 /* Closes every descriptor of the socket: attached, unsent, untaken. */
 static inline void lsock__socket_drop_fds(lsock_socket *s)
 {
-    lsock__fdq_drop(&s->fd_attach);
-    lsock__fdq_drop(&s->fd_out);
-    lsock__fdq_drop(&s->fd_in);
+    lsock__socket_drop_fds_out(s);
+    lsock__socket_drop_fds_in(s);
 }
 /* The writer side: descriptors attached, or bound to bytes not yet sent (the slow path). */
 static inline int lsock__socket_has_fds_out(const lsock_socket *s)

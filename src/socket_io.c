@@ -135,7 +135,7 @@ static int64_t read_some(lsock_socket *s)
                 total += r;
                 s->rx_total += (uint64_t)r;
             }
-            if ((size_t)r < asked) break;
+            if ((size_t)r < asked && !in.more) break;
             continue;
         }
         if (r == 0) return total > 0 ? total : 0;
@@ -160,6 +160,11 @@ int lsock__socket_on_readable(lsock_socket *s)
         return 1;
     }
     if (r == -EAGAIN) return 0;
+    if (r == -EACCES) { /* Windows: handle values from a peer of another user */
+        lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_ACCESS, "lsock_socket_read",
+                                      "handles from a peer of another user are refused");
+        return -1;
+    }
     if (r == -ENOMEM || r == LOST_FDS) {
         lsock__socket_error_and_close(
             s, LSOCK_ERR_SOCKET_RESOURCE, "lsock_socket_read",

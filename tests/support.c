@@ -234,13 +234,20 @@ const lsock_socket_callbacks rec_cbs = {
 
 void pair_open(pair *p, lsock_loop *loop)
 {
+    pair_open_with(p, loop, 0);
+}
+
+void pair_open_with(pair *p, lsock_loop *loop, unsigned options)
+{
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "%s", test_name("pair"));
     p->srv = lsock_server_new(loop);
     ASSERT(p->srv != NULL);
+    if (options) ASSERT(lsock_server_set_socket_options(p->srv, options));
     ASSERT(lsock_server_listen(p->srv, p->name));
     p->client = lsock_socket_new(loop);
     ASSERT(p->client != NULL);
+    if (options) ASSERT(lsock_socket_set_options(p->client, options));
     ASSERT(lsock_socket_connect(p->client, p->name, LSOCK_READ_WRITE));
     ASSERT_EQ(lsock_socket_state(p->client), LSOCK_CONNECTED);
     if (loop)

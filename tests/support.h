@@ -109,6 +109,9 @@ typedef struct pair {
 
 /* Opens the pair on loop (NULL: blocking, without a loop). */
 void pair_open(pair *p, lsock_loop *loop);
+/* The same with options for the server and the client (lsock_server_set_socket_options,
+ * lsock_socket_set_options). */
+void pair_open_with(pair *p, lsock_loop *loop, unsigned options);
 void pair_close(pair *p);
 
 /* ---- raw peers: connection ends a test drives itself, without lsock ---------------------- */

@@ -287,7 +287,7 @@ TEST(unknown_socket_option_flags_fail_invalid_argument)
     ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_INVALID_ARGUMENT);
     ASSERT(starts_with(lsock_socket_error_string(s), "lsock_socket_set_options: "));
     ASSERT_EQ(lsock_socket_options(s), 0);
-    ASSERT(!lsock_socket_set_options(s, LSOCK_ABSTRACT_NAMESPACE | 0x80));
+    ASSERT(!lsock_socket_set_options(s, LSOCK_ABSTRACT_NAMESPACE | 0x200));
     ASSERT_EQ(lsock_socket_options(s), 0);
     /* access modes are server options */
     ASSERT(!lsock_socket_set_options(s, LSOCK_USER_ACCESS));
@@ -300,7 +300,7 @@ TEST(unknown_socket_option_flags_fail_invalid_argument)
 TEST(unknown_server_option_flags_fail_invalid_argument)
 {
     lsock_server *srv = lsock_server_new(NULL);
-    ASSERT(!lsock_server_set_socket_options(srv, 128));
+    ASSERT(!lsock_server_set_socket_options(srv, 256));
     ASSERT_ERR(lsock_server_error(srv), LSOCK_ERR_INVALID_ARGUMENT);
     ASSERT(starts_with(lsock_server_error_string(srv), "lsock_server_set_socket_options: "));
     ASSERT_EQ(lsock_server_socket_options(srv), 0);

@@ -449,6 +449,7 @@ static int64_t read_with_rights(int fd, void *buf, size_t n, int flags, lsock__f
     m.msg_controllen = sizeof ctl.buf;
     in->count = 0;
     in->truncated = 0;
+    in->more = 0;
 #ifdef __linux__
     /* Linux ends a read after the bytes that carried descriptors, and lsock sends them with
      * one byte of their own (lsock__plat_write_fds): they belong to the last byte read. */
@@ -460,7 +461,10 @@ static int64_t read_with_rights(int fd, void *buf, size_t n, int flags, lsock__f
     for (;;) {
         ssize_t r = recvmsg(fd, &m, flags | MSG_CMSG_CLOEXEC);
         if (r >= 0) {
-            if (m.msg_controllen > 0 || (m.msg_flags & MSG_CTRUNC)) take_rights(&m, in);
+            if (m.msg_controllen > 0 || (m.msg_flags & MSG_CTRUNC)) {
+                take_rights(&m, in);
+                in->more = 1; /* a read ends at the bytes that carried descriptors */
+            }
             return r;
         }
         if (errno == EINTR) continue;
@@ -559,9 +563,22 @@ int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out)
     return 0;
 }
 
+void lsock__plat_release_descriptor(int fd, intptr_t handle, int sent)
+{
+    (void)fd, (void)sent;
+    if (handle >= 0) close((int)handle);
+}
+
 void lsock__plat_close_descriptor(intptr_t handle)
 {
     if (handle >= 0) close((int)handle);
+}
+
+int lsock__test_dup_fail;
+
+void lsock__plat_pass_descriptors(int fd)
+{
+    (void)fd;
 }
 
 void lsock__plat_close(int fd)

@@ -129,6 +129,16 @@ struct wobj {
     int reof, rerr;
     wop wr;
     int werr;
+    /* descriptor passing (see "Handles in the stream" below) */
+    int framed;
+    HANDLE peer_proc; /* the peer's process, opened for PROCESS_DUP_HANDLE */
+    int peer_ok;      /* handle records from the peer: 0 not checked yet, 1 taken, -1 refused */
+    unsigned char fbuf[8];
+    int fhave;          /* bytes of a header or handle value gathered in fbuf */
+    uint32_t data_left; /* bytes of the current data record not yet delivered */
+    int hleft;          /* handle values of the current handle record still to come */
+    int hq_n;           /* handles parsed, for the next data byte */
+    intptr_t hq[LSOCK__FDS_MAX];
     /* closed, with operations still in flight (see the rules above) */
     volatile LONG inflight;
     volatile LONG stop_drain; /* no write lingers (any more): the end reads no more */
@@ -433,8 +443,12 @@ static wobj *obj_new(int kind)
     return o;
 }
 
+static void close_parsed_handles(wobj *o);
+
 static void obj_free(wobj *o)
 {
+    close_parsed_handles(o);
+    if (o->peer_proc) CloseHandle(o->peer_proc);
     op_free(&o->conn);
     op_free(&o->rd);
     op_free(&o->wr);
@@ -548,14 +562,144 @@ int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n, lsock__fds_in *in
     return lsock__plat_read(fd, buf, n, in);
 }
 
+/*
+ * Handles in the stream. A pipe has no side channel for handles, so a connection that carries
+ * them (LSOCK_PASS_DESCRIPTORS on both ends: lsock__plat_pass_descriptors) is framed both ways:
+ *   data record:   u32 little-endian length (1 to 0x7FFFFFFF), then that many bytes;
+ *   handle record: u32 0x80000000 | count (1 to LSOCK__FDS_MAX), then count u64 values.
+ * A handle record's values are handles the sender has already duplicated into this process
+ * (DuplicateHandle into the peer, lsock__plat_dup_descriptor); they go with the first byte of
+ * the data record after them, which a read delivers first, with them (in->last = 0). Any
+ * value could be named in a stream, so records are taken only from a peer of this process's
+ * own user, who may duplicate handles into it anyway; from another, the read fails with
+ * -EACCES. A malformed record fails it with -EPROTO. Handles parsed and never delivered are
+ * closed with the pipe end, as are those in records still in the read-ahead buffer.
+ */
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const unsigned char *p)
+{
+    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void close_parsed_handles(wobj *o)
+{
+    for (int i = 0; i < o->hq_n; i++)
+        CloseHandle((HANDLE)o->hq[i]);
+    o->hq_n = 0;
+}
+
+/* Takes one byte of a header or handle value: 0, or the errno that ends the stream. */
+static int parse_byte(wobj *o, unsigned char b)
+{
+    o->fbuf[o->fhave++] = b;
+    if (o->hleft > 0) {
+        if (o->fhave < 8) return 0;
+        o->fhave = 0;
+        o->hleft--;
+        o->hq[o->hq_n++] = (intptr_t)le64(o->fbuf);
+        return 0;
+    }
+    if (o->fhave < 4) return 0;
+    o->fhave = 0;
+    uint32_t h = le32(o->fbuf);
+    if (!(h & 0x80000000u)) {
+        if (h == 0) return EPROTO;
+        o->data_left = h;
+        return 0;
+    }
+    uint32_t count = h & 0x7FFFFFFFu;
+    if (count == 0 || count > (uint32_t)(LSOCK__FDS_MAX - o->hq_n)) return EPROTO;
+    if (o->peer_ok == 0) {
+        char detail[160];
+        o->peer_ok = lsock__plat_peer_same_user(o->fd, detail, sizeof detail) == 1 ? 1 : -1;
+    }
+    if (o->peer_ok < 0) return EACCES;
+    o->hleft = (int)count;
+    return 0;
+}
+
+static int64_t read_framed(wobj *o, char *buf, size_t n, lsock__fds_in *in)
+{
+    size_t out = 0;
+    while (out < n) {
+        if (o->rpos >= o->rlen) {
+            if (out > 0 || o->reof || o->rerr) break;
+            start_read(o); /* completes at once when the data is there */
+            if (o->rpos >= o->rlen) break;
+        }
+        if (o->data_left == 0) {
+            int err = parse_byte(o, (unsigned char)o->rd.buf[o->rpos++]);
+            if (err) {
+                close_parsed_handles(o);
+                o->rerr = err;
+                break;
+            }
+            continue;
+        }
+        if (o->hq_n > 0) {
+            if (out > 0) { /* they go with the first byte of the next read */
+                in->more = 1;
+                break;
+            }
+            memcpy(in->fd, o->hq, (size_t)o->hq_n * sizeof o->hq[0]);
+            in->count = o->hq_n;
+            o->hq_n = 0;
+        }
+        size_t m = o->rlen - o->rpos;
+        if (m > o->data_left) m = o->data_left;
+        if (m > n - out) m = n - out;
+        memcpy(buf + out, o->rd.buf + o->rpos, m);
+        o->rpos += (DWORD)m;
+        o->data_left -= (uint32_t)m;
+        out += m;
+    }
+    if (o->rpos >= o->rlen) start_read(o); /* read ahead */
+    if (out > 0) return (int64_t)out;
+    if (o->rerr) return -o->rerr;
+    if (o->reof) {
+        close_parsed_handles(o); /* no byte will come for them */
+        return 0;
+    }
+    return -EAGAIN;
+}
+
+/* The pipe end closes: handles in the records still in the read-ahead buffer are closed. */
+static void close_buffered_handles(wobj *o)
+{
+    if (!o->framed || o->rd.pending) return;
+    while (o->rpos < o->rlen && !o->rerr) {
+        if (o->data_left > 0) {
+            size_t m = o->rlen - o->rpos;
+            if (m > o->data_left) m = o->data_left;
+            o->rpos += (DWORD)m;
+            o->data_left -= (uint32_t)m;
+            continue;
+        }
+        if (parse_byte(o, (unsigned char)o->rd.buf[o->rpos++])) break;
+    }
+    close_parsed_handles(o);
+}
+
 int64_t lsock__plat_read(int fd, void *buf, size_t n, lsock__fds_in *in)
 {
     in->count = 0;
     in->truncated = 0;
     in->last = 0;
+    in->more = 0;
     wobj *o = get(fd);
     if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
     harvest_read(o);
+    if (o->framed) return read_framed(o, buf, n, in);
     if (o->rpos >= o->rlen && !o->reof && !o->rerr) start_read(o);
     if (o->rpos < o->rlen) {
         size_t m = o->rlen - o->rpos;
@@ -584,19 +728,21 @@ int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
         total += iov[i].len;
     if (total == 0) return 0;
     size_t m = total > WCHUNK_MAX ? WCHUNK_MAX : total;
-    if (o->wr.cap < m) {
-        size_t cap = m < 65536 ? 65536 : m;
+    size_t head = o->framed ? 4 : 0; /* a framed stream: the data record's header */
+    if (o->wr.cap < head + m) {
+        size_t cap = head + m < 65536 ? 65536 : head + m;
         char *b = realloc(o->wr.buf, cap);
         if (!b) return -ENOMEM;
         o->wr.buf = b;
         o->wr.cap = cap;
     }
+    if (head) put_le32((unsigned char *)o->wr.buf, (uint32_t)m);
     for (size_t i = 0, at = 0; at < m; i++) {
         size_t k = iov[i].len < m - at ? iov[i].len : m - at;
-        memcpy(o->wr.buf + at, iov[i].base, k);
+        memcpy(o->wr.buf + head + at, iov[i].base, k);
         at += k;
     }
-    if (!WriteFile(o->h, o->wr.buf, (DWORD)m, NULL, op_arm(&o->wr))) {
+    if (!WriteFile(o->h, o->wr.buf, (DWORD)(head + m), NULL, op_arm(&o->wr))) {
         DWORD e = GetLastError();
         if (e != ERROR_IO_PENDING) {
             o->werr = is_eof(e) ? EPIPE : win_errno(e);
@@ -713,6 +859,8 @@ static int op_over(wop *op)
  */
 static void close_pipe(wobj *o, int linger_ms)
 {
+    harvest_read(o);
+    close_buffered_handles(o);
     if (o->h == INVALID_HANDLE_VALUE) {
         obj_free(o);
         return;
@@ -776,16 +924,86 @@ void lsock__plat_close_linger(int fd, int linger_ms)
         obj_free(o);
 }
 
+/* One WriteFile of a handle record and a data record of one byte (see "Handles in the
+ * stream"): the handles' values are already the peer's (lsock__plat_dup_descriptor). */
 int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t *fds, int count)
 {
-    (void)fd, (void)buf, (void)n, (void)fds, (void)count;
-    return -ENOTSUP;
+    wobj *o = get(fd);
+    if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
+    if (!o->framed) return -ENOTSUP;
+    if (n == 0 || count < 1 || count > LSOCK__FDS_MAX) return -EINVAL;
+    harvest_write(o);
+    if (o->werr) return -o->werr;
+    if (o->wr.pending) return -EAGAIN;
+    size_t need = 4 + (size_t)count * 8 + 4 + 1;
+    if (o->wr.cap < need) {
+        char *b = realloc(o->wr.buf, 65536);
+        if (!b) return -ENOMEM;
+        o->wr.buf = b;
+        o->wr.cap = 65536;
+    }
+    unsigned char *p = (unsigned char *)o->wr.buf;
+    put_le32(p, 0x80000000u | (uint32_t)count);
+    p += 4;
+    for (int i = 0; i < count; i++, p += 8) {
+        uint64_t v = (uint64_t)fds[i];
+        put_le32(p, (uint32_t)v);
+        put_le32(p + 4, (uint32_t)(v >> 32));
+    }
+    put_le32(p, 1);
+    p[4] = *(const unsigned char *)buf;
+    if (!WriteFile(o->h, o->wr.buf, (DWORD)need, NULL, op_arm(&o->wr))) {
+        DWORD e = GetLastError();
+        if (e != ERROR_IO_PENDING) {
+            o->werr = is_eof(e) ? EPIPE : win_errno(e);
+            return -o->werr;
+        }
+    }
+    o->wr.pending = 1;
+    harvest_write(o);
+    return 1;
 }
+
+static int peer_pid(int fd, DWORD *pid);
+
+/* While not 0, lsock__plat_dup_descriptor fails with this errno (tests: the access-denied
+ * path, which Wine never takes). */
+int lsock__test_dup_fail;
 
 int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out)
 {
-    (void)fd, (void)handle, (void)out;
-    return -ENOTSUP;
+    wobj *o = get(fd);
+    if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
+    if (!o->framed) return -ENOTSUP;
+    if (lsock__test_dup_fail) return -lsock__test_dup_fail;
+    if (!o->peer_proc) {
+        DWORD pid = 0;
+        int rc = peer_pid(fd, &pid);
+        if (rc < 0) return rc;
+        o->peer_proc = OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid);
+        if (!o->peer_proc) return -win_errno(GetLastError());
+    }
+    HANDLE theirs = NULL;
+    if (!DuplicateHandle(GetCurrentProcess(), (HANDLE)handle, o->peer_proc, &theirs, 0, FALSE,
+                         DUPLICATE_SAME_ACCESS)) {
+        DWORD e = GetLastError();
+        return e == ERROR_INVALID_HANDLE ? -EBADF : -win_errno(e);
+    }
+    *out = (intptr_t)theirs;
+    return 0;
+}
+
+void lsock__plat_release_descriptor(int fd, intptr_t handle, int sent)
+{
+    wobj *o = get(fd);
+    if (sent || !o || !o->peer_proc) return; /* sent: the peer's to close */
+    DuplicateHandle(o->peer_proc, (HANDLE)handle, NULL, NULL, 0, FALSE, DUPLICATE_CLOSE_SOURCE);
+}
+
+void lsock__plat_pass_descriptors(int fd)
+{
+    wobj *o = get(fd);
+    if (o && o->kind == OBJ_PIPE) o->framed = 1;
 }
 
 void lsock__plat_close_descriptor(intptr_t handle)
