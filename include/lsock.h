@@ -150,9 +150,10 @@ enum {
                                      socket: refuse a server of another user (SOCKET_ACCESS),
                                      never connected. See docs/security.md */
     LSOCK_PER_USER = 64,          /* bare names resolve in the user's private directory */
-    LSOCK_PASS_DESCRIPTORS = 128  /* Windows: the connection carries handles (see
-                                     lsock_socket_attach_descriptors); both ends set it. Unix:
-                                     accepted, changes nothing */
+    LSOCK_PASS_DESCRIPTORS = 128  /* the connection carries descriptors (see
+                                     lsock_socket_attach_descriptors): Windows frames the pipe
+                                     stream for handle values, both ends set it; Unix: accepted,
+                                     changes nothing */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -396,7 +397,17 @@ LSOCK_API int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, i
  * limit: MSG_CTRUNC), error_occurred reports LSOCK_ERR_SOCKET_RESOURCE and the connection is
  * aborted; none of that read's descriptors is left open.
  *
- * Windows: not yet; both calls fail with LSOCK_ERR_UNSUPPORTED_OPERATION (see the README).
+ * Windows: a pipe has no side channel, so a connection that carries handles is framed: both
+ * ends set LSOCK_PASS_DESCRIPTORS before connecting (lsock_socket_set_options) or listening
+ * (lsock_server_set_socket_options); without it attaching fails with
+ * LSOCK_ERR_UNSUPPORTED_OPERATION, and a framed stream is not for a Qt peer. Each handle is
+ * duplicated into the peer's process when it is attached (DuplicateHandle; the peer's process
+ * id from the pipe) and its value travels in the stream; a handle the peer's process may not
+ * receive fails with LSOCK_ERR_SOCKET_ACCESS. Since a value in the stream could name any
+ * handle, the receiver takes them only from a peer of its own user (who could duplicate
+ * handles into it anyway): from another, the read fails with LSOCK_ERR_SOCKET_ACCESS and the
+ * connection ends. Handles never taken are closed in the receiving process; attached ones that
+ * never went are closed in the peer's.
  *
  * Descriptors never taken are closed when the socket is freed or aborted, when it connects
  * again, and when it is closed for reading; attached ones that never went, when the
@@ -412,7 +423,9 @@ LSOCK_API int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, i
  * INVALID_ARGUMENT (NULL fds, count below 1 or beyond the maximum, fds[i] not an open
  * descriptor), LSOCK_ERR_OPERATION (not connected, not open for writing),
  * LSOCK_ERR_SOCKET_RESOURCE (no descriptor or memory left for the copies),
- * LSOCK_ERR_UNSUPPORTED_OPERATION (Windows, for now); nothing of that call stays attached. */
+ * LSOCK_ERR_SOCKET_ACCESS (Windows: the peer's process may not receive it),
+ * LSOCK_ERR_UNSUPPORTED_OPERATION (Windows: the connection was made without
+ * LSOCK_PASS_DESCRIPTORS); nothing of that call stays attached. */
 LSOCK_API bool lsock_socket_attach_descriptors(lsock_socket *s, const intptr_t *fds, int count);
 /* Stores in fds, oldest first, up to max descriptors that arrived with bytes the caller has
  * already read (read, read_line, read_message, skip, read_all), so that they belong to what it

@@ -673,10 +673,9 @@ static int64_t read_framed(wobj *o, char *buf, size_t n, lsock__fds_in *in)
     return -EAGAIN;
 }
 
-/* The pipe end closes: handles in the records still in the read-ahead buffer are closed. */
-static void close_buffered_handles(wobj *o)
+/* Parses what is left in the read-ahead buffer only to close the handles in it. */
+static void skip_buffered(wobj *o)
 {
-    if (!o->framed || o->rd.pending) return;
     while (o->rpos < o->rlen && !o->rerr) {
         if (o->data_left > 0) {
             size_t m = o->rlen - o->rpos;
@@ -686,7 +685,36 @@ static void close_buffered_handles(wobj *o)
             continue;
         }
         if (parse_byte(o, (unsigned char)o->rd.buf[o->rpos++])) break;
+        if (o->data_left > 0) close_parsed_handles(o);
     }
+}
+
+/* The pipe end closes with bytes unread: the handles in them are this process's, and nobody
+ * will take them. Those in the read-ahead buffer are closed, then those in what the pipe
+ * still holds (read now, up to DRAIN_MAX bytes; a read in flight has found the pipe empty). */
+#define DRAIN_MAX (4 * 1024 * 1024)
+static void close_buffered_handles(wobj *o)
+{
+    if (!o->framed) return;
+    if (o->rd.pending || (!o->rd.buf && !(o->rd.buf = malloc(RBUF_SIZE)))) {
+        close_parsed_handles(o);
+        return;
+    }
+    skip_buffered(o);
+    for (size_t drained = 0; drained < DRAIN_MAX && !o->rerr && o->h != INVALID_HANDLE_VALUE;) {
+        DWORD avail = 0, n = 0;
+        if (!PeekNamedPipe(o->h, NULL, 0, NULL, &avail, NULL) || avail == 0) break;
+        if (!ReadFile(o->h, o->rd.buf, RBUF_SIZE, NULL, op_arm(&o->rd)) &&
+            GetLastError() != ERROR_IO_PENDING && GetLastError() != ERROR_MORE_DATA)
+            break;
+        if (!GetOverlappedResult(o->h, &o->rd.ov, &n, TRUE) && GetLastError() != ERROR_MORE_DATA)
+            break;
+        o->rpos = 0;
+        o->rlen = n;
+        drained += n;
+        skip_buffered(o);
+    }
+    o->rpos = o->rlen = 0;
     close_parsed_handles(o);
 }
 
@@ -859,6 +887,7 @@ static int op_over(wop *op)
  */
 static void close_pipe(wobj *o, int linger_ms)
 {
+    if (o->framed && o->rd.pending) WaitForSingleObject(o->rd.ev, 0); /* see op_over() */
     harvest_read(o);
     close_buffered_handles(o);
     if (o->h == INVALID_HANDLE_VALUE) {
@@ -915,6 +944,12 @@ void lsock__plat_close_linger(int fd, int linger_ms)
 {
     wobj *o = get(fd);
     if (!o) return;
+    if (o->kind == OBJ_PIPE && o->framed && o->peer_ok == 0 && o->h != INVALID_HANDLE_VALUE) {
+        /* Whose handle values the unread bytes may hold (close_buffered_handles), asked
+         * while the descriptor still names the pipe. */
+        char detail[160];
+        o->peer_ok = lsock__plat_peer_same_user(fd, detail, sizeof detail) == 1 ? 1 : -1;
+    }
     table_remove(fd);
     if (o->kind == OBJ_PIPE)
         close_pipe(o, linger_ms < 0 ? LINGER_DEFAULT_MS : linger_ms);
