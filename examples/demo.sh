@@ -4,6 +4,8 @@
 #   2. readme_event (the README's server) with readme_blocking (the README's client).
 #   3. readme_messages (the README's messages example: a server and a client in one process).
 #   4. single_instance: a primary, then two later starts that hand it their arguments.
+#   5. share_memory: a producer passes 1 GiB of shared memory (a memfd) to a consumer as one
+#      descriptor with one message.
 # Every program runs under `timeout`; a server still running at the end is killed. Exit status
 # 0 only if every step succeeded.
 #
@@ -18,7 +20,7 @@ server_timeout=90 # seconds for a whole server run (a backstop; the server exits
 ready_timeout=10  # seconds for a server to be ready
 
 for prog in echo_server echo_client blocking_client readme_event readme_blocking readme_messages \
-    single_instance; do
+    single_instance share_memory; do
     if [ ! -x "$bindir/$prog" ]; then
         echo "demo: $bindir/$prog not found; build first (cmake -S . -B build && cmake --build build)" >&2
         exit 2
@@ -153,6 +155,22 @@ run_client third "$bindir/single_instance" --app "$app" --new-window
 wait_for_exit 10
 grep -q ': open report.txt$' "$logdir/single_instance.log" || fail "the primary missed a message"
 grep -q ': --new-window$' "$logdir/single_instance.log" || fail "the primary missed a message"
+
+# Shared memory: the consumer listens; the producer passes it 1 GiB as one descriptor.
+share_name=$name-share
+socket_paths+=("$(dirname "$path")/$share_name")
+echo
+echo "== share_memory consume $share_name (takes one block, checks every byte, exits)"
+start_server "$logdir/share_memory.log" "$bindir/share_memory" consume "$share_name"
+deadline=$(($(now_ms) + ready_timeout * 1000))
+until grep -q '^consumer: listening' "$logdir/share_memory.log"; do
+    kill -0 "$server_pid" 2>/dev/null || fail "share_memory consume exited before listening"
+    [ "$(now_ms)" -lt "$deadline" ] || fail "share_memory consume not listening after ${ready_timeout}s"
+    sleep 0.05
+done
+run_client producer "$bindir/share_memory" produce "$share_name" 1024
+wait_for_exit 30
+grep -q '(as sent)$' "$logdir/share_memory.log" || fail "the consumer saw other bytes"
 
 echo
 echo "== demo passed"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo for a Windows cross build, run under Wine (make test-windows): echo_server by bare
-# name with echo_client and blocking_client, then the README's pair and its messages example.
+# name with echo_client and blocking_client, then the README's pair and its messages example,
+# then share_memory passing a file mapping handle.
 # Each program is a Windows .exe; they meet on the named pipe \\.\pipe\NAME.
 #
 #   examples/demo_windows.sh BINDIR        (WINE: the wine command, default wine)
@@ -75,4 +76,20 @@ server_pid=
 
 # The README's messages example: its own server and client, one message between them.
 run_client readme_messages "$bindir/readme_messages.exe" "$name-messages"
+
+# Shared memory: a file mapping passed as one handle (64 MiB under Wine).
+echo "== share_memory consume $name-share, then produce"
+timeout 120 "$wine" "$bindir/share_memory.exe" consume "$name-share" >"$logdir/share.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 200); do
+    grep -q 'listening on ' "$logdir/share.log" && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$logdir/share.log"; fail "share_memory exited"; }
+    sleep 0.1
+done
+run_client producer "$bindir/share_memory.exe" produce "$name-share" 64
+status=0
+wait "$server_pid" || status=$?
+server_pid=
+tr -d '\r' <"$logdir/share.log" | sed 's/^/[consumer] /'
+[ "$status" -eq 0 ] || fail "share_memory consume exited with status $status"
 echo "== demo passed"
