@@ -139,6 +139,8 @@ bench: bench-build
 		--msg-data $(BENCH_BUILD)/bench-messages.dat $(BENCH_ARGS)
 	bench/tool_bench.sh $(BENCH_BUILD)/tools/lsock \
 		$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),64 3,1024 5)
+	$(BENCH_BUILD)/bench/lsock-share-bench \
+		$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),64 3,1024 5)
 
 bench-plot: bench-build
 	bench/plot.sh $(BENCH_BUILD) docs/performance.png docs/performance-messages.png
