@@ -160,6 +160,12 @@ int lsock__socket_on_readable(lsock_socket *s)
         return 1;
     }
     if (r == -EAGAIN) return 0;
+    if (r == -EPROTO) { /* Windows: a framed stream (LSOCK_PASS_DESCRIPTORS) that is not */
+        lsock__socket_error_and_close(s, LSOCK_ERR_CONNECTION, "lsock_socket_read",
+                                      "the peer's stream is not framed for handles: both ends "
+                                      "set LSOCK_PASS_DESCRIPTORS");
+        return -1;
+    }
     if (r == -EACCES) { /* Windows: handle values from a peer of another user */
         lsock__socket_error_and_close(s, LSOCK_ERR_SOCKET_ACCESS, "lsock_socket_read",
                                       "handles from a peer of another user are refused");

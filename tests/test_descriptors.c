@@ -636,6 +636,56 @@ TEST(handles_from_a_peer_of_another_user_are_refused_with_socket_access)
 #endif
 }
 
+#ifdef _WIN32
+/* The bytes a hostile or mismatched peer sends to a Windows socket that expects a framed
+ * stream; each ends the connection with CONNECTION, naming the framing. */
+static void framed_stream_refuses(const unsigned char *bytes, size_t n)
+{
+    rawpair p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "%s", test_name("frame"));
+    p.l = raw_listen(p.name, 4);
+    p.s = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_set_options(p.s, FD_OPTS));
+    ASSERT(lsock_socket_connect(p.s, p.name, LSOCK_READ_WRITE));
+    p.pfd = raw_accept(p.l);
+    write_all_raw(p.pfd, bytes, n);
+    rec r;
+    rec_init(&r);
+    lsock_socket_set_callbacks(p.s, &rec_cbs, &r);
+    uint64_t deadline = test_now_ms() + 10000;
+    while (lsock_socket_state(p.s) == LSOCK_CONNECTED) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_socket_wait_for_ready_read(p.s, 100);
+    }
+    ASSERT_ERR(r.last_error, LSOCK_ERR_CONNECTION);
+    ASSERT(strstr(lsock_socket_error_string(p.s), "LSOCK_PASS_DESCRIPTORS") != NULL);
+    intptr_t got;
+    ASSERT_EQ(lsock_socket_take_descriptors(p.s, &got, 1), 0);
+    rawpair_close(&p);
+}
+#endif
+
+TEST(a_malformed_handle_frame_ends_the_connection_naming_the_framing)
+{
+#ifndef _WIN32
+    SKIP("only Windows frames the stream for handle values (a pipe has no side channel); Unix "
+         "descriptors travel beside the bytes, counted by the kernel");
+#else
+    /* After the stream's first bytes ("LSFD"): a handle record of 0 handles; one of 254 (the
+     * bound is 253); a data record of 0 bytes. Then a plain stream, as a peer without
+     * LSOCK_PASS_DESCRIPTORS (or a Qt program) sends it. */
+    static const unsigned char zero_handles[] = {'L', 'S', 'F', 'D', 0, 0, 0, 0x80};
+    static const unsigned char too_many[] = {'L', 'S', 'F', 'D', 254, 0, 0, 0x80};
+    static const unsigned char empty_data[] = {'L', 'S', 'F', 'D', 0, 0, 0, 0};
+    static const unsigned char plain[] = "hello\n";
+    framed_stream_refuses(zero_handles, sizeof zero_handles);
+    framed_stream_refuses(too_many, sizeof too_many);
+    framed_stream_refuses(empty_data, sizeof empty_data);
+    framed_stream_refuses(plain, sizeof plain - 1);
+#endif
+}
+
 /* ---- which byte a descriptor goes with ---------------------------------------------------- */
 
 TEST(a_descriptor_is_takeable_only_after_its_byte_is_read)

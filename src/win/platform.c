@@ -131,8 +131,9 @@ struct wobj {
     int werr;
     /* descriptor passing (see "Handles in the stream" below) */
     int framed;
-    HANDLE peer_proc; /* the peer's process, opened for PROCESS_DUP_HANDLE */
-    int peer_ok;      /* handle records from the peer: 0 not checked yet, 1 taken, -1 refused */
+    int hello_sent, hello_seen; /* the stream's first 4 bytes, FRAME_HELLO, each way */
+    HANDLE peer_proc;           /* the peer's process, opened for PROCESS_DUP_HANDLE */
+    int peer_ok; /* handle records from the peer: 0 not checked yet, 1 taken, -1 refused */
     unsigned char fbuf[8];
     int fhave;          /* bytes of a header or handle value gathered in fbuf */
     uint32_t data_left; /* bytes of the current data record not yet delivered */
@@ -443,6 +444,8 @@ static wobj *obj_new(int kind)
     return o;
 }
 
+static const unsigned char FRAME_HELLO[4] = {'L', 'S', 'F', 'D'};
+
 static void close_parsed_handles(wobj *o);
 
 static void obj_free(wobj *o)
@@ -564,7 +567,9 @@ int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n, lsock__fds_in *in
 
 /*
  * Handles in the stream. A pipe has no side channel for handles, so a connection that carries
- * them (LSOCK_PASS_DESCRIPTORS on both ends: lsock__plat_pass_descriptors) is framed both ways:
+ * them (LSOCK_PASS_DESCRIPTORS on both ends: lsock__plat_pass_descriptors) is framed both ways.
+ * Each direction starts with the 4 bytes "LSFD" (a peer that does not frame its stream, lsock
+ * without the option or a Qt program, is told apart at its first bytes), then records:
  *   data record:   u32 little-endian length (1 to 0x7FFFFFFF), then that many bytes;
  *   handle record: u32 0x80000000 | count (1 to LSOCK__FDS_MAX), then count u64 values.
  * A handle record's values are handles the sender has already duplicated into this process
@@ -602,6 +607,13 @@ static void close_parsed_handles(wobj *o)
 static int parse_byte(wobj *o, unsigned char b)
 {
     o->fbuf[o->fhave++] = b;
+    if (!o->hello_seen) {
+        if (o->fhave < 4) return 0;
+        o->fhave = 0;
+        if (memcmp(o->fbuf, FRAME_HELLO, 4) != 0) return EPROTO;
+        o->hello_seen = 1;
+        return 0;
+    }
     if (o->hleft > 0) {
         if (o->fhave < 8) return 0;
         o->fhave = 0;
@@ -756,7 +768,9 @@ int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
         total += iov[i].len;
     if (total == 0) return 0;
     size_t m = total > WCHUNK_MAX ? WCHUNK_MAX : total;
-    size_t head = o->framed ? 4 : 0; /* a framed stream: the data record's header */
+    /* A framed stream: the data record's header, after the stream's first 4 bytes. */
+    size_t hello = o->framed && !o->hello_sent ? 4 : 0;
+    size_t head = o->framed ? hello + 4 : 0;
     if (o->wr.cap < head + m) {
         size_t cap = head + m < 65536 ? 65536 : head + m;
         char *b = realloc(o->wr.buf, cap);
@@ -764,7 +778,8 @@ int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
         o->wr.buf = b;
         o->wr.cap = cap;
     }
-    if (head) put_le32((unsigned char *)o->wr.buf, (uint32_t)m);
+    if (hello) memcpy(o->wr.buf, FRAME_HELLO, 4);
+    if (head) put_le32((unsigned char *)o->wr.buf + hello, (uint32_t)m);
     for (size_t i = 0, at = 0; at < m; i++) {
         size_t k = iov[i].len < m - at ? iov[i].len : m - at;
         memcpy(o->wr.buf + head + at, iov[i].base, k);
@@ -778,6 +793,7 @@ int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
         }
     }
     o->wr.pending = 1;
+    if (o->framed) o->hello_sent = 1;
     harvest_write(o);
     return (int64_t)m;
 }
@@ -970,7 +986,8 @@ int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t 
     harvest_write(o);
     if (o->werr) return -o->werr;
     if (o->wr.pending) return -EAGAIN;
-    size_t need = 4 + (size_t)count * 8 + 4 + 1;
+    size_t hello = o->hello_sent ? 0 : 4;
+    size_t need = hello + 4 + (size_t)count * 8 + 4 + 1;
     if (o->wr.cap < need) {
         char *b = realloc(o->wr.buf, 65536);
         if (!b) return -ENOMEM;
@@ -978,6 +995,8 @@ int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t 
         o->wr.cap = 65536;
     }
     unsigned char *p = (unsigned char *)o->wr.buf;
+    memcpy(p, FRAME_HELLO, hello);
+    p += hello;
     put_le32(p, 0x80000000u | (uint32_t)count);
     p += 4;
     for (int i = 0; i < count; i++, p += 8) {
@@ -995,6 +1014,7 @@ int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t 
         }
     }
     o->wr.pending = 1;
+    o->hello_sent = 1;
     harvest_write(o);
     return 1;
 }
