@@ -4,7 +4,8 @@
 #   2. readme_event (the README's server) with readme_blocking (the README's client).
 #   3. readme_messages (the README's messages example: a server and a client in one process).
 #   4. single_instance: a primary, then two later starts that hand it their arguments.
-#   5. share_memory: a producer passes 1 GiB of shared memory (a memfd) to a consumer as one
+#   5. readme_descriptors (the README's example: a file passed with one message), then
+#      share_memory: a producer passes 1 GiB of shared memory (a memfd) to a consumer as one
 #      descriptor with one message.
 # Every program runs under `timeout`; a server still running at the end is killed. Exit status
 # 0 only if every step succeeded.
@@ -20,7 +21,7 @@ server_timeout=90 # seconds for a whole server run (a backstop; the server exits
 ready_timeout=10  # seconds for a server to be ready
 
 for prog in echo_server echo_client blocking_client readme_event readme_blocking readme_messages \
-    single_instance share_memory; do
+    single_instance readme_descriptors share_memory; do
     if [ ! -x "$bindir/$prog" ]; then
         echo "demo: $bindir/$prog not found; build first (cmake -S . -B build && cmake --build build)" >&2
         exit 2
@@ -155,6 +156,11 @@ run_client third "$bindir/single_instance" --app "$app" --new-window
 wait_for_exit 10
 grep -q ': open report.txt$' "$logdir/single_instance.log" || fail "the primary missed a message"
 grep -q ': --new-window$' "$logdir/single_instance.log" || fail "the primary missed a message"
+
+# The README's descriptors example: a file passed with one message, in one process.
+descriptors_name=$name-descriptors
+socket_paths+=("$(dirname "$path")/$descriptors_name")
+run_client readme_descriptors "$bindir/readme_descriptors" "$descriptors_name"
 
 # Shared memory: the consumer listens; the producer passes it 1 GiB as one descriptor.
 share_name=$name-share

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo for a Windows cross build, run under Wine (make test-windows): echo_server by bare
 # name with echo_client and blocking_client, then the README's pair and its messages example,
-# then share_memory passing a file mapping handle.
+# then readme_descriptors and share_memory passing a file and a file mapping handle.
 # Each program is a Windows .exe; they meet on the named pipe \\.\pipe\NAME.
 #
 #   examples/demo_windows.sh BINDIR        (WINE: the wine command, default wine)
@@ -76,6 +76,7 @@ server_pid=
 
 # The README's messages example: its own server and client, one message between them.
 run_client readme_messages "$bindir/readme_messages.exe" "$name-messages"
+run_client readme_descriptors "$bindir/readme_descriptors.exe" "$name-descriptors"
 
 # Shared memory: a file mapping passed as one handle (64 MiB under Wine).
 echo "== share_memory consume $name-share, then produce"
