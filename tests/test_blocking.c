@@ -913,4 +913,35 @@ TEST(disconnect_with_linger_zero_aborts_at_once_when_data_stays_queued)
     pair_close(&p);
 }
 
+/* A socket opened for writing only drops what arrives. Without a loop it used to read into a
+ * buffer of 0 bytes, take the 0 for the end of the stream and disconnect. */
+TEST(write_only_socket_without_a_loop_stays_connected_when_bytes_arrive)
+{
+    lsock_server *srv = lsock_server_new(NULL);
+    const char *name = test_name("wo");
+    ASSERT(lsock_server_listen(srv, name));
+    lsock_socket *c = lsock_socket_new(NULL);
+    ASSERT(lsock_socket_connect(c, name, LSOCK_WRITE_ONLY));
+    ASSERT(lsock_server_wait_for_new_connection(srv, 5000, NULL));
+    lsock_socket *peer = lsock_server_next_pending_connection(srv);
+    ASSERT_EQ(lsock_socket_write(peer, "abc", 3), 3);
+    ASSERT(lsock_socket_wait_for_bytes_written(peer, 5000) ||
+           lsock_socket_bytes_to_write(peer) == 0);
+    for (int i = 0; i < 5; i++)
+        lsock_socket_wait_for_ready_read(c, 20);
+    ASSERT_EQ(lsock_socket_state(c), LSOCK_CONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_available(c), 0);
+    ASSERT_EQ(lsock_socket_write(c, "q", 1), 1);
+    uint64_t deadline = test_now_ms() + 5000;
+    while (lsock_socket_bytes_available(peer) < 1) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_socket_flush(c);
+        lsock_socket_wait_for_ready_read(peer, 100);
+    }
+    ASSERT_EQ(lsock_socket_state(peer), LSOCK_CONNECTED);
+    lsock_socket_free(c);
+    lsock_socket_free(peer);
+    lsock_server_free(srv);
+}
+
 TEST_MAIN()
