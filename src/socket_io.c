@@ -127,14 +127,13 @@ static int64_t read_some(lsock_socket *s)
                 return -ENOMEM; /* the bytes are lost only when memory is */
             }
         }
+        uint64_t at = s->rx_total; /* the stream position of this read's first byte */
+        if (r > 0 && !discard) s->rx_total += (uint64_t)r; /* in the buffer: counted, kept */
         if ((in.count > 0 || in.truncated) &&
-            lsock__socket_keep_fds(s, &in, s->rx_total, r > 0 ? (size_t)r : 0, discard) < 0)
+            lsock__socket_keep_fds(s, &in, at, r > 0 ? (size_t)r : 0, discard) < 0)
             return LOST_FDS;
         if (r > 0) {
-            if (!discard) {
-                total += r;
-                s->rx_total += (uint64_t)r;
-            }
+            if (!discard) total += r;
             if ((size_t)r < asked && !in.more) break;
             continue;
         }
@@ -536,7 +535,19 @@ static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip
 static int64_t write_with_fds(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
                               int whole, const char *call)
 {
-    s->gathering = 0; /* what was gathered goes first, as queued bytes */
+    drop_parents_gathered(s); /* a child of fork(): the parent's batch is the parent's */
+    s->gathering = 0;         /* what was gathered goes first, as queued bytes */
+    if (s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
+        (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
+        /* The queue would refuse part of this: first give the kernel what it takes now. */
+        int64_t r = lsock__socket_flush_some(s);
+        if (r < 0) {
+            s->broken = (int)-r;
+            defer_report(s);
+            return len;
+        }
+        lsock__socket_after_flush(s);
+    }
     size_t take = (size_t)len;
     if (s->wbuf_limit > 0) {
         int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);

@@ -63,8 +63,9 @@ int lsock__socket_check_message(lsock_socket *s, const char *call)
              "max_message_size())",
              (unsigned long)len, (long long)s->msg_max);
     lsock__socket_hold(s);
-    lsock__buf_clear(&s->rbuf); /* nothing of it is kept, nor read on */
-    s->discard = 1;             /* an abort: nothing queued goes out either */
+    lsock__buf_clear(&s->rbuf);   /* nothing of it is kept, nor read on */
+    lsock__socket_drop_fds_in(s); /* nor what came with it */
+    s->discard = 1;               /* an abort: nothing queued goes out either */
     lsock__socket_error_and_close(s, LSOCK_ERR_DATAGRAM_TOO_LARGE, call, detail);
     if (!s->dead) s->discard = 0;
     lsock__socket_release(s);

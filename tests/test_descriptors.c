@@ -536,13 +536,19 @@ TEST(attach_and_take_refuse_bad_arguments_with_nothing_attached)
     ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_INVALID_ARGUMENT);
     ASSERT(strstr(lsock_socket_error_string(p.client), "fds[1]") != NULL);
     ASSERT_EQ(test_count_fds(), before);
-    fds[1] = -1;
+    /* -1, and on Windows also 0 and the pseudo handles of this process (-1) and thread (-2),
+     * which DuplicateHandle would make real handles to them in the peer. */
 #ifdef _WIN32
-    fds[1] = 0; /* -1 is the process's own pseudo handle there */
+    static const intptr_t none[] = {-1, -2, 0};
+#else
+    static const intptr_t none[] = {-1, -2}; /* 0 is standard input */
 #endif
-    ASSERT(!lsock_socket_attach_descriptors(p.client, fds, 2));
-    ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_INVALID_ARGUMENT);
-    ASSERT_EQ(test_count_fds(), before);
+    for (int i = 0; i < (int)(sizeof none / sizeof none[0]); i++) {
+        fds[1] = none[i];
+        ASSERT(!lsock_socket_attach_descriptors(p.client, fds, 2));
+        ASSERT_ERR(lsock_socket_error(p.client), LSOCK_ERR_INVALID_ARGUMENT);
+        ASSERT_EQ(test_count_fds(), before);
+    }
     /* Nothing stayed attached: the next write carries none. */
     send_with(p.client, "z", 1, NULL, 0);
     char c;
@@ -880,6 +886,126 @@ TEST(random_interleavings_of_writes_with_and_without_descriptors_keep_each_with_
     pair_close(&p);
 }
 
+TEST(with_a_write_buffer_limit_a_write_with_descriptors_first_gives_the_kernel_what_it_takes)
+{
+    pair p;
+    pair_open_with(&p, NULL, FD_OPTS);
+    enum { LIMIT = 1 << 20 };
+    ASSERT(lsock_socket_set_write_buffer_size(p.client, LIMIT));
+    unsigned char *data = pattern_new(4 * LIMIT);
+    int64_t sent = lsock_socket_write(p.client, data, 4 * LIMIT);
+    ASSERT(sent > 0);
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), LIMIT); /* the queue is full */
+    /* The peer empties the kernel; the client's queue stays full until it is flushed. */
+    int64_t got_bytes = 0;
+    unsigned char *in = malloc(65536);
+    ASSERT(in != NULL);
+    uint64_t deadline = test_now_ms() + 10000;
+    while (got_bytes < sent - LIMIT) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_socket_wait_for_ready_read(p.peer, 100);
+        got_bytes += lsock_socket_read(p.peer, in, 65536);
+    }
+    ASSERT_EQ(lsock_socket_bytes_to_write(p.client), LIMIT);
+    intptr_t pp[2];
+    os_pipe(pp);
+    ASSERT(lsock_socket_attach_descriptors(p.client, &pp[1], 1));
+    ASSERT_EQ(lsock_socket_write(p.client, "X", 1), 1);
+    while (got_bytes < sent + 1) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_socket_flush(p.client);
+        lsock_socket_wait_for_ready_read(p.peer, 100);
+        got_bytes += lsock_socket_read(p.peer, in, 65536);
+    }
+    intptr_t got;
+    ASSERT_EQ(lsock_socket_take_descriptors(p.peer, &got, 1), 1);
+    ASSERT(writes_into(got, pp));
+    os_close(got);
+    os_close(pp[0]);
+    os_close(pp[1]);
+    free(in);
+    free(data);
+    pair_close(&p);
+}
+
+TEST(descriptors_of_a_message_refused_as_too_large_are_never_takeable)
+{
+    pair p;
+    pair_open_with(&p, NULL, FD_OPTS);
+    lsock_socket_set_max_message_size(p.peer, 100);
+    ASSERT(!lsock_socket_can_read_message(p.peer)); /* message mode */
+    intptr_t pp[2];
+    os_pipe(pp);
+    /* A header announcing 1,000 bytes, a descriptor with its first byte. */
+    static const unsigned char header[4] = {0, 0, 0x03, 0xE8};
+    send_with(p.client, header, 4, &pp[1], 1);
+    os_close(pp[1]);
+    uint64_t deadline = test_now_ms() + 10000;
+    while (lsock_socket_state(p.peer) == LSOCK_CONNECTED) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_socket_wait_for_ready_read(p.peer, 100);
+    }
+    ASSERT_ERR(lsock_socket_error(p.peer), LSOCK_ERR_DATAGRAM_TOO_LARGE);
+    intptr_t got;
+    ASSERT_EQ(lsock_socket_take_descriptors(p.peer, &got, 1), 0);
+    ASSERT(pipe_writers_gone(pp[0])); /* dropped with the message */
+    os_close(pp[0]);
+    pair_close(&p);
+}
+
+/* A child of fork() that has called lsock_loop_fork() writes with a descriptor on the
+ * inherited socket while the parent's small write is gathered: the parent's bytes stay the
+ * parent's to send, once. */
+TEST(a_child_writing_with_descriptors_never_sends_the_parents_gathered_bytes)
+{
+#ifdef _WIN32
+    SKIP("Windows has no fork()");
+#else
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open_with(&p, loop, FD_OPTS);
+    int pp[2];
+    ASSERT_EQ(pipe(pp), 0);
+    ASSERT_EQ(lsock_socket_write(p.client, "A", 1), 1); /* to the kernel at once */
+    ASSERT_EQ(lsock_socket_write(p.client, "B", 1), 1); /* gathered */
+    pid_t pid = fork_linked_child();
+    if (pid == 0) {
+        int status = 1;
+        intptr_t fd = pp[1];
+        if (lsock_loop_fork(loop) && lsock_socket_attach_descriptors(p.client, &fd, 1) &&
+            lsock_socket_write(p.client, "C", 1) == 1 &&
+            (lsock_socket_bytes_to_write(p.client) == 0 ||
+             lsock_socket_wait_for_bytes_written(p.client, 5000)))
+            status = 0;
+        pair_close(&p);
+        lsock_loop_free(loop);
+        _exit(status);
+    }
+    int status = -1;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    lsock_loop_run(loop, LSOCK_RUN_NOWAIT); /* the parent sends its B */
+    lsock_socket_free(p.client);
+    p.client = NULL;
+    char buf[8];
+    int64_t n = 0;
+    uint64_t deadline = test_now_ms() + 10000;
+    while (lsock_socket_state(p.peer) == LSOCK_CONNECTED) {
+        ASSERT(test_now_ms() < deadline);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    }
+    n = lsock_socket_read(p.peer, buf, sizeof buf);
+    ASSERT_EQ(n, 3); /* A, B and C: B once */
+    ASSERT_EQ(buf[0], 'A');
+    ASSERT(memchr(buf, 'C', 3) != NULL);
+    ASSERT((buf[1] == 'B') != (buf[2] == 'B'));
+    close(pp[0]);
+    close(pp[1]);
+    pair_close(&p);
+    lsock_loop_free(loop);
+#endif
+}
+
 /* ---- never taken, never sent: closed ------------------------------------------------------ */
 
 /* Sends 10 copies of a pipe's write end to the peer and closes its own, so that the pipe
@@ -1002,6 +1128,10 @@ TEST(a_receiver_at_its_descriptor_limit_gets_socket_resource_and_leaks_nothing)
     intptr_t fds[10];
     for (int i = 0; i < 10; i++)
         fds[i] = pp[1];
+    /* First one descriptor that arrives whole (with "0"), then ten for which there is no room
+     * (with "m"). */
+    ASSERT(lsock_socket_attach_descriptors(p.client, fds, 1));
+    ASSERT_EQ(lsock_socket_write(p.client, "0", 1), 1);
     ASSERT(lsock_socket_attach_descriptors(p.client, fds, 10));
     ASSERT_EQ(lsock_socket_write(p.client, "m", 1), 1);
     ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0); /* sent, descriptors and all */
@@ -1030,6 +1160,14 @@ TEST(a_receiver_at_its_descriptor_limit_gets_socket_resource_and_leaks_nothing)
     ASSERT_ERR(r.last_error, LSOCK_ERR_SOCKET_RESOURCE);
     ASSERT(strstr(lsock_socket_error_string(p.peer), "descriptors") != NULL);
     ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
+    /* The first descriptor stays with its byte, still unread: not takeable yet. */
+    intptr_t got[2];
+    ASSERT_EQ(lsock_socket_take_descriptors(p.peer, got, 2), 0);
+    char c;
+    ASSERT_EQ(lsock_socket_read(p.peer, &c, 1), 1);
+    ASSERT_EQ(c, '0');
+    ASSERT_EQ(lsock_socket_take_descriptors(p.peer, got, 2), 1);
+    os_close(got[0]);
     ASSERT_EQ(test_count_fds(), before - 1); /* none of the 3 left open; the connection closed */
     os_close(pp[0]);
     os_close(pp[1]);

@@ -140,6 +140,8 @@ struct wobj {
     int hleft;          /* handle values of the current handle record still to come */
     int hq_n;           /* handles parsed, for the next data byte */
     intptr_t hq[LSOCK__FDS_MAX];
+    int wr_hn; /* handles (the peer's) in the write in flight, until it is known to be through */
+    intptr_t wr_hv[LSOCK__FDS_MAX];
     /* closed, with operations still in flight (see the rules above) */
     volatile LONG inflight;
     volatile LONG stop_drain; /* no write lingers (any more): the end reads no more */
@@ -448,9 +450,13 @@ static const unsigned char FRAME_HELLO[4] = {'L', 'S', 'F', 'D'};
 
 static void close_parsed_handles(wobj *o);
 
+static void release_write_handles(wobj *o, int delivered);
+
 static void obj_free(wobj *o)
 {
     close_parsed_handles(o);
+    /* A write still holding handles ended after the close: through only if it succeeded. */
+    if (o->wr_hn > 0) release_write_handles(o, o->wr.ov.Internal == 0);
     if (o->peer_proc) CloseHandle(o->peer_proc);
     op_free(&o->conn);
     op_free(&o->rd);
@@ -523,6 +529,17 @@ static void start_read(wobj *o)
     harvest_read(o); /* completed at once: the data is there now */
 }
 
+/* The handles of a write that did not go through (failed, cancelled): the copies made in the
+ * peer's process are closed there, since no byte will tell the peer of them. */
+static void release_write_handles(wobj *o, int delivered)
+{
+    if (!delivered && o->peer_proc)
+        for (int i = 0; i < o->wr_hn; i++)
+            DuplicateHandle(o->peer_proc, (HANDLE)o->wr_hv[i], NULL, NULL, 0, FALSE,
+                            DUPLICATE_CLOSE_SOURCE);
+    o->wr_hn = 0;
+}
+
 static void harvest_write(wobj *o)
 {
     if (!o->wr.pending || !op_completed(&o->wr)) return;
@@ -532,6 +549,7 @@ static void harvest_write(wobj *o)
         DWORD e = GetLastError();
         o->werr = is_eof(e) ? EPIPE : win_errno(e);
     }
+    release_write_handles(o, o->werr == 0);
 }
 
 static unsigned pipe_ready(wobj *o)
@@ -876,7 +894,14 @@ static VOID CALLBACK closed_op_done(PTP_CALLBACK_INSTANCE inst, PVOID ctx, PTP_W
         CancelIoEx(o->h, &o->rd.ov); /* the draining read, if any, is done with */
     } else if (op == &o->rd && !InterlockedCompareExchange(&o->stop_drain, 0, 0)) {
         DWORD n = 0;
-        if (GetOverlappedResult(o->h, &op->ov, &n, FALSE) && drain_read(o)) {
+        BOOL got = GetOverlappedResult(o->h, &op->ov, &n, FALSE);
+        if (got && o->framed) { /* dropped, but the handles in it are this process's */
+            o->rpos = 0;
+            o->rlen = n;
+            skip_buffered(o);
+            close_parsed_handles(o);
+        }
+        if (got && drain_read(o)) {
             SetThreadpoolWait(wait, op->ev, NULL);
             return;
         }
@@ -1015,6 +1040,8 @@ int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t 
     }
     o->wr.pending = 1;
     o->hello_sent = 1;
+    memcpy(o->wr_hv, fds, (size_t)count * sizeof fds[0]);
+    o->wr_hn = count;
     harvest_write(o);
     return 1;
 }
@@ -1030,6 +1057,10 @@ int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out)
     wobj *o = get(fd);
     if (!o || o->kind != OBJ_PIPE || o->h == INVALID_HANDLE_VALUE) return -EBADF;
     if (!o->framed) return -ENOTSUP;
+    /* 0 is no handle, and negative values are pseudo handles (-1 this process, -2 this
+     * thread, and the token ones), which DuplicateHandle would turn into real handles to this
+     * process or thread in the peer: refused as no open handle, as -1 is on Unix. */
+    if (handle <= 0) return -EBADF;
     if (lsock__test_dup_fail) return -lsock__test_dup_fail;
     if (!o->peer_proc) {
         DWORD pid = 0;
