@@ -31,7 +31,8 @@
  *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]
  *               [--msg-data FILE] [--impl LIST] [--size BYTES] [--peer IMPL] [--cpus C,S]
  *
- * --only takes a comma-separated subset of pingpong,blocking,stream,connrate,fanin,messages,sizes;
+ * --only takes a comma-separated subset of
+ * pingpong,blocking,stream,refill,connrate,fanin,messages,sizes;
  * --impl a subset of raw,lsock,libuv,epoll (for profiling one implementation); --size BYTES limits
  * the sizes sweep to one message size; --peer IMPL runs the server side of pingpong and stream
  * with IMPL for every implementation (so only the client side differs); --cpus C,S pins the
@@ -257,10 +258,15 @@ static double rss_of(pid_t pid)
     return (double)res * (double)sysconf(_SC_PAGESIZE);
 }
 
+/* lsock_loop_set_busy_poll() for every loop made while it is set (the busy-poll rows; the
+ * server processes inherit it). */
+static int g_busy_us;
+
 static lsock_loop *lsock_loop_or_die(void)
 {
     lsock_loop *loop = lsock_loop_new();
     if (!loop) die("lsock_loop_new failed");
+    if (g_busy_us) lsock_loop_set_busy_poll(loop, g_busy_us);
     return loop;
 }
 
@@ -547,6 +553,7 @@ static server_fn sink_server_for(int impl)
 typedef struct {
     size_t size;
     long iters;
+    int busy_us; /* lsock's loops busy-poll this long (lsock_loop_set_busy_poll); 0: not */
 } pp_params;
 
 /* Raw client: blocking write then read; above 64 KiB interleaved with poll() so that neither
@@ -717,8 +724,12 @@ static double run_pingpong(int impl, const void *params, double *extra)
         return epoll_pingpong(params);
     case RAW:
         return raw_pingpong(params);
-    case LSOCK:
-        return lsock_pingpong(params);
+    case LSOCK: {
+        g_busy_us = ((const pp_params *)params)->busy_us;
+        double r = lsock_pingpong(params);
+        g_busy_us = 0;
+        return r;
+    }
 #ifdef BENCH_HAVE_LIBUV
     case LIBUV:
         return libuv_pingpong(params);
@@ -765,6 +776,10 @@ static double run_blocking(int impl, const void *params, double *extra)
 typedef struct {
     size_t chunk;
     uint64_t total;
+    /* The refill pattern of a Qt-style program: keep refill bytes queued, writing chunks from
+     * bytes_written (libuv: that many bytes of writes in flight); 0: write while nothing is
+     * queued (lsock), 1 MiB in flight (libuv). */
+    size_t refill;
 } st_params;
 
 static double raw_stream(const st_params *sp)
@@ -794,7 +809,8 @@ typedef struct {
 /* Writes chunks while all of them go straight to the kernel; resumes on bytes_written. */
 static void lst_fill(lsock_socket *s, lst_state *c)
 {
-    while (c->sent < c->sp->total && lsock_socket_bytes_to_write(s) == 0) {
+    int64_t below = c->sp->refill ? (int64_t)c->sp->refill : 1;
+    while (c->sent < c->sp->total && lsock_socket_bytes_to_write(s) < below) {
         uint64_t left = c->sp->total - c->sent;
         size_t n = left < c->sp->chunk ? (size_t)left : c->sp->chunk;
         if (lsock_socket_write(s, g_msg, (int64_t)n) < 0) die("lsock write");
@@ -887,7 +903,7 @@ static double libuv_stream(const st_params *sp)
     static ust_state c;
     memset(&c, 0, sizeof c);
     c.sp = sp;
-    c.window = (int)((1 << 20) / sp->chunk);
+    c.window = (int)((sp->refill ? sp->refill : (size_t)1 << 20) / sp->chunk);
     if (c.window < 2) c.window = 2;
     if (c.window > UST_WINDOW_MAX) c.window = UST_WINDOW_MAX;
     for (int i = 0; i < UST_WINDOW_MAX; i++)
@@ -1395,7 +1411,7 @@ static double run_msg(int impl, const void *params, double *extra)
         return lsock_msg(mp);
     case RAW: { /* lsock's byte pingpong of the same size */
         if (mp->one_way) return -1;
-        pp_params pp = {mp->size, mp->count};
+        pp_params pp = {mp->size, mp->count, 0};
         return lsock_pingpong(&pp);
     }
 #ifdef BENCH_HAVE_NNG
@@ -1707,12 +1723,12 @@ static void run_sizes(bool short_mode, int rounds, const char *data_file)
         long iters = short_mode ? 200 : 20000;
         if (s >= 16384) iters = short_mode ? 50 : (long)((256u << 20) / s / 4);
         if (iters < 50) iters = 50;
-        ppp[i] = (pp_params){s, iters};
+        ppp[i] = (pp_params){s, iters, 0};
         uint64_t nwrites = short_mode ? 2000 : 200000;
         uint64_t total = (uint64_t)s * nwrites;
         uint64_t cap = short_mode ? (16u << 20) : (512u << 20);
         if (total > cap) total = cap;
-        stp[i] = (st_params){s, total};
+        stp[i] = (st_params){s, total, 0};
         char label[24];
         size_label(s, label, sizeof label);
         static char names[2][10][48];
@@ -1797,7 +1813,8 @@ int main(int argc, char **argv)
                 "       [--msg-data FILE]\n"
                 "       [--impl raw,lsock,libuv,epoll] [--size BYTES] [--peer raw|lsock|libuv]\n"
                 "       [--cpus CLIENT,SERVER]\n"
-                "LIST: comma-separated pingpong,blocking,stream,connrate,fanin,messages,sizes\n",
+                "LIST: comma-separated "
+                "pingpong,blocking,stream,refill,connrate,fanin,messages,sizes\n",
                 argv[0]);
             return 2;
         }
@@ -1826,10 +1843,13 @@ int main(int argc, char **argv)
     if (g_cpu_server >= 0)
         printf("pinned: the measured side to one CPU, the servers to CPU %d\n", g_cpu_server);
 
-    pp_params pp = {1, short_mode ? 2000 : 50000};
-    pp_params bl = {1, short_mode ? 2000 : 50000};
-    st_params st64 = {65536, short_mode ? (32u << 20) : (1u << 30)};
-    st_params st4 = {4096, short_mode ? (8u << 20) : (1u << 30)};
+    pp_params pp = {1, short_mode ? 2000 : 50000, 0};
+    pp_params ppb = {1, short_mode ? 2000 : 50000, 50};
+    pp_params bl = {1, short_mode ? 2000 : 50000, 0};
+    st_params st64 = {65536, short_mode ? (32u << 20) : (1u << 30), 0};
+    st_params st4 = {4096, short_mode ? (8u << 20) : (1u << 30), 0};
+    st_params rf64 = {65536, short_mode ? (32u << 20) : (256u << 20), 4 * 65536};
+    st_params rf4 = {4096, short_mode ? (8u << 20) : (256u << 20), 4 * 65536};
     cr_params cr = {short_mode ? 500 : 20000};
     fi_params fi1 = {short_mode ? 100 : 1000, short_mode ? 0.2 : 2.0};
     fi_params fi10 = {short_mode ? 1000 : 10000, short_mode ? 0.2 : 2.0};
@@ -1841,6 +1861,24 @@ int main(int argc, char **argv)
                        .lower_better = 1,
                        .raw_target = 1.10,
                        .beat_libuv = 1};
+    static row r_ppb = {.name = "pingpong 1 B, busy-poll 50 us",
+                        .unit = "us",
+                        .fmt = "%.2f",
+                        .fn = run_pingpong,
+                        .lower_better = 1,
+                        .raw_target = 1.05};
+    static row r_rf64 = {.name = "refill stream 64 KiB",
+                         .unit = "GB/s",
+                         .fmt = "%.3f",
+                         .fn = run_stream,
+                         .raw_target = 0.97,
+                         .beat_libuv = 1};
+    static row r_rf4 = {.name = "refill stream 4 KiB writes",
+                        .unit = "GB/s",
+                        .fmt = "%.3f",
+                        .fn = run_stream,
+                        .raw_target = 0.90,
+                        .beat_libuv = 1};
     static row r_bl = {.name = "blocking 1 B",
                        .unit = "us",
                        .fmt = "%.2f",
@@ -1876,6 +1914,7 @@ int main(int argc, char **argv)
     snprintf(n10m, sizeof n10m, "fanin %ld idle mem", fi10.clients);
     r_fi1.name = n1, r_fi1m.name = n1m, r_fi10.name = n10, r_fi10m.name = n10m;
     r_pp.params = &pp, r_bl.params = &bl, r_st64.params = &st64, r_st4.params = &st4;
+    r_ppb.params = &ppb, r_rf64.params = &rf64, r_rf4.params = &rf4;
     r_cr.params = &cr, r_fi1.params = &fi1, r_fi10.params = &fi10;
     r_fi1.extra = &r_fi1m, r_fi10.extra = &r_fi10m;
     r_bl.skip[LIBUV] = 1; /* no blocking API */
@@ -1895,15 +1934,16 @@ int main(int argc, char **argv)
     r_cr2 = placed(&r_cr, "connrate, 2 CPUs", cpus[0], two);
     r_fi1p = placed(&r_fi1, n1p, cpus[0], two);
 
-    row *table[20];
+    row *table[24];
     int n = 0;
     struct {
         const char *key;
         row *r;
-    } all[] = {{"pingpong", &r_pp}, {"pingpong", &r_pp1}, {"pingpong", &r_pp2},
-               {"blocking", &r_bl}, {"stream", &r_st64},  {"stream", &r_st4},
-               {"connrate", &r_cr}, {"connrate", &r_cr1}, {"connrate", &r_cr2},
-               {"fanin", &r_fi1},   {"fanin", &r_fi1p},   {"fanin", &r_fi10}};
+    } all[] = {{"pingpong", &r_pp},  {"pingpong", &r_pp1}, {"pingpong", &r_pp2},
+               {"pingpong", &r_ppb}, {"blocking", &r_bl},  {"stream", &r_st64},
+               {"stream", &r_st4},   {"refill", &r_rf64},  {"refill", &r_rf4},
+               {"connrate", &r_cr},  {"connrate", &r_cr1}, {"connrate", &r_cr2},
+               {"fanin", &r_fi1},    {"fanin", &r_fi1p},   {"fanin", &r_fi10}};
     printf("\nRunning (one dot per round of raw, lsock, libuv, epoll where measured):\n");
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         row *r = all[i].r;

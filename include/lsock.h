@@ -189,6 +189,16 @@ LSOCK_API int lsock_loop_backend_fd(lsock_loop *loop);
 LSOCK_API int lsock_loop_backend_timeout(lsock_loop *loop);
 /* "epoll" or "poll" (Unix), "iocp" (Windows); static storage. */
 LSOCK_API const char *lsock_loop_backend_name(lsock_loop *loop);
+/* Busy polling, for latency-critical programs (off by default): before it blocks, the loop
+ * asks the backend for events without waiting, again and again, for up to usecs
+ * microseconds (never past its next timer), and blocks only if none came. A reply that
+ * arrives within that time is taken without the wake-up of a sleeping thread, at the price of
+ * a CPU kept busy meanwhile. 0 turns it off; values below 0 count as 0, above 1,000,000 (one
+ * second) as 1,000,000. */
+#define LSOCK_BUSY_POLL_MAX 1000000
+LSOCK_API void lsock_loop_set_busy_poll(lsock_loop *loop, int usecs);
+/* The busy-poll time in microseconds (0: off, or NULL). */
+LSOCK_API int lsock_loop_busy_poll(const lsock_loop *loop);
 /* In a child made by fork(): gives the inherited loop a backend and a wakeup channel of its
  * own, watching the same descriptors, so that the child can run it (see "Fork" above; as
  * libuv's uv_loop_fork()). Call it before any other call on the loop or its objects; inside

@@ -48,6 +48,7 @@ struct lsock_loop {
     lsock__backend **retired; /* replaced by lsock_loop_fork() while a run was dispatching */
     int nretired;
     uint64_t iteration; /* polls so far: tells a server whether its listener fired twice in a row */
+    int busy_poll_us;   /* lsock_loop_set_busy_poll(): 0 off */
     int wake_rfd, wake_wfd;
     lsock__io wake_io;
     atomic_int wake_pending;
@@ -401,6 +402,22 @@ static void report(lsock_loop *loop, int fd, unsigned revents)
     if (ev) io->cb(io, ev);
 }
 
+/* Busy polling (lsock_loop_set_busy_poll): asks the backend without waiting until it reports
+ * something or the busy time (at most the timeout, ms; -1 none) is over. Returns 1 when
+ * events were reported (or the run must end), 0 when the caller should block. */
+static int busy_poll(lsock_loop *loop, int timeout)
+{
+    uint64_t limit = (uint64_t)loop->busy_poll_us;
+    if (timeout >= 0 && (uint64_t)timeout * 1000u < limit) limit = (uint64_t)timeout * 1000u;
+    uint64_t start = lsock__now_us();
+    do {
+        int n = lsock__backend_poll(loop->backend, 0, report, loop);
+        if (n > 0 || (n < 0 && n != -EINTR)) return 1;
+        if (loop->stop_flag || inherited(loop)) return 1;
+    } while (lsock__now_us() - start < limit);
+    return 0;
+}
+
 /* Polls the backend; a signal (EINTR) before any event or the timeout is waited through with
  * the time that is left, so that LSOCK_RUN_ONCE returns only after something happened. */
 static void poll_backend(lsock_loop *loop, int timeout)
@@ -408,6 +425,14 @@ static void poll_backend(lsock_loop *loop, int timeout)
     uint64_t deadline = timeout > 0 ? lsock__now_ms() + (uint64_t)timeout : 0;
     unsigned outer = loop->dispatch_epoch; /* a nested run polls inside an outer dispatch */
     loop->dispatch_epoch = loop->backend_epoch;
+    if (timeout != 0 && loop->busy_poll_us > 0 && busy_poll(loop, timeout)) {
+        loop->dispatch_epoch = outer;
+        return;
+    }
+    if (timeout > 0) { /* what busy polling left of the timeout */
+        uint64_t now = lsock__now_ms();
+        timeout = now >= deadline ? 0 : (int)(deadline - now);
+    }
     while (lsock__backend_poll(loop->backend, timeout, report, loop) == -EINTR) {
         if (loop->stop_flag || inherited(loop)) break;
         if (timeout > 0) {
@@ -491,6 +516,17 @@ int lsock__loop_inherited(const lsock_loop *loop)
 int lsock_loop_backend_fd(lsock_loop *loop)
 {
     return loop && !inherited(loop) ? lsock__backend_fd(loop->backend) : -1;
+}
+
+void lsock_loop_set_busy_poll(lsock_loop *loop, int usecs)
+{
+    if (!loop) return;
+    loop->busy_poll_us = usecs < 0 ? 0 : usecs > LSOCK_BUSY_POLL_MAX ? LSOCK_BUSY_POLL_MAX : usecs;
+}
+
+int lsock_loop_busy_poll(const lsock_loop *loop)
+{
+    return loop ? loop->busy_poll_us : 0;
 }
 
 int lsock_loop_backend_timeout(lsock_loop *loop)

@@ -41,6 +41,8 @@ enum { LSOCK__READABLE = 1, LSOCK__WRITABLE = 2 };
 
 /* Milliseconds of a monotonic clock. */
 uint64_t lsock__now_ms(void);
+/* Microseconds of the same clock (busy polling). */
+uint64_t lsock__now_us(void);
 
 /* ---- names ----------------------------------------------------------------------------- */
 

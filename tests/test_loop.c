@@ -9,6 +9,10 @@
 #ifndef _WIN32
 #include <signal.h>
 #include <sys/time.h>
+#include <time.h>
+#else
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
 #endif
 
 #include "internal.h" /* deferred work (lsock__pending) is internal */
@@ -462,6 +466,70 @@ TEST(loop_fork_in_the_process_that_made_the_loop_changes_nothing)
     ASSERT(lsock_timer_start(t, 1, 0));
     ASSERT_EQ(lsock_loop_run(loop, LSOCK_RUN_DEFAULT), 0);
     ASSERT_EQ(fired_once, 1);
+    lsock_timer_free(t);
+    ASSERT(lsock_loop_free(loop));
+}
+
+TEST(busy_poll_is_off_by_default_and_clamped_to_its_range)
+{
+    lsock_loop *loop = lsock_loop_new();
+    ASSERT(loop != NULL);
+    ASSERT_EQ(lsock_loop_busy_poll(loop), 0);
+    lsock_loop_set_busy_poll(loop, 50);
+    ASSERT_EQ(lsock_loop_busy_poll(loop), 50);
+    lsock_loop_set_busy_poll(loop, -5);
+    ASSERT_EQ(lsock_loop_busy_poll(loop), 0);
+    lsock_loop_set_busy_poll(loop, LSOCK_BUSY_POLL_MAX + 1);
+    ASSERT_EQ(lsock_loop_busy_poll(loop), LSOCK_BUSY_POLL_MAX);
+    lsock_loop_set_busy_poll(loop, 0);
+    ASSERT_EQ(lsock_loop_busy_poll(loop), 0);
+    lsock_loop_set_busy_poll(NULL, 10); /* nothing */
+    ASSERT_EQ(lsock_loop_busy_poll(NULL), 0);
+    ASSERT(lsock_loop_free(loop));
+}
+
+static double process_cpu_ms(void)
+{
+#ifdef _WIN32
+    FILETIME c, e, k, u;
+    if (!GetProcessTimes(GetCurrentProcess(), &c, &e, &k, &u)) return -1;
+    ULARGE_INTEGER a, b;
+    a.LowPart = k.dwLowDateTime, a.HighPart = k.dwHighDateTime;
+    b.LowPart = u.dwLowDateTime, b.HighPart = u.dwHighDateTime;
+    return (double)(a.QuadPart + b.QuadPart) / 10000.0;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+#endif
+}
+
+static void count_fire(lsock_timer *t, void *u)
+{
+    (void)t;
+    (*(int *)u)++;
+}
+
+/* An idle loop that busy-polls 2 ms at a time still sleeps between its events: a timer that
+ * fires every 20 ms for 200 ms keeps the process well below one CPU. */
+TEST(busy_poll_fires_timers_and_sleeps_when_nothing_comes)
+{
+    lsock_loop *loop = lsock_loop_new();
+    lsock_loop_set_busy_poll(loop, 2000);
+    int fired = 0;
+    lsock_timer *t = lsock_timer_new(loop, count_fire, &fired);
+    ASSERT(lsock_timer_start(t, 20, 20));
+    double cpu0 = process_cpu_ms();
+    uint64_t t0 = test_now_ms();
+    while (fired < 10) {
+        ASSERT(test_now_ms() - t0 < 10000);
+        lsock_loop_run(loop, LSOCK_RUN_ONCE);
+    }
+    double wall = (double)(test_now_ms() - t0), cpu = process_cpu_ms() - cpu0;
+    printf("10 timer events in %.0f ms of which %.1f ms on the CPU\n", wall, cpu);
+    ASSERT(wall >= 150); /* the timer's own pace: the busy polling never fired it early */
+    /* At most 2 ms of polling per 20 ms period (10 %), with room for a slow machine. */
+    ASSERT(cpu < wall * 0.5);
     lsock_timer_free(t);
     ASSERT(lsock_loop_free(loop));
 }

@@ -2398,4 +2398,44 @@ TEST(socket_that_cannot_resume_reading_ends_with_socket_resource)
     loop_free(loop);
 }
 
+typedef struct busy_pp {
+    int left;
+    lsock_loop *loop;
+} busy_pp;
+
+static void busy_echo(lsock_socket *s, void *u)
+{
+    (void)u;
+    char c;
+    while (lsock_socket_read(s, &c, 1) == 1)
+        lsock_socket_write(s, &c, 1);
+}
+
+static void busy_back(lsock_socket *s, void *u)
+{
+    busy_pp *b = u;
+    char c;
+    while (lsock_socket_read(s, &c, 1) == 1)
+        if (--b->left > 0) lsock_socket_write(s, &c, 1);
+}
+
+/* A loop that busy-polls delivers a pingpong as one that sleeps: 200 round trips of one
+ * byte, every byte echoed. */
+TEST(busy_poll_loop_delivers_a_pingpong_as_without_it)
+{
+    lsock_loop *loop = loop_new();
+    lsock_loop_set_busy_poll(loop, 100);
+    pair p;
+    pair_open(&p, loop);
+    lsock_socket_callbacks echo = {.ready_read = busy_echo};
+    lsock_socket_callbacks back = {.ready_read = busy_back};
+    busy_pp b = {200, loop};
+    lsock_socket_set_callbacks(p.peer, &echo, NULL);
+    lsock_socket_set_callbacks(p.client, &back, &b);
+    ASSERT_EQ(lsock_socket_write(p.client, "x", 1), 1);
+    RUN_UNTIL(loop, b.left == 0, 20000);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
 TEST_MAIN()

@@ -31,6 +31,13 @@
 #define MSG_NOSIGNAL 0
 #endif
 
+uint64_t lsock__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 uint64_t lsock__now_ms(void)
 {
     struct timespec ts;

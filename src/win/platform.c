@@ -345,6 +345,16 @@ const char *lsock__plat_strerror(int err)
 
 /* ---- time ------------------------------------------------------------------------------- */
 
+uint64_t lsock__now_us(void)
+{
+    static LARGE_INTEGER freq; /* benign race: every thread computes the same value */
+    LARGE_INTEGER now;
+    if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&now);
+    return (uint64_t)(now.QuadPart / freq.QuadPart) * 1000000u +
+           (uint64_t)(now.QuadPart % freq.QuadPart) * 1000000u / (uint64_t)freq.QuadPart;
+}
+
 uint64_t lsock__now_ms(void)
 {
     static LARGE_INTEGER freq; /* benign race: every thread computes the same value */
