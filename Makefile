@@ -94,7 +94,8 @@ FUZZ_TARGETS = fuzz_buffer fuzz_name fuzz_message
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
 	-DLSOCK_BACKEND_NAME='"epoll"' -Iinclude -Isrc -Wall -Wextra -Wno-unused-parameter
 FUZZ_LIB_SOURCES = src/error.c src/buffer.c src/unix/name.c src/loop.c src/socket.c \
-	src/socket_io.c src/socket_wait.c src/socket_message.c src/server.c src/unix/platform.c src/unix/epoll.c
+	src/socket_io.c src/descriptors.c src/socket_wait.c src/socket_message.c src/server.c \
+	src/unix/platform.c src/unix/epoll.c
 
 build-fuzz/%: fuzz/%.c $(FUZZ_LIB_SOURCES) $(wildcard src/*.h) include/lsock.h
 	@mkdir -p build-fuzz
