@@ -468,6 +468,54 @@ TEST(with_a_loop_descriptors_arrive_in_ready_read_with_their_message)
     lsock_loop_free(loop);
 }
 
+typedef struct fd_reader {
+    int64_t total;
+    int taken, wrong;
+} fd_reader;
+
+static void fd_reader_ready_read(lsock_socket *s, void *u)
+{
+    fd_reader *f = u;
+    static unsigned char buf[65536];
+    int64_t n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+        f->total += n;
+        intptr_t got[4];
+        int k = lsock_socket_take_descriptors(s, got, 4);
+        for (int i = 0; i < k; i++)
+            os_close(got[i]);
+        f->taken += k;
+        /* Exactly those whose byte (100,000 and 200,000) has been read. */
+        if (f->taken != (f->total > 100000) + (f->total > 200000)) f->wrong++;
+    }
+}
+
+/* ready_read reading 64 KiB pieces (straight from the kernel on Unix) gets each descriptor
+ * once its byte is read. */
+TEST(with_a_loop_large_reads_in_ready_read_take_descriptors_with_their_bytes)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open_with(&p, loop, FD_OPTS);
+    fd_reader f = {0, 0, 0};
+    lsock_socket_callbacks cb = {.ready_read = fd_reader_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &f);
+    intptr_t pp[2];
+    os_pipe(pp);
+    unsigned char *data = pattern_new(300000);
+    for (int i = 0; i < 3; i++) {
+        if (i > 0) ASSERT(lsock_socket_attach_descriptors(p.client, &pp[1], 1));
+        ASSERT_EQ(lsock_socket_write(p.client, data + i * 100000, 100000), 100000);
+    }
+    RUN_UNTIL(loop, f.total == 300000 && f.taken == 2, 20000);
+    ASSERT_EQ(f.wrong, 0);
+    free(data);
+    os_close(pp[0]);
+    os_close(pp[1]);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
 /* ---- bounds and errors -------------------------------------------------------------------- */
 
 TEST(253_descriptors_go_with_one_write_and_more_are_refused)

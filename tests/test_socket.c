@@ -2438,4 +2438,157 @@ TEST(busy_poll_loop_delivers_a_pingpong_as_without_it)
     lsock_loop_free(loop);
 }
 
+/* ---- ready_read that reads large pieces (straight from the kernel where it can) --------- */
+
+typedef struct big_reader {
+    size_t total, want;
+    int calls, one_piece; /* one_piece: read one 64 KiB piece per ready_read, leave the rest */
+    int bad, rcf, disconnected, errors;
+    lsock_error last_error;
+    char log[256];
+} big_reader;
+
+static void big_ready_read(lsock_socket *s, void *u)
+{
+    big_reader *b = u;
+    static unsigned char buf[65536];
+    b->calls++;
+    int64_t n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+        for (int64_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(b->total + (size_t)i)) b->bad++;
+        b->total += (size_t)n;
+        if (b->one_piece) break;
+    }
+}
+
+static void big_rcf(lsock_socket *s, void *u)
+{
+    (void)s;
+    big_reader *b = u;
+    b->rcf++;
+    strcat(b->log, "rcf ");
+}
+
+static void big_disconnected(lsock_socket *s, void *u)
+{
+    (void)s;
+    big_reader *b = u;
+    b->disconnected++;
+    strcat(b->log, "disconnected ");
+}
+
+static void big_error(lsock_socket *s, lsock_error e, void *u)
+{
+    (void)s;
+    big_reader *b = u;
+    b->errors++;
+    b->last_error = e;
+    strcat(b->log, "error ");
+}
+
+static const lsock_socket_callbacks big_cbs = {.ready_read = big_ready_read,
+                                               .read_channel_finished = big_rcf,
+                                               .disconnected = big_disconnected,
+                                               .error_occurred = big_error};
+
+/* Streams n pattern bytes from the client to a peer whose ready_read reads 64 KiB pieces;
+ * the client disconnects at the end when close_after. */
+static void stream_to_big_reader(big_reader *b, size_t n, int close_after)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    lsock_socket_set_callbacks(p.peer, &big_cbs, b);
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    if (close_after) lsock_socket_disconnect(p.client);
+    if (b->one_piece) {
+        /* What ready_read leaves stays buffered (it is not announced again until more comes):
+         * read it afterwards. */
+        RUN_UNTIL(loop, b->total + (size_t)lsock_socket_bytes_available(p.peer) == n, 20000);
+        b->one_piece = 0;
+        big_ready_read(p.peer, b);
+    }
+    RUN_UNTIL(loop, b->total == n && (!close_after || b->disconnected), 20000);
+    ASSERT_EQ(b->bad, 0);
+    ASSERT_EQ(b->total, n);
+    free(data);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
+TEST(ready_read_reading_64_kib_pieces_gets_every_byte_in_order)
+{
+    big_reader b;
+    memset(&b, 0, sizeof b);
+    stream_to_big_reader(&b, 8u << 20, 0);
+    ASSERT(b.calls > 0);
+}
+
+/* What ready_read leaves is kept in the buffer (none of it left in the kernel unannounced),
+ * and ready_read fires again as more arrives. */
+TEST(ready_read_that_reads_one_piece_leaves_the_rest_buffered_and_loses_nothing)
+{
+    big_reader b;
+    memset(&b, 0, sizeof b);
+    b.one_piece = 1;
+    stream_to_big_reader(&b, 4u << 20, 0);
+    ASSERT(b.calls > 1);
+}
+
+/* The end of the stream that a read in ready_read meets is reported from the loop, after the
+ * data and in Qt's order, once. */
+TEST(end_of_stream_met_by_a_read_in_ready_read_ends_the_connection_in_order)
+{
+    big_reader b;
+    memset(&b, 0, sizeof b);
+    stream_to_big_reader(&b, 300000, 1);
+    ASSERT_EQ(b.errors, 1);
+    ASSERT_ERR(b.last_error, LSOCK_ERR_PEER_CLOSED);
+    ASSERT_EQ(b.rcf, 1);
+    ASSERT_EQ(b.disconnected, 1);
+    ASSERT_STR_EQ(b.log, "error rcf disconnected ");
+}
+
+typedef struct line_reader {
+    int lines, bad, peeked;
+} line_reader;
+
+static void lines_ready_read(lsock_socket *s, void *u)
+{
+    line_reader *l = u;
+    char head[4];
+    if (lsock_socket_bytes_available(s) > 0 && lsock_socket_peek(s, head, 4) > 0) l->peeked++;
+    char line[64], want[64];
+    while (lsock_socket_can_read_line(s)) {
+        lsock_socket_read_line(s, line, sizeof line);
+        snprintf(want, sizeof want, "line %d\n", l->lines);
+        if (strcmp(line, want) != 0) l->bad++;
+        l->lines++;
+    }
+}
+
+/* bytes_available, peek, can_read_line and read_line inside ready_read see the data as they
+ * did when it was always buffered first. */
+TEST(buffer_calls_in_ready_read_see_every_byte)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    line_reader l = {0, 0, 0};
+    lsock_socket_callbacks cb = {.ready_read = lines_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &l);
+    char line[64];
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(line, sizeof line, "line %d\n", i);
+        ASSERT_EQ(lsock_socket_write(p.client, line, n), n);
+    }
+    RUN_UNTIL(loop, l.lines == 20000, 20000);
+    ASSERT_EQ(l.bad, 0);
+    ASSERT(l.peeked > 0);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
 TEST_MAIN()
