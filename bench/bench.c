@@ -266,7 +266,9 @@ static lsock_loop *lsock_loop_or_die(void)
 {
     lsock_loop *loop = lsock_loop_new();
     if (!loop) die("lsock_loop_new failed");
+#ifndef BENCH_NO_BUSY_POLL /* a library from before lsock_loop_set_busy_poll() */
     if (g_busy_us) lsock_loop_set_busy_poll(loop, g_busy_us);
+#endif
     return loop;
 }
 
