@@ -158,9 +158,6 @@ void lsock__plat_close_descriptor(intptr_t handle);
  * (LSOCK_PASS_DESCRIPTORS). Windows: both directions are framed so that handle values travel
  * in the stream (src/win/platform.c); Unix: nothing changes, SCM_RIGHTS needs no framing. */
 void lsock__plat_pass_descriptors(int fd);
-/* 1 where a read from the kernel straight into the application's buffer saves a copy (Unix);
- * 0 where the platform reads into a buffer of its own first anyway (Windows). */
-int lsock__plat_direct_reads(void);
 /* Raises the kernel's send buffer of a connection that streams (best effort). */
 void lsock__plat_grow_send_buffer(int fd);
 void lsock__plat_close(int fd);

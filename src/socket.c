@@ -192,8 +192,6 @@ void lsock__socket_finish_close(lsock_socket *s)
     lsock__socket_drop_fds_out(s); /* descriptors that never went, while the peer is known */
     drop_descriptor(s);
     lsock__buf_clear(&s->wbuf);
-    s->deferred = 0; /* nothing more comes from the kernel, nor is reported from it */
-    s->read_end_set = 0;
     s->state = LSOCK_UNCONNECTED;
     clear_names(s);
     emit_state(s, LSOCK_UNCONNECTED);
@@ -356,7 +354,6 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
     lsock__buf_clear(&s->rbuf);
     lsock__buf_clear(&s->wbuf);
     lsock__socket_drop_fds(s);
-    s->deferred = s->read_end_set = 0;
     s->state = LSOCK_CONNECTING;
     s->connecting_mode = open_mode;
     emit_state(s, LSOCK_CONNECTING);
@@ -691,7 +688,6 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     lsock__buf_clear(&s->rbuf);
     lsock__buf_clear(&s->wbuf);
     lsock__socket_drop_fds(s);
-    s->deferred = s->read_end_set = 0;
     s->fd = rc;
     s->fd_shared = 1; /* the application may keep its own copies */
     s->open_mode = open_mode;

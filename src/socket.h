@@ -73,9 +73,6 @@ struct lsock_socket {
     lsock__fdq fd_attach;   /* attached, waiting for the next write (pos unused) */
     lsock__fdq fd_out;      /* bound to the stream byte at pos, not yet sent */
     lsock__fdq fd_in;       /* received with the stream byte at pos, not yet taken */
-    int deferred;           /* in ready_read, data left in the kernel for a direct read */
-    int read_end_set;       /* a direct read met the end or an error: read_end, reported */
-    int64_t read_end;       /* from the loop (0 end of stream, -errno) */
 };
 
 /* ---- socket.c: lifetime, callbacks, closing, connecting ------------------------------ */
@@ -155,9 +152,6 @@ int64_t lsock__socket_read_limit(const lsock_socket *s);
 int lsock__socket_check_message(lsock_socket *s, const char *call);
 /* After a flush: watch for room while data is queued, stop watching once it is all written. */
 void lsock__socket_after_flush(lsock_socket *s);
-/* Buffers data left in the kernel for a direct read inside ready_read (see can_defer_read in
- * socket_io.c) before a call looks at the read buffer. */
-void lsock__socket_settle(lsock_socket *s);
 /* Hands the gathered writes (see should_gather in socket_io.c) to the kernel. Returns -1 if
  * the connection broke (s->broken is set, reported by lsock__socket_report_deferred). */
 int lsock__socket_flush_gathered(lsock_socket *s);

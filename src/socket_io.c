@@ -144,9 +144,21 @@ static int64_t read_some(lsock_socket *s)
     return total > 0 ? total : -EAGAIN;
 }
 
-/* Ends the connection after a read that failed (r: 0 end of stream, or -errno). -1. */
-static int read_failed(lsock_socket *s, int64_t r)
+/*
+ * Handles readability: reads, fires ready_read, and ends the connection on end of stream or
+ * error. Returns 1 if data arrived, 0 if nothing, -1 if the connection ended.
+ */
+int lsock__socket_on_readable(lsock_socket *s)
 {
+    int64_t r = read_some(s);
+    if (r > 0) {
+        if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;
+        emit_ready_read(s);
+        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
+        /* End of stream behind the data is seen on the next readiness report. */
+        return 1;
+    }
+    if (r == -EAGAIN) return 0;
     if (r == -EPROTO) { /* Windows: a framed stream (LSOCK_PASS_DESCRIPTORS) that is not */
         lsock__socket_error_and_close(s, LSOCK_ERR_CONNECTION, "lsock_socket_read",
                                       "the peer's stream is not framed for handles: both ends "
@@ -168,85 +180,6 @@ static int read_failed(lsock_socket *s, int64_t r)
     }
     lsock__socket_connection_lost(s, r == 0 ? 0 : (int)-r, "lsock_socket_read");
     return -1;
-}
-
-/*
- * Reading straight into the application's buffer. When the loop reports data and lsock's read
- * buffer is empty, the bytes are left in the kernel and ready_read fires at once: a read of at
- * least READ_DIRECT_MIN bytes inside it takes them from the kernel into the caller's buffer,
- * one copy as with read(2), where buffering would copy them twice. Whatever the application
- * leaves is buffered when ready_read returns (and ready_read fires again if anything came),
- * and every other call that looks at the buffer (bytes_available, peek, read_line, smaller
- * reads, the message calls, the waits) buffers first (lsock__socket_settle), so they keep
- * their meaning. The end of the stream or an error that such a read meets is reported from
- * the loop (read_end), as a broken write is. Not for sockets without a loop, in message mode,
- * with a read buffer limit, or where the platform reads from a buffer of its own anyway.
- */
-static int can_defer_read(const lsock_socket *s)
-{
-    return s->loop && s->cb.ready_read && !s->in_ready_read && !s->msg_mode &&
-           (s->open_mode & LSOCK_READ_ONLY) && s->rbuf_limit == 0 && !s->read_end_set &&
-           lsock__buf_len(&s->rbuf) == 0 && lsock__plat_direct_reads();
-}
-
-/* A read of the caller's buffer from the kernel while the data is deferred (s->deferred). */
-static int64_t read_direct(lsock_socket *s, void *buf, size_t max)
-{
-    lsock__fds_in in;
-    int64_t r = lsock__plat_read(s->fd, buf, max, &in);
-    uint64_t at = s->rx_total;
-    if (r > 0) s->rx_total += (uint64_t)r;
-    int lost = (in.count > 0 || in.truncated) &&
-               lsock__socket_keep_fds(s, &in, at, r > 0 ? (size_t)r : 0, 0) < 0;
-    if (r > 0 && !lost) {
-        if ((size_t)r < max && !in.more) s->deferred = 0; /* the kernel has no more now */
-        return r;
-    }
-    s->deferred = 0;
-    if (r == -EAGAIN && !lost) return 0;
-    /* The end of the stream, an error or lost descriptors: reported from the loop. */
-    s->read_end = lost ? LOST_FDS : r;
-    s->read_end_set = 1;
-    lsock__pending_queue(s->loop, &s->pend);
-    return r > 0 ? r : 0;
-}
-
-void lsock__socket_settle(lsock_socket *s)
-{
-    if (!s->deferred) return;
-    s->deferred = 0;
-    int64_t r = read_some(s);
-    if (r > 0 || r == -EAGAIN) return;
-    s->read_end = r;
-    s->read_end_set = 1;
-    lsock__pending_queue(s->loop, &s->pend);
-}
-
-/*
- * Handles readability: reads, fires ready_read, and ends the connection on end of stream or
- * error. Returns 1 if data arrived, 0 if nothing, -1 if the connection ended.
- */
-int lsock__socket_on_readable(lsock_socket *s)
-{
-    if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 0;
-    if (can_defer_read(s)) {
-        s->deferred = 1;
-        emit_ready_read(s);
-        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
-        if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 1;
-        if (!s->deferred) return 1; /* the application took it all */
-        s->deferred = 0;            /* it left some: buffered, and told if anything came */
-    }
-    int64_t r = read_some(s);
-    if (r > 0) {
-        if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;
-        emit_ready_read(s);
-        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
-        /* End of stream behind the data is seen on the next readiness report. */
-        return 1;
-    }
-    if (r == -EAGAIN) return 0;
-    return read_failed(s, r);
 }
 
 /* Writes queued data until the kernel is full. Returns bytes written or -errno. */
@@ -384,11 +317,6 @@ static void handle_broken(lsock_socket *s)
  * it now, from the loop or a wait call. Returns 1 if there was one (the connection ended). */
 int lsock__socket_report_deferred(lsock_socket *s)
 {
-    if (s->read_end_set) { /* met by a read straight into the caller's buffer */
-        s->read_end_set = 0;
-        read_failed(s, s->read_end);
-        return 1;
-    }
     if (s->broken) {
         handle_broken(s);
         return 1;
@@ -472,11 +400,6 @@ static bool can_read(lsock_socket *s, const void *buf, int64_t max, const char *
 int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max)
 {
     if (!can_read(s, buf, max, "lsock_socket_read")) return -1;
-    if (s->deferred) {
-        if (max >= READ_DIRECT_MIN && lsock__buf_len(&s->rbuf) == 0)
-            return read_direct(s, buf, (size_t)max);
-        lsock__socket_settle(s); /* a smaller read: buffered, as any other */
-    }
     size_t n = lsock__buf_peek(&s->rbuf, buf, (size_t)max);
     lsock__buf_consume(&s->rbuf, n);
     lsock__socket_after_consume(s);
@@ -486,7 +409,6 @@ int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max)
 int64_t lsock_socket_read_line(lsock_socket *s, char *buf, int64_t max)
 {
     if (!can_read(s, buf, max, "lsock_socket_read_line")) return -1;
-    lsock__socket_settle(s);
     if (max < 2) {
         lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_read_line",
                            "max must be at least 2");
@@ -507,7 +429,6 @@ void *lsock_socket_read_all(lsock_socket *s, size_t *len)
 {
     if (len) *len = 0;
     if (!can_read(s, NULL, 0, "lsock_socket_read_all")) return NULL;
-    lsock__socket_settle(s);
     size_t n = lsock__buf_len(&s->rbuf);
     char *out = malloc(n + 1);
     if (!out) {
@@ -525,14 +446,12 @@ void *lsock_socket_read_all(lsock_socket *s, size_t *len)
 int64_t lsock_socket_peek(lsock_socket *s, void *buf, int64_t max)
 {
     if (!can_read(s, buf, max, "lsock_socket_peek")) return -1;
-    lsock__socket_settle(s);
     return (int64_t)lsock__buf_peek(&s->rbuf, buf, (size_t)max);
 }
 
 int64_t lsock_socket_skip(lsock_socket *s, int64_t max)
 {
     if (!can_read(s, NULL, max < 0 ? max : 0, "lsock_socket_skip")) return -1;
-    lsock__socket_settle(s);
     size_t n = lsock__buf_consume(&s->rbuf, (size_t)max);
     lsock__socket_after_consume(s);
     return (int64_t)n;
@@ -540,14 +459,12 @@ int64_t lsock_socket_skip(lsock_socket *s, int64_t max)
 
 bool lsock_socket_can_read_line(const lsock_socket *s)
 {
-    if (s) lsock__socket_settle((lsock_socket *)s); /* the buffer is the socket's, not const */
     return s && (s->open_mode & LSOCK_READ_ONLY) &&
            lsock__buf_find(&s->rbuf, 0, '\n') != (size_t)-1;
 }
 
 int64_t lsock_socket_bytes_available(const lsock_socket *s)
 {
-    if (s) lsock__socket_settle((lsock_socket *)s);
     return s ? (int64_t)lsock__buf_len(&s->rbuf) : 0;
 }
 
@@ -558,7 +475,6 @@ int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
 
 bool lsock_socket_at_end(const lsock_socket *s)
 {
-    if (s) lsock__socket_settle((lsock_socket *)s);
     return !s || lsock__buf_len(&s->rbuf) == 0;
 }
 

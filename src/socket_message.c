@@ -17,7 +17,6 @@
  * heap-allocated and mutable; const is the API's promise of no visible change.) */
 static void enter_message_mode(const lsock_socket *s)
 {
-    lsock__socket_settle((lsock_socket *)s); /* data left in the kernel: buffered first */
     ((lsock_socket *)s)->msg_mode = 1;
 }
 
@@ -77,7 +76,7 @@ int64_t lsock_socket_write_message(lsock_socket *s, const void *buf, int64_t len
 {
     static const char call[] = "lsock_socket_write_message";
     if (!s) return -1;
-    enter_message_mode(s);
+    s->msg_mode = 1;
     if (len < 0 || (!buf && len > 0)) {
         lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
                            len < 0 ? "negative size" : "NULL buffer");

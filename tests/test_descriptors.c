@@ -490,7 +490,7 @@ static void fd_reader_ready_read(lsock_socket *s, void *u)
     }
 }
 
-/* ready_read reading 64 KiB pieces (straight from the kernel on Unix) gets each descriptor
+/* ready_read reading 64 KiB pieces gets each descriptor
  * once its byte is read. */
 TEST(with_a_loop_large_reads_in_ready_read_take_descriptors_with_their_bytes)
 {

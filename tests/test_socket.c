@@ -2438,7 +2438,7 @@ TEST(busy_poll_loop_delivers_a_pingpong_as_without_it)
     lsock_loop_free(loop);
 }
 
-/* ---- ready_read that reads large pieces (straight from the kernel where it can) --------- */
+/* ---- ready_read that reads large pieces ------------------------------------------------ */
 
 typedef struct big_reader {
     size_t total, want;

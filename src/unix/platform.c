@@ -583,11 +583,6 @@ void lsock__plat_close_descriptor(intptr_t handle)
 
 int lsock__test_dup_fail;
 
-int lsock__plat_direct_reads(void)
-{
-    return 1;
-}
-
 void lsock__plat_pass_descriptors(int fd)
 {
     (void)fd;

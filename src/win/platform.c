@@ -1096,11 +1096,6 @@ void lsock__plat_release_descriptor(int fd, intptr_t handle, int sent)
     DuplicateHandle(o->peer_proc, (HANDLE)handle, NULL, NULL, 0, FALSE, DUPLICATE_CLOSE_SOURCE);
 }
 
-int lsock__plat_direct_reads(void)
-{
-    return 0; /* reads copy from the pipe's own read-ahead buffer */
-}
-
 void lsock__plat_pass_descriptors(int fd)
 {
     wobj *o = get(fd);
