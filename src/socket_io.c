@@ -529,6 +529,23 @@ static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip
     return 0;
 }
 
+/* Before a write of len bytes that the queue (at its limit) would refuse in part: gives the
+ * kernel what it takes now. -1 when the connection broke (reported from the loop). */
+static int flush_for_room(lsock_socket *s, int64_t len)
+{
+    if (s->wbuf_limit == 0 || lsock__buf_len(&s->wbuf) == 0 ||
+        (int64_t)lsock__buf_len(&s->wbuf) + len <= s->wbuf_limit)
+        return 0;
+    int64_t r = lsock__socket_flush_some(s);
+    if (r < 0) {
+        s->broken = (int)-r;
+        defer_report(s);
+        return -1;
+    }
+    lsock__socket_after_flush(s);
+    return 0;
+}
+
 /* A write while descriptors are attached or on their way: it is queued whole (up to the write
  * buffer limit) so that the flush sends the descriptors with the byte they belong to
  * (descriptors.c), then flushed. The attached descriptors go with its first byte. */
@@ -537,17 +554,7 @@ static int64_t write_with_fds(lsock_socket *s, const lsock_iovec *iov, int n, in
 {
     drop_parents_gathered(s); /* a child of fork(): the parent's batch is the parent's */
     s->gathering = 0;         /* what was gathered goes first, as queued bytes */
-    if (s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
-        (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
-        /* The queue would refuse part of this: first give the kernel what it takes now. */
-        int64_t r = lsock__socket_flush_some(s);
-        if (r < 0) {
-            s->broken = (int)-r;
-            defer_report(s);
-            return len;
-        }
-        lsock__socket_after_flush(s);
-    }
+    if (flush_for_room(s, len) < 0) return len; /* broken: its error is on the way */
     size_t take = (size_t)len;
     if (s->wbuf_limit > 0) {
         int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);
@@ -593,17 +600,7 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
     if (len == 0) return 0;
     if (lsock__socket_has_fds_out(s)) return write_with_fds(s, iov, n, len, whole, call);
     size_t done = 0;
-    if (s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
-        (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
-        /* The queue would refuse part of this: first give the kernel what it takes now. */
-        int64_t r = lsock__socket_flush_some(s);
-        if (r < 0) {
-            s->broken = (int)-r;
-            defer_report(s);
-            return len;
-        }
-        lsock__socket_after_flush(s);
-    }
+    if (flush_for_room(s, len) < 0) return len; /* broken: its error is on the way */
     if (whole && s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
         (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
         lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call,

@@ -1056,6 +1056,19 @@ TEST(a_child_writing_with_descriptors_never_sends_the_parents_gathered_bytes)
 
 /* ---- never taken, never sent: closed ------------------------------------------------------ */
 
+/* Ends *s as how says: 0 free (and *s becomes NULL), 1 abort, 2 third (close, disconnect). */
+static void end_socket(lsock_socket **s, int how, void (*third)(lsock_socket *))
+{
+    if (how == 0) {
+        lsock_socket_free(*s);
+        *s = NULL;
+    } else if (how == 1) {
+        lsock_socket_abort(*s);
+    } else {
+        third(*s);
+    }
+}
+
 /* Sends 10 copies of a pipe's write end to the peer and closes its own, so that the pipe
  * ends once the peer's copies are closed. The peer reads their byte (read_byte 1), only
  * buffers it (0) or has not even looked at the connection (-1: the descriptors are still on
@@ -1078,14 +1091,7 @@ static void untaken_are_closed(int read_byte, int how)
         ASSERT_EQ(lsock_socket_read(p.peer, &c, 1), 1);
     }
     ASSERT(!pipe_writers_gone(pp[0])); /* the receiver holds its copies */
-    if (how == 0) {
-        lsock_socket_free(p.peer);
-        p.peer = NULL;
-    } else if (how == 1) {
-        lsock_socket_abort(p.peer);
-    } else {
-        lsock_socket_close(p.peer);
-    }
+    end_socket(&p.peer, how, lsock_socket_close);
     ASSERT(pipe_writers_gone(pp[0]));
     os_close(pp[0]);
     pair_close(&p);
@@ -1112,14 +1118,7 @@ TEST(attached_descriptors_never_sent_are_closed_with_the_connection)
         ASSERT(lsock_socket_attach_descriptors(p.client, fds, 5));
         os_close(pp[1]);
         ASSERT(!pipe_writers_gone(pp[0]));
-        if (how == 0) {
-            lsock_socket_free(p.client);
-            p.client = NULL;
-        } else if (how == 1) {
-            lsock_socket_abort(p.client);
-        } else {
-            lsock_socket_disconnect(p.client);
-        }
+        end_socket(&p.client, how, lsock_socket_disconnect);
         ASSERT(pipe_writers_gone(pp[0]));
         os_close(pp[0]);
         pair_close(&p);

@@ -508,6 +508,18 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n)
     }
 }
 
+/* sendmsg() without SIGPIPE or blocking, EINTR retried: count, or -errno (-EAGAIN: full). */
+static int64_t send_message(int fd, const struct msghdr *m)
+{
+    for (;;) {
+        ssize_t r = sendmsg(fd, m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
+
 int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
 {
     struct iovec v[LSOCK__IOV_BATCH];
@@ -519,13 +531,7 @@ int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n)
     memset(&m, 0, sizeof m);
     m.msg_iov = v;
     m.msg_iovlen = (size_t)n;
-    for (;;) {
-        ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r >= 0) return r;
-        if (errno == EINTR) continue;
-        if (errno == EWOULDBLOCK) return -EAGAIN;
-        return -errno;
-    }
+    return send_message(fd, &m);
 }
 
 int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t *fds, int count)
@@ -551,13 +557,7 @@ int64_t lsock__plat_write_fds(int fd, const void *buf, size_t n, const intptr_t 
         int d = (int)fds[i];
         memcpy(CMSG_DATA(c) + (size_t)i * sizeof d, &d, sizeof d);
     }
-    for (;;) {
-        ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r >= 0) return r;
-        if (errno == EINTR) continue;
-        if (errno == EWOULDBLOCK) return -EAGAIN;
-        return -errno;
-    }
+    return send_message(fd, &m);
 }
 
 int lsock__plat_dup_descriptor(int fd, intptr_t handle, intptr_t *out)

@@ -357,12 +357,7 @@ uint64_t lsock__now_us(void)
 
 uint64_t lsock__now_ms(void)
 {
-    static LARGE_INTEGER freq; /* benign race: every thread computes the same value */
-    LARGE_INTEGER now;
-    if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
-    QueryPerformanceCounter(&now);
-    return (uint64_t)(now.QuadPart / freq.QuadPart) * 1000u +
-           (uint64_t)(now.QuadPart % freq.QuadPart) * 1000u / (uint64_t)freq.QuadPart;
+    return lsock__now_us() / 1000u;
 }
 
 void lsock__plat_sleep_ms(int ms)
