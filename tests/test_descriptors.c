@@ -1183,21 +1183,26 @@ TEST(a_receiver_at_its_descriptor_limit_gets_socket_resource_and_leaks_nothing)
     ASSERT_EQ(lsock_socket_write(p.client, "m", 1), 1);
     ASSERT_EQ(lsock_socket_bytes_to_write(p.client), 0); /* sent, descriptors and all */
     int before = test_count_fds();
-    /* Room for 3 of the 10: the limit at the highest descriptor, every gap below filled. */
+    /* Room for 3 of the 10: every free slot up to a limit just above the highest descriptor is
+     * filled, then 3 are freed. */
     struct rlimit saved, low;
     ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
     int maxfd = 0;
     for (int fd = 0; fd < 1024; fd++)
         if (fcntl(fd, F_GETFD) >= 0) maxfd = fd;
+    /* Three slots above the highest descriptor, so that there are at least 3 to free whether or
+     * not the process has gaps below it. */
     low = saved;
-    low.rlim_cur = (rlim_t)maxfd + 1;
+    low.rlim_cur = (rlim_t)maxfd + 4;
+    ASSERT(low.rlim_cur <= saved.rlim_max);
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
-    static int hogs[1024];
+    static int hogs[1030];
     int nhogs = 0;
     int fd;
-    while (nhogs < 1024 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+    while (nhogs < 1030 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
         hogs[nhogs++] = fd;
-    ASSERT(nhogs >= 3 && nhogs < 1024);
+    ASSERT_EQ(errno, EMFILE);
+    ASSERT(nhogs >= 3 && nhogs < 1030);
     for (int i = 0; i < 3; i++)
         close(hogs[--nhogs]);
     RUN_UNTIL(loop, r.errors > 0, 5000);
