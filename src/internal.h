@@ -16,6 +16,7 @@
 #include "loop.h"
 #include "platform.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,5 +51,10 @@ lsock_socket *lsock__socket_from_accepted(lsock_loop *loop, int fd, unsigned for
                                           const char *name, const char *full);
 /* Starts watching an accepted socket handed to the user. */
 void lsock__socket_activate(lsock_socket *s);
+
+/* Counters for tests (socket_io.c): ready_reads fired with the bytes left in the kernel, and
+ * reads that took bytes from the kernel straight into the caller's buffer. Atomic: sockets
+ * of several threads count into them. */
+extern atomic_ulong lsock__test_announced, lsock__test_direct_reads;
 
 #endif

@@ -158,6 +158,10 @@ void lsock__plat_close_descriptor(intptr_t handle);
  * (LSOCK_PASS_DESCRIPTORS). Windows: both directions are framed so that handle values travel
  * in the stream (src/win/platform.c); Unix: nothing changes, SCM_RIGHTS needs no framing. */
 void lsock__plat_pass_descriptors(int fd);
+/* Bytes waiting in the kernel to be read from a connection (FIONREAD), for reads straight into
+ * the application's buffer (socket_io.c). Returns the count, or -1 where the platform has no
+ * such count worth taking: Windows, whose reads copy from lsock's own read-ahead anyway. */
+int64_t lsock__plat_bytes_in_kernel(int fd);
 /* Raises the kernel's send buffer of a connection that streams (best effort). */
 void lsock__plat_grow_send_buffer(int fd);
 void lsock__plat_close(int fd);

@@ -75,6 +75,10 @@ static int close_linger(const lsock_socket *s)
 /* Closes the descriptor and stops all watching, firing nothing. */
 static void drop_descriptor(lsock_socket *s)
 {
+    lsock__socket_settle(s); /* ended inside ready_read: the bytes it announced stay readable */
+    s->kernel_avail = 0;
+    s->read_end_set = 0; /* nothing more comes from this descriptor, nor is reported */
+    s->big_reads = 0;
     lsock__socket_flush_before_close(s);
     if (s->loop) {
         if (s->fd >= 0)
@@ -112,6 +116,7 @@ void lsock_socket_free(lsock_socket *s)
 {
     if (!s || s->dead) return;
     lsock__socket_drop_fds_out(s); /* while the connection's peer is known (Windows) */
+    s->kernel_avail = 0;           /* nothing is read on into a socket being freed */
     drop_descriptor(s);
     s->state = LSOCK_UNCONNECTED;
     if (s->loop) lsock__loop_ref_objects(s->loop, -1);
@@ -498,6 +503,7 @@ void lsock_socket_abort(lsock_socket *s)
     lsock__socket_flush_before_close(s);
     lsock__buf_clear(&s->wbuf);
     lsock__buf_clear(&s->rbuf);
+    s->kernel_avail = 0;       /* unread bytes are dropped, those left in the kernel too */
     lsock__socket_drop_fds(s); /* never taken, or never sent */
     s->discard = 1;            /* and what the platform still holds (Windows: a write in flight) */
     lsock__socket_finish_close(s);
@@ -517,6 +523,7 @@ void lsock_socket_close(lsock_socket *s)
         if (s->open_mode != 0 && s->cb.about_to_close) s->cb.about_to_close(s, s->ud);
         if (!s->dead) {
             lsock__buf_clear(&s->rbuf);
+            s->kernel_avail = 0;          /* nor those ready_read left in the kernel */
             lsock__socket_drop_fds_in(s); /* they came with bytes nobody will read */
             lsock__socket_after_consume(s);
             s->open_mode = 0;

@@ -73,6 +73,11 @@ struct lsock_socket {
     lsock__fdq fd_attach;   /* attached, waiting for the next write (pos unused) */
     lsock__fdq fd_out;      /* bound to the stream byte at pos, not yet sent */
     lsock__fdq fd_in;       /* received with the stream byte at pos, not yet taken */
+    int64_t kernel_avail;   /* inside ready_read: bytes announced and left in the kernel for a
+                               read straight into the caller's buffer (see defer_read) */
+    int big_reads;          /* > 0: a recent read found READ_DIRECT_MIN or more (defer_read) */
+    int read_end_set;       /* a read straight into the caller's buffer met the end or an */
+    int64_t read_end;       /* error: read_end (0 end of stream, -errno), reported from the loop */
 };
 
 /* ---- socket.c: lifetime, callbacks, closing, connecting ------------------------------ */
@@ -103,6 +108,9 @@ void lsock__socket_after_consume(lsock_socket *s);
 int lsock__socket_on_readable(lsock_socket *s);
 /* Writes queued data until the kernel is full: bytes written or -errno. */
 int64_t lsock__socket_flush_some(lsock_socket *s);
+/* Buffers the bytes ready_read announced but left in the kernel (s->kernel_avail), before a
+ * call that looks at the read buffer or ends the connection. */
+void lsock__socket_settle(lsock_socket *s);
 /* The write of len bytes, the concatenation of iov[0..n): to the kernel when nothing is
  * queued, the rest queued. whole: all of it or nothing (SOCKET_RESOURCE) where a write buffer
  * limit applies, a non-empty queue taking no more than the limit. Returns the bytes accepted

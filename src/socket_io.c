@@ -12,6 +12,7 @@
 
 #define READ_DIRECT_MIN 16384
 #define READ_ROUNDS     16
+#define BIG_READS_KEPT  4
 /* read_some: descriptors that came with the data were lost (lsock__socket_keep_fds). */
 #define LOST_FDS (-EMFILE)
 
@@ -79,15 +80,19 @@ void lsock__socket_after_consume(lsock_socket *s)
 }
 
 /*
- * Reads what the kernel has, up to the read buffer limit: every read path goes through here,
- * so none reads past it. Returns bytes added (> 0), 0 at end of stream, -EAGAIN when nothing
- * (or no room), -errno.
+ * Reads what the kernel has, up to the read buffer limit: every read path into the buffer goes
+ * through here, so none reads past it. cap > 0: no more than cap bytes (those ready_read
+ * announced); 0: what there is, which takes in the announced bytes too. Returns bytes added
+ * (> 0), 0 at end of stream, -EAGAIN when nothing (or no room), -errno.
  */
-static int64_t read_some(lsock_socket *s)
+static int64_t read_some_capped(lsock_socket *s, int64_t cap)
 {
     int64_t total = 0;
+    if (cap == 0) s->kernel_avail = 0;
     for (int round = 0; round < READ_ROUNDS; round++) {
         size_t want = 65536;
+        if (cap > 0 && (uint64_t)(cap - total) < want) want = (size_t)(cap - total);
+        if (want == 0) break;
         int64_t limit = lsock__socket_read_limit(s);
         if (limit > 0) {
             int64_t room = limit - (int64_t)lsock__buf_len(&s->rbuf);
@@ -144,21 +149,14 @@ static int64_t read_some(lsock_socket *s)
     return total > 0 ? total : -EAGAIN;
 }
 
-/*
- * Handles readability: reads, fires ready_read, and ends the connection on end of stream or
- * error. Returns 1 if data arrived, 0 if nothing, -1 if the connection ended.
- */
-int lsock__socket_on_readable(lsock_socket *s)
+static int64_t read_some(lsock_socket *s)
 {
-    int64_t r = read_some(s);
-    if (r > 0) {
-        if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;
-        emit_ready_read(s);
-        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
-        /* End of stream behind the data is seen on the next readiness report. */
-        return 1;
-    }
-    if (r == -EAGAIN) return 0;
+    return read_some_capped(s, 0);
+}
+
+/* Ends the connection after a read that failed (r: 0 end of stream, or -errno). Returns -1. */
+static int read_failed(lsock_socket *s, int64_t r)
+{
     if (r == -EPROTO) { /* Windows: a framed stream (LSOCK_PASS_DESCRIPTORS) that is not */
         lsock__socket_error_and_close(s, LSOCK_ERR_CONNECTION, "lsock_socket_read",
                                       "the peer's stream is not framed for handles: both ends "
@@ -180,6 +178,128 @@ int lsock__socket_on_readable(lsock_socket *s)
     }
     lsock__socket_connection_lost(s, r == 0 ? 0 : (int)-r, "lsock_socket_read");
     return -1;
+}
+
+/*
+ * Reading straight into the application's buffer. When the loop reports data, lsock's read
+ * buffer is empty and the kernel holds at least READ_DIRECT_MIN bytes (FIONREAD), ready_read
+ * fires with those bytes announced but left in the kernel (s->kernel_avail). A read of at
+ * least READ_DIRECT_MIN bytes inside it takes them from the kernel into the caller's buffer:
+ * one copy, as read(2), where buffering first copies twice. The announced bytes are all a
+ * read may take, so ready_read fires for new bytes only, exactly as when they are buffered:
+ * - bytes_available() and at_end() count the announced bytes without reading them;
+ * - every other call that looks at the buffer (a smaller read, read_line, peek, skip,
+ *   can_read_line, read_all, the message calls, set_read_buffer_size, the waits) and every
+ *   end of the connection (disconnect, a broken write) buffers them first (settle);
+ * - what the application leaves is buffered when ready_read returns, without a second
+ *   ready_read; what arrived meanwhile stays in the kernel for the loop's next report;
+ * - the end of the stream or an error that such a read meets is reported from the loop
+ *   (read_end), as a broken write is;
+ * - a process that forked inside ready_read does not read on after it (the loop is the
+ *   parent's).
+ * The FIONREAD costs a system call, so only a socket that found READ_DIRECT_MIN or more in
+ * the kernel in one of its last BIG_READS_KEPT reads asks (s->big_reads): a ping-pong pays
+ * nothing, and a stream keeps asking past the small remainder a capped read_some leaves. Not
+ * without a loop or a ready_read callback, in message mode, with a read buffer limit, in a blocking
+ * wait's read, or where the platform has no such count (Windows: see lsock__plat_bytes_in_kernel).
+ */
+static int64_t defer_read(lsock_socket *s)
+{
+    if (!s->big_reads || !s->loop || !s->cb.ready_read || s->in_ready_read || s->msg_mode ||
+        s->block_next || !(s->open_mode & LSOCK_READ_ONLY) || s->rbuf_limit != 0 ||
+        s->read_end_set || lsock__buf_len(&s->rbuf) != 0)
+        return 0;
+    int64_t n = lsock__plat_bytes_in_kernel(s->fd);
+    if (n >= READ_DIRECT_MIN)
+        s->big_reads = BIG_READS_KEPT;
+    else
+        s->big_reads--; /* small pieces: after a few, no more FIONREAD until a large read */
+    return n > 0 ? n : 0;
+}
+
+/* The end of the stream or an error met outside the loop's read: reported from the loop. */
+static void set_read_end(lsock_socket *s, int64_t r)
+{
+    s->read_end = r;
+    s->read_end_set = 1;
+    if (s->loop) lsock__pending_queue(s->loop, &s->pend);
+}
+
+void lsock__socket_settle(lsock_socket *s)
+{
+    int64_t n = s->kernel_avail;
+    if (n <= 0) return;
+    s->kernel_avail = 0;
+    int64_t r = read_some_capped(s, n);
+    if (r <= 0 && r != -EAGAIN) set_read_end(s, r);
+}
+
+atomic_ulong lsock__test_announced, lsock__test_direct_reads;
+
+/* A read inside ready_read straight from the kernel into the caller's buffer, of the bytes it
+ * announced (s->kernel_avail). Returns the bytes read (0 if the kernel had none after all). */
+static int64_t read_direct(lsock_socket *s, char *buf, size_t max)
+{
+    int64_t total = 0;
+    if ((uint64_t)s->kernel_avail < max) max = (size_t)s->kernel_avail;
+    while ((size_t)total < max) {
+        lsock__fds_in in;
+        int64_t r = lsock__plat_read(s->fd, buf + total, max - (size_t)total, &in);
+        uint64_t at = s->rx_total; /* the stream position of this read's first byte */
+        if (r > 0) s->rx_total += (uint64_t)r;
+        int lost = (in.count > 0 || in.truncated) &&
+                   lsock__socket_keep_fds(s, &in, at, r > 0 ? (size_t)r : 0, 0) < 0;
+        if (r > 0) {
+            total += r;
+            s->kernel_avail -= r;
+            atomic_fetch_add_explicit(&lsock__test_direct_reads, 1, memory_order_relaxed);
+        }
+        if (lost || r == 0 || (r < 0 && r != -EAGAIN)) {
+            s->kernel_avail = 0; /* the announced bytes went elsewhere (a forked process) */
+            set_read_end(s, lost ? LOST_FDS : r);
+            break;
+        }
+        if (r < 0) { /* -EAGAIN: another process took them */
+            s->kernel_avail = 0;
+            break;
+        }
+    }
+    return total;
+}
+
+/*
+ * Handles readability: reads (or announces, see defer_read), fires ready_read, and ends the
+ * connection on end of stream or error. Returns 1 if data arrived, 0 if nothing, -1 if the
+ * connection ended.
+ */
+int lsock__socket_on_readable(lsock_socket *s)
+{
+    if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 0;
+    int64_t n = defer_read(s);
+    if (n > 0) {
+        s->kernel_avail = n;
+        atomic_fetch_add_explicit(&lsock__test_announced, 1, memory_order_relaxed);
+        emit_ready_read(s);
+        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
+        if (lsock__loop_inherited(s->loop)) { /* forked inside: the parent reads on */
+            s->kernel_avail = 0;
+            return 1;
+        }
+        lsock__socket_settle(s); /* what the application left, announced already */
+        if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 1;
+        return 1;
+    }
+    int64_t r = read_some(s);
+    if (r > 0) {
+        if (r >= READ_DIRECT_MIN) s->big_reads = BIG_READS_KEPT;
+        if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;
+        emit_ready_read(s);
+        if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
+        /* End of stream behind the data is seen on the next readiness report. */
+        return 1;
+    }
+    if (r == -EAGAIN) return 0;
+    return read_failed(s, r);
 }
 
 /* Writes queued data until the kernel is full. Returns bytes written or -errno. */
@@ -317,6 +437,11 @@ static void handle_broken(lsock_socket *s)
  * it now, from the loop or a wait call. Returns 1 if there was one (the connection ended). */
 int lsock__socket_report_deferred(lsock_socket *s)
 {
+    if (s->read_end_set) { /* met by a read straight into the caller's buffer */
+        s->read_end_set = 0;
+        read_failed(s, s->read_end);
+        return 1;
+    }
     if (s->broken) {
         handle_broken(s);
         return 1;
@@ -400,6 +525,11 @@ static bool can_read(lsock_socket *s, const void *buf, int64_t max, const char *
 int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max)
 {
     if (!can_read(s, buf, max, "lsock_socket_read")) return -1;
+    if (s->kernel_avail > 0) {
+        if (max >= READ_DIRECT_MIN && lsock__buf_len(&s->rbuf) == 0)
+            return read_direct(s, buf, (size_t)max);
+        lsock__socket_settle(s); /* a smaller read: from the buffer, as any other */
+    }
     size_t n = lsock__buf_peek(&s->rbuf, buf, (size_t)max);
     lsock__buf_consume(&s->rbuf, n);
     lsock__socket_after_consume(s);
@@ -409,6 +539,7 @@ int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max)
 int64_t lsock_socket_read_line(lsock_socket *s, char *buf, int64_t max)
 {
     if (!can_read(s, buf, max, "lsock_socket_read_line")) return -1;
+    lsock__socket_settle(s);
     if (max < 2) {
         lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_read_line",
                            "max must be at least 2");
@@ -429,6 +560,7 @@ void *lsock_socket_read_all(lsock_socket *s, size_t *len)
 {
     if (len) *len = 0;
     if (!can_read(s, NULL, 0, "lsock_socket_read_all")) return NULL;
+    lsock__socket_settle(s);
     size_t n = lsock__buf_len(&s->rbuf);
     char *out = malloc(n + 1);
     if (!out) {
@@ -446,12 +578,14 @@ void *lsock_socket_read_all(lsock_socket *s, size_t *len)
 int64_t lsock_socket_peek(lsock_socket *s, void *buf, int64_t max)
 {
     if (!can_read(s, buf, max, "lsock_socket_peek")) return -1;
+    lsock__socket_settle(s);
     return (int64_t)lsock__buf_peek(&s->rbuf, buf, (size_t)max);
 }
 
 int64_t lsock_socket_skip(lsock_socket *s, int64_t max)
 {
     if (!can_read(s, NULL, max < 0 ? max : 0, "lsock_socket_skip")) return -1;
+    lsock__socket_settle(s);
     size_t n = lsock__buf_consume(&s->rbuf, (size_t)max);
     lsock__socket_after_consume(s);
     return (int64_t)n;
@@ -459,13 +593,14 @@ int64_t lsock_socket_skip(lsock_socket *s, int64_t max)
 
 bool lsock_socket_can_read_line(const lsock_socket *s)
 {
+    if (s) lsock__socket_settle((lsock_socket *)s); /* every socket is heap-allocated, mutable */
     return s && (s->open_mode & LSOCK_READ_ONLY) &&
            lsock__buf_find(&s->rbuf, 0, '\n') != (size_t)-1;
 }
 
 int64_t lsock_socket_bytes_available(const lsock_socket *s)
 {
-    return s ? (int64_t)lsock__buf_len(&s->rbuf) : 0;
+    return s ? (int64_t)lsock__buf_len(&s->rbuf) + s->kernel_avail : 0;
 }
 
 int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
@@ -475,7 +610,7 @@ int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
 
 bool lsock_socket_at_end(const lsock_socket *s)
 {
-    return !s || lsock__buf_len(&s->rbuf) == 0;
+    return !s || (lsock__buf_len(&s->rbuf) == 0 && s->kernel_avail == 0);
 }
 
 /* Schedules bytes_written (or a broken-write report) for the next loop iteration. Without
@@ -732,6 +867,7 @@ bool lsock_socket_set_read_buffer_size(lsock_socket *s, int64_t size)
     if (size < 0)
         return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT,
                                   "lsock_socket_set_read_buffer_size", "negative size");
+    lsock__socket_settle(s); /* announced bytes count as read in, whatever the new limit */
     s->rbuf_limit = size;
     lsock__socket_after_consume(s);
     return true;

@@ -17,6 +17,7 @@
  * heap-allocated and mutable; const is the API's promise of no visible change.) */
 static void enter_message_mode(const lsock_socket *s)
 {
+    lsock__socket_settle((lsock_socket *)s); /* bytes ready_read left in the kernel: buffered */
     ((lsock_socket *)s)->msg_mode = 1;
 }
 
@@ -76,7 +77,7 @@ int64_t lsock_socket_write_message(lsock_socket *s, const void *buf, int64_t len
 {
     static const char call[] = "lsock_socket_write_message";
     if (!s) return -1;
-    s->msg_mode = 1;
+    enter_message_mode(s);
     if (len < 0 || (!buf && len > 0)) {
         lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
                            len < 0 ? "negative size" : "NULL buffer");
@@ -116,7 +117,7 @@ int64_t lsock_socket_read_message(lsock_socket *s, void *buf, int64_t max)
 {
     static const char call[] = "lsock_socket_read_message";
     if (!s) return -1;
-    s->msg_mode = 1;
+    enter_message_mode(s);
     if (max < 0 || (!buf && max > 0)) {
         lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
                            max < 0 ? "negative size" : "NULL buffer");
@@ -150,7 +151,7 @@ int64_t lsock_socket_read_message(lsock_socket *s, void *buf, int64_t max)
 void lsock_socket_set_max_message_size(lsock_socket *s, int64_t max)
 {
     if (!s) return;
-    s->msg_mode = 1;
+    enter_message_mode(s);
     if (max < 0 || max > MAX_LIMIT) {
         lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, "lsock_socket_set_max_message_size",
                            "the maximum must be 0 to 0xFFFFFFFE");

@@ -94,6 +94,7 @@ static int wait_left(const lsock_socket *s, uint64_t deadline, int msecs)
 static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *call)
 {
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
+    lsock__socket_settle(s); /* inside ready_read: the bytes it announced, buffered first */
     for (;;) {
         if (lsock__socket_report_deferred(s)) return WAIT_ENDED;
         if (linger_due(s)) {

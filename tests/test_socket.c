@@ -2440,6 +2440,21 @@ TEST(busy_poll_loop_delivers_a_pingpong_as_without_it)
 
 /* ---- ready_read that reads large pieces ------------------------------------------------ */
 
+/* Whether reads straight from the kernel into the caller's buffer happened since *mark (and
+ * moves the mark). Windows never reads that way: a read there copies from lsock's own pipe
+ * read-ahead, so nothing is saved (lsock__plat_bytes_in_kernel). */
+static int direct_reads_since(unsigned long *mark)
+{
+    unsigned long now = atomic_load(&lsock__test_direct_reads);
+    int since = now > *mark;
+    *mark = now;
+#ifdef _WIN32
+    return 1;
+#else
+    return since;
+#endif
+}
+
 typedef struct big_reader {
     size_t total, want;
     int calls, one_piece; /* one_piece: read one 64 KiB piece per ready_read, leave the rest */
@@ -2522,8 +2537,10 @@ TEST(ready_read_reading_64_kib_pieces_gets_every_byte_in_order)
 {
     big_reader b;
     memset(&b, 0, sizeof b);
+    unsigned long mark = atomic_load(&lsock__test_direct_reads);
     stream_to_big_reader(&b, 8u << 20, 0);
     ASSERT(b.calls > 0);
+    ASSERT(direct_reads_since(&mark));
 }
 
 /* What ready_read leaves is kept in the buffer (none of it left in the kernel unannounced),
@@ -2587,6 +2604,235 @@ TEST(buffer_calls_in_ready_read_see_every_byte)
     RUN_UNTIL(loop, l.lines == 20000, 20000);
     ASSERT_EQ(l.bad, 0);
     ASSERT(l.peeked > 0);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
+/* ---- ready_read with the bytes left in the kernel (reads straight into the caller's buffer) */
+
+typedef struct fresh_reader {
+    size_t total;
+    int64_t left; /* bytes_available() when the last ready_read returned */
+    int calls, stale, empty, bad, disconnected;
+} fresh_reader;
+
+/* Reads 64 KiB pieces; every third call reads one piece and leaves the rest. Counts the calls
+ * that announced no new byte (stale) and those with nothing to read at all (empty). */
+static void fresh_ready_read(lsock_socket *s, void *u)
+{
+    fresh_reader *f = u;
+    static unsigned char buf[65536];
+    f->calls++;
+    int64_t avail = lsock_socket_bytes_available(s);
+    if (avail == 0) f->empty++;
+    if (avail <= f->left) f->stale++;
+    int64_t n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+        for (int64_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(f->total + (size_t)i)) f->bad++;
+        f->total += (size_t)n;
+        if (f->calls % 3 == 0) break;
+    }
+    f->left = lsock_socket_bytes_available(s);
+}
+
+static void fresh_disconnected(lsock_socket *s, void *u)
+{
+    (void)s;
+    ((fresh_reader *)u)->disconnected++;
+}
+
+/* ready_read fires for new bytes only: never again for bytes it announced and the application
+ * left, and never with nothing to read at a bare end of the stream. */
+TEST(ready_read_fires_for_new_bytes_only_and_never_at_a_bare_end_of_stream)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    fresh_reader f;
+    memset(&f, 0, sizeof f);
+    lsock_socket_callbacks cb = {.ready_read = fresh_ready_read,
+                                 .disconnected = fresh_disconnected};
+    lsock_socket_set_callbacks(p.peer, &cb, &f);
+    unsigned long mark = atomic_load(&lsock__test_direct_reads);
+    size_t n = 4u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    RUN_UNTIL(loop, f.total + (size_t)lsock_socket_bytes_available(p.peer) == n, 20000);
+    /* What the last ready_read left: read outside it. */
+    static unsigned char rest[65536];
+    int64_t r;
+    while ((r = lsock_socket_read(p.peer, rest, sizeof rest)) > 0) {
+        for (int64_t i = 0; i < r; i++)
+            if (rest[i] != pattern_byte(f.total + (size_t)i)) f.bad++;
+        f.total += (size_t)r;
+    }
+    ASSERT_EQ(f.total, n);
+    ASSERT_EQ(f.bad, 0);
+    ASSERT(direct_reads_since(&mark));
+    int calls = f.calls;
+    lsock_socket_disconnect(p.client);
+    RUN_UNTIL(loop, f.disconnected == 1, 5000);
+    ASSERT_EQ(f.calls, calls); /* the end of the stream alone is no ready_read */
+    ASSERT_EQ(f.stale, 0);
+    ASSERT_EQ(f.empty, 0);
+    free(data);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
+/* A socket whose ready_read reads 64 KiB pieces has seen a large read: the next data is
+ * announced with its bytes left in the kernel. Streams n bytes through it. */
+static void warm_up(lsock_loop *loop, pair *p, size_t n)
+{
+    big_reader b;
+    memset(&b, 0, sizeof b);
+    lsock_socket_set_callbacks(p->peer, &big_cbs, &b);
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p->client, data, (int64_t)n), (int64_t)n);
+    RUN_UNTIL(loop, b.total == n, 20000);
+    ASSERT_EQ(b.bad, 0);
+    free(data);
+}
+
+typedef struct end_in_ready_read {
+    int calls, fork_status;
+    int64_t avail;
+    pid_t child; /* in the child: its own pid */
+    void (*act)(lsock_socket *s, struct end_in_ready_read *e);
+} end_in_ready_read;
+
+static void end_ready_read(lsock_socket *s, void *u)
+{
+    end_in_ready_read *e = u;
+    e->calls++;
+    e->avail = lsock_socket_bytes_available(s);
+    e->act(s, e);
+}
+
+static void act_disconnect_in_ready_read(lsock_socket *s, end_in_ready_read *e)
+{
+    (void)e;
+    lsock_socket_disconnect(s);
+}
+
+/* Reads the pattern bytes the socket holds: how many, or -1 if one is wrong. */
+static int64_t read_pattern(lsock_socket *s)
+{
+    static unsigned char buf[65536];
+    int64_t total = 0, n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+        for (int64_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte((size_t)(total + i))) return -1;
+        total += n;
+    }
+    return total;
+}
+
+/* disconnect() inside ready_read, before reading: the announced bytes stay readable after the
+ * connection ends, as when they were buffered first. */
+TEST(disconnect_inside_ready_read_keeps_the_bytes_it_announced)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    warm_up(loop, &p, 1u << 20);
+    end_in_ready_read e = {0, 0, 0, 0, act_disconnect_in_ready_read};
+    lsock_socket_callbacks cb = {.ready_read = end_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &e);
+    unsigned long announced = atomic_load(&lsock__test_announced);
+    size_t n = 100000;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    RUN_UNTIL(loop, e.calls == 1, 5000);
+#ifndef _WIN32 /* Windows never leaves bytes in the kernel: see direct_reads_since */
+    ASSERT(atomic_load(&lsock__test_announced) > announced);
+#else
+    (void)announced;
+#endif
+    ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), e.avail);
+    ASSERT_EQ(read_pattern(p.peer), e.avail);
+    ASSERT(e.avail >= 16384);
+    free(data);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
+static void act_fork(lsock_socket *s, end_in_ready_read *e)
+{
+    (void)s;
+#ifndef _WIN32
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        e->child = getpid(); /* the child returns from ready_read into lsock, and stops */
+        return;
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid); /* the child is done before the parent goes on */
+    e->fork_status = st;
+#else
+    (void)e;
+#endif
+}
+
+/* fork() inside ready_read: the child does not read the bytes ready_read announced to the
+ * parent (its inherited loop is the parent's); the parent reads every one. */
+TEST(fork_inside_ready_read_leaves_the_announced_bytes_to_the_parent)
+{
+#ifdef _WIN32
+    SKIP("Windows has no fork()");
+#else
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    warm_up(loop, &p, 1u << 20);
+    end_in_ready_read e = {0, 0, 0, 0, act_fork};
+    lsock_socket_callbacks cb = {.ready_read = end_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &e);
+    unsigned long announced = atomic_load(&lsock__test_announced);
+    size_t n = 100000;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    RUN_UNTIL(loop, e.calls == 1, 5000);
+    if (e.child == getpid()) /* the child: nothing of it was read here */
+        _exit(lsock_socket_bytes_available(p.peer) == 0 ? 0 : 3);
+    ASSERT(WIFEXITED(e.fork_status));
+    ASSERT_EQ(WEXITSTATUS(e.fork_status), 0);
+    ASSERT(atomic_load(&lsock__test_announced) > announced);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.peer) == (int64_t)n, 5000);
+    ASSERT_EQ(read_pattern(p.peer), (int64_t)n);
+    free(data);
+    pair_close(&p);
+    lsock_loop_free(loop);
+#endif
+}
+
+/* wait_for_ready_read on a socket with a loop whose ready_read takes every byte straight from
+ * the kernel: the wait has what it waited for. */
+TEST(wait_for_ready_read_is_met_when_ready_read_takes_every_byte)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    warm_up(loop, &p, 1u << 20);
+    big_reader b;
+    memset(&b, 0, sizeof b);
+    lsock_socket_set_callbacks(p.peer, &big_cbs, &b);
+    unsigned long mark = atomic_load(&lsock__test_direct_reads);
+    size_t n = 100000;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    uint64_t deadline = test_now_ms() + 5000;
+    while (b.total < n) {
+        ASSERT(test_now_ms() < deadline);
+        ASSERT(lsock_socket_wait_for_ready_read(p.peer, 5000));
+    }
+    ASSERT_EQ(b.total, n);
+    ASSERT_EQ(b.bad, 0);
+    ASSERT(direct_reads_since(&mark));
+    free(data);
     pair_close(&p);
     lsock_loop_free(loop);
 }

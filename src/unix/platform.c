@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
@@ -130,6 +131,12 @@ int lsock__plat_forked_since(unsigned stamp)
  * refuses a write, so short exchanges pay no system call for it.
  */
 #define SEND_BUFFER_SIZE (512 * 1024)
+
+int64_t lsock__plat_bytes_in_kernel(int fd)
+{
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 ? (int64_t)n : -1;
+}
 
 void lsock__plat_grow_send_buffer(int fd)
 {

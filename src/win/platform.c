@@ -571,6 +571,14 @@ static unsigned pipe_ready(wobj *o)
 /* Loop-less sockets keep polling their pipe's read-ahead on Windows: there is no blocking
  * mode to switch to, so lsock__plat_set_blocking declines and the core never blocks in a
  * read. */
+/* A read copies from the pipe's read-ahead buffer (rd) whatever lsock does: reading straight
+ * into the application's buffer would save no copy. */
+int64_t lsock__plat_bytes_in_kernel(int fd)
+{
+    (void)fd;
+    return -1;
+}
+
 /* A pipe's buffer is fixed when the server creates the instance. */
 void lsock__plat_grow_send_buffer(int fd)
 {
