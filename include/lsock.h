@@ -395,6 +395,32 @@ typedef struct lsock_iovec {
  * beyond INT64_MAX; otherwise the errors of lsock_socket_write(). On Windows the buffers are
  * gathered into the pipe write, which copies them anyway. */
 LSOCK_API int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt);
+/* Gives back a buffer handed over with lsock_socket_write_owned(), once lsock no longer needs
+ * it: called from inside lsock (that write, a later write or flush, the loop, a wait, or the
+ * end of the connection: disconnect, abort, close, free, a broken write), so it must not call
+ * lsock functions on the socket; freeing the buffer, or counting it, is what it is for. */
+typedef void (*lsock_release_fn)(void *buf, void *ud);
+/* Write by reference, for large writes that would otherwise be copied into the write buffer:
+ * as lsock_socket_write() of len bytes at buf, except that what the kernel does not take at
+ * once is queued as buf itself, not a copy, and sent from there. The whole write is accepted
+ * or none of it. The contract:
+ * - On success (returns len) buf belongs to lsock until release(buf, ud) is called, exactly
+ *   once: when its last byte has gone to the kernel (possibly before this call returns), or
+ *   when the connection ends and its bytes are dropped. The caller must not change or free buf
+ *   before then. release may be NULL (a buffer that lives on, such as a constant).
+ * - On failure (-1) release is not called and buf stays the caller's: LSOCK_ERR_INVALID_ARGUMENT
+ *   for len < 0 or a NULL buf with len > 0, LSOCK_ERR_OPERATION when not connected or not open
+ *   for writing, LSOCK_ERR_SOCKET_RESOURCE when the write buffer limit
+ *   (lsock_socket_set_write_buffer_size()) cannot take all of it behind what is queued, or out
+ *   of memory.
+ * - bytes_to_write(), bytes_written, the waits, descriptors attached before it, gathering and a
+ *   graceful disconnect treat its bytes as those of any write; writes after it are queued
+ *   behind it in order (a copy of each, as lsock_socket_write() makes).
+ * Unix: the unsent part is sent straight from buf, one copy less than lsock_socket_write() for
+ * the bytes the kernel refused at once (docs/performance.md). Windows: the pipe write copies
+ * buf into its own buffer anyway, so the calls differ only in who frees buf. */
+LSOCK_API int64_t lsock_socket_write_owned(lsock_socket *s, void *buf, int64_t len,
+                                           lsock_release_fn release, void *ud);
 
 /*
  * Descriptor passing: open files, sockets, pipes and shared memory handed to the peer with the

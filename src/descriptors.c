@@ -102,9 +102,8 @@ void lsock__socket_bind_fds(lsock_socket *s, uint64_t pos)
     fdq_pop(&s->fd_attach, s->fd_attach.len);
 }
 
-int64_t lsock__socket_send_with_fds(lsock_socket *s, size_t n)
+int64_t lsock__socket_send_with_fds(lsock_socket *s, const char *p, size_t n)
 {
-    const char *p = lsock__buf_begin(&s->wbuf);
     const lsock__fdmark *m = fdq_front(&s->fd_out);
     if (m->pos > s->tx_sent) {
         /* The bytes before the one the descriptors go with, as usual. */

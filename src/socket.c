@@ -31,7 +31,9 @@ static const char *const empty = "";
 void lsock__socket_destroy(lsock_socket *s)
 {
     lsock__buf_free(&s->rbuf);
+    lsock__socket_drop_queued(s);
     lsock__buf_free(&s->wbuf);
+    free(s->wsegs.v);
     lsock__socket_drop_fds(s);
     free(s->name);
     free(s->full);
@@ -196,7 +198,7 @@ void lsock__socket_finish_close(lsock_socket *s)
     }
     lsock__socket_drop_fds_out(s); /* descriptors that never went, while the peer is known */
     drop_descriptor(s);
-    lsock__buf_clear(&s->wbuf);
+    lsock__socket_drop_queued(s);
     s->state = LSOCK_UNCONNECTED;
     clear_names(s);
     emit_state(s, LSOCK_UNCONNECTED);
@@ -357,7 +359,7 @@ static bool do_connect(lsock_socket *s, const char *name, unsigned open_mode)
     }
     lsock__err_clear(&s->err);
     lsock__buf_clear(&s->rbuf);
-    lsock__buf_clear(&s->wbuf);
+    lsock__socket_drop_queued(s);
     lsock__socket_drop_fds(s);
     s->state = LSOCK_CONNECTING;
     s->connecting_mode = open_mode;
@@ -467,7 +469,7 @@ static void do_disconnect(lsock_socket *s)
     if (s->dead || s->state != LSOCK_CLOSING) return;
     if (lsock__socket_report_deferred(s)) return;
     lsock__socket_flush_gathered(s); /* a parent's gathered bytes are dropped, ours sent */
-    if (lsock__buf_len(&s->wbuf) > 0) {
+    if (lsock__socket_queued(s) > 0) {
         int64_t r = lsock__socket_flush_some(s);
         if (r < 0) {
             lsock__socket_connection_lost(s, (int)-r, "lsock_socket_disconnect");
@@ -501,7 +503,7 @@ void lsock_socket_abort(lsock_socket *s)
         return;
     }
     lsock__socket_flush_before_close(s);
-    lsock__buf_clear(&s->wbuf);
+    lsock__socket_drop_queued(s);
     lsock__buf_clear(&s->rbuf);
     s->kernel_avail = 0;       /* unread bytes are dropped, those left in the kernel too */
     lsock__socket_drop_fds(s); /* never taken, or never sent */
@@ -693,7 +695,7 @@ bool lsock_socket_set_descriptor(lsock_socket *s, intptr_t fd, lsock_state state
     lsock__socket_hold(s);
     lsock__err_clear(&s->err);
     lsock__buf_clear(&s->rbuf);
-    lsock__buf_clear(&s->wbuf);
+    lsock__socket_drop_queued(s);
     lsock__socket_drop_fds(s);
     s->fd = rc;
     s->fd_shared = 1; /* the application may keep its own copies */

@@ -25,6 +25,21 @@ typedef struct lsock__fdq {
     size_t head, len, cap;
 } lsock__fdq;
 
+/* Writes queued by reference (lsock_socket_write_owned), behind the bytes of the write buffer:
+ * a queue, oldest first, of buffers the application handed over, each released once sent or
+ * dropped; bytes counts what is left of them. */
+typedef struct lsock__wseg {
+    char *base;
+    size_t len, off; /* off: the bytes of it already sent */
+    lsock_release_fn release;
+    void *ud;
+} lsock__wseg;
+typedef struct lsock__wsegq {
+    lsock__wseg *v;
+    size_t head, len, cap;
+    uint64_t bytes;
+} lsock__wsegq;
+
 struct lsock_socket {
     lsock_loop *loop;
     lsock_socket_callbacks cb;
@@ -73,6 +88,7 @@ struct lsock_socket {
     lsock__fdq fd_attach;   /* attached, waiting for the next write (pos unused) */
     lsock__fdq fd_out;      /* bound to the stream byte at pos, not yet sent */
     lsock__fdq fd_in;       /* received with the stream byte at pos, not yet taken */
+    lsock__wsegq wsegs;     /* queued by reference, behind wbuf's bytes */
     int64_t kernel_avail;   /* inside ready_read: bytes announced and left in the kernel for a
                                read straight into the caller's buffer (see defer_read) */
     int big_reads;          /* > 0: a recent read found READ_DIRECT_MIN or more (defer_read) */
@@ -108,6 +124,9 @@ void lsock__socket_after_consume(lsock_socket *s);
 int lsock__socket_on_readable(lsock_socket *s);
 /* Writes queued data until the kernel is full: bytes written or -errno. */
 int64_t lsock__socket_flush_some(lsock_socket *s);
+/* Drops everything queued for writing: the write buffer's bytes, and the buffers queued by
+ * reference, each released. */
+void lsock__socket_drop_queued(lsock_socket *s);
 /* Buffers the bytes ready_read announced but left in the kernel (s->kernel_avail), before a
  * call that looks at the read buffer or ends the connection. */
 void lsock__socket_settle(lsock_socket *s);
@@ -143,7 +162,7 @@ int lsock__socket_reserve_fds(lsock_socket *s);
 void lsock__socket_bind_fds(lsock_socket *s, uint64_t pos);
 /* Hands the platform queued bytes (at most n from the head of the write buffer), sending the
  * descriptors bound to the first of them: the count, or -errno. */
-int64_t lsock__socket_send_with_fds(lsock_socket *s, size_t n);
+int64_t lsock__socket_send_with_fds(lsock_socket *s, const char *p, size_t n);
 /* Keeps the descriptors of a read that added len bytes at stream position pos (discard: the
  * bytes were not kept, the descriptors are closed). -1 when some were lost (truncated) or
  * there is no memory to keep them: every one of this read is closed. */
@@ -199,17 +218,23 @@ static inline bool lsock__socket_fail(lsock_socket *s, lsock_error code, const c
     return false;
 }
 
+/* The bytes queued for writing: copied into the write buffer, then those queued by reference. */
+static inline uint64_t lsock__socket_queued(const lsock_socket *s)
+{
+    return lsock__buf_len(&s->wbuf) + s->wsegs.bytes;
+}
+
 /* CLOSING with data queued and a linger time running. */
 static inline int lsock__socket_lingering(const lsock_socket *s)
 {
-    return s->state == LSOCK_CLOSING && s->linger_deadline != 0 && lsock__buf_len(&s->wbuf) > 0;
+    return s->state == LSOCK_CLOSING && s->linger_deadline != 0 && lsock__socket_queued(s) > 0;
 }
 
 /* Whether the socket still has bytes to deliver: queued, or taken by the platform and not yet
  * delivered (Windows: a write in flight). A graceful close completes only once this is 0. */
 static inline int lsock__socket_unsent(const lsock_socket *s)
 {
-    return lsock__buf_len(&s->wbuf) > 0 || (s->fd >= 0 && lsock__plat_write_in_flight(s->fd));
+    return lsock__socket_queued(s) > 0 || (s->fd >= 0 && lsock__plat_write_in_flight(s->fd));
 }
 
 #endif

@@ -313,17 +313,108 @@ static int drop_parents_gathered(lsock_socket *s)
     return 1;
 }
 
+/* ---- the write queue: the write buffer's bytes, then buffers queued by reference -------- */
+
+static void release_wseg(lsock__wseg *g)
+{
+    if (g->release) g->release(g->base, g->ud);
+}
+
+void lsock__socket_drop_queued(lsock_socket *s)
+{
+    lsock__buf_clear(&s->wbuf);
+    lsock__wsegq *q = &s->wsegs;
+    while (q->len > 0) { /* popped first: a release that looks finds a consistent queue */
+        lsock__wseg g = q->v[q->head++];
+        q->len--;
+        q->bytes -= g.len - g.off;
+        release_wseg(&g);
+    }
+    q->head = 0;
+}
+
+/* Room for one more buffer queued by reference. 0, or -1 on no memory. */
+static int wseg_reserve(lsock__wsegq *q)
+{
+    if (q->len == 0) q->head = 0;
+    if (q->head + q->len < q->cap) return 0;
+    if (q->head > 0) { /* slide the live entries to the front */
+        memmove(q->v, q->v + q->head, q->len * sizeof *q->v);
+        q->head = 0;
+        return 0;
+    }
+    size_t cap = q->cap ? q->cap * 2 : 8;
+    lsock__wseg *v = realloc(q->v, cap * sizeof *v);
+    if (!v) return -1;
+    q->v = v;
+    q->cap = cap;
+    return 0;
+}
+
+/* Queues len bytes of base from off on, behind everything queued (after wseg_reserve). */
+static void wseg_push(lsock__wsegq *q, char *base, size_t len, size_t off, lsock_release_fn release,
+                      void *ud)
+{
+    lsock__wseg *g = &q->v[q->head + q->len++];
+    g->base = base;
+    g->len = len;
+    g->off = off;
+    g->release = release;
+    g->ud = ud;
+    q->bytes += len - off;
+}
+
+/* Drops n bytes the kernel took from the front of the queue, releasing the buffers sent. */
+static void consume_sent(lsock_socket *s, size_t n)
+{
+    n -= lsock__buf_consume(&s->wbuf, n);
+    lsock__wsegq *q = &s->wsegs;
+    while (n > 0 && q->len > 0) {
+        lsock__wseg *g = &q->v[q->head];
+        size_t m = g->len - g->off;
+        if (m > n) m = n;
+        g->off += m;
+        q->bytes -= m;
+        n -= m;
+        if (g->off < g->len) break;
+        lsock__wseg done = *g;
+        q->head++;
+        q->len--;
+        release_wseg(&done);
+    }
+}
+
+/* Offers the kernel the front of the queue: the write buffer and the buffers queued by
+ * reference, gathered in one call (LSOCK__IOV_BATCH at most). */
+static int64_t send_queued(lsock_socket *s)
+{
+    lsock_iovec v[LSOCK__IOV_BATCH];
+    int k = 0;
+    if (lsock__buf_len(&s->wbuf) > 0) {
+        v[k].base = lsock__buf_begin(&s->wbuf);
+        v[k++].len = lsock__buf_len(&s->wbuf);
+    }
+    const lsock__wsegq *q = &s->wsegs;
+    for (size_t i = 0; i < q->len && k < LSOCK__IOV_BATCH; i++) {
+        const lsock__wseg *g = &q->v[q->head + i];
+        v[k].base = g->base + g->off;
+        v[k++].len = g->len - g->off;
+    }
+    if (k == 0) return 0;  /* nothing queued */
+    if (s->fd_out.len > 0) /* the descriptors go with their byte: one buffer at a time */
+        return lsock__socket_send_with_fds(s, v[0].base, v[0].len);
+    return k == 1 ? lsock__plat_write(s->fd, v[0].base, v[0].len) : lsock__plat_writev(s->fd, v, k);
+}
+
 int64_t lsock__socket_flush_some(lsock_socket *s)
 {
     int64_t total = 0;
     drop_parents_gathered(s);
     s->gathering = 0; /* what the kernel leaves is queued like any other refusal */
-    while (lsock__buf_len(&s->wbuf) > 0) {
-        int64_t r = s->fd_out.len > 0 ? lsock__socket_send_with_fds(s, lsock__buf_len(&s->wbuf))
-                                      : lsock__plat_write(s->fd, lsock__buf_begin(&s->wbuf),
-                                                          lsock__buf_len(&s->wbuf));
+    while (lsock__socket_queued(s) > 0) {
+        int64_t r = send_queued(s);
         if (r > 0) {
-            lsock__buf_consume(&s->wbuf, (size_t)r);
+            consume_sent(s, (size_t)r);
             s->tx_sent += (uint64_t)r;
             total += r;
             continue;
@@ -346,7 +437,7 @@ int64_t lsock__socket_flush_some(lsock_socket *s)
 void lsock__socket_after_flush(lsock_socket *s)
 {
     if (s->loop && s->fd >= 0) {
-        if (lsock__buf_len(&s->wbuf) > 0 || (s->state == LSOCK_CLOSING && lsock__socket_unsent(s)))
+        if (lsock__socket_queued(s) > 0 || (s->state == LSOCK_CLOSING && lsock__socket_unsent(s)))
             start_io(s, LSOCK__WRITABLE, "lsock_socket_write");
         else
             lsock__io_stop(s->loop, &s->io, LSOCK__WRITABLE);
@@ -605,7 +696,7 @@ int64_t lsock_socket_bytes_available(const lsock_socket *s)
 
 int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
 {
-    return s && !s->gathering ? (int64_t)lsock__buf_len(&s->wbuf) : 0;
+    return s && !s->gathering ? (int64_t)lsock__socket_queued(s) : 0;
 }
 
 bool lsock_socket_at_end(const lsock_socket *s)
@@ -643,10 +734,19 @@ static int64_t send_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t s
     return k == 0 ? 0 : lsock__plat_writev(s->fd, part, k);
 }
 
-/* Queues take bytes of iov from offset skip on: all of them, or none (-1, no memory). */
+static void free_copy(void *buf, void *ud)
+{
+    (void)ud;
+    free(buf);
+}
+
+/* Queues take bytes of iov from offset skip on: all of them, or none (-1, no memory). Into
+ * the write buffer, or behind buffers queued by reference as a copy of its own. */
 static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip, size_t take)
 {
-    char *dst = lsock__buf_reserve(&s->wbuf, take);
+    int behind = s->wsegs.len > 0;
+    char *dst = behind ? (wseg_reserve(&s->wsegs) < 0 ? NULL : malloc(take))
+                       : lsock__buf_reserve(&s->wbuf, take);
     if (!dst) return -1;
     size_t done = 0;
     for (int i = 0; i < n && done < take; i++) {
@@ -660,7 +760,10 @@ static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip
         done += m;
         skip = 0;
     }
-    lsock__buf_commit(&s->wbuf, take);
+    if (behind)
+        wseg_push(&s->wsegs, dst, take, 0, free_copy, NULL);
+    else
+        lsock__buf_commit(&s->wbuf, take);
     return 0;
 }
 
@@ -668,9 +771,8 @@ static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip
  * kernel what it takes now. -1 when the connection broke (reported from the loop). */
 static int flush_for_room(lsock_socket *s, int64_t len)
 {
-    if (s->wbuf_limit == 0 || lsock__buf_len(&s->wbuf) == 0 ||
-        (int64_t)lsock__buf_len(&s->wbuf) + len <= s->wbuf_limit)
-        return 0;
+    uint64_t queued = lsock__socket_queued(s);
+    if (s->wbuf_limit == 0 || queued == 0 || (int64_t)queued + len <= s->wbuf_limit) return 0;
     int64_t r = lsock__socket_flush_some(s);
     if (r < 0) {
         s->broken = (int)-r;
@@ -692,10 +794,10 @@ static int64_t write_with_fds(lsock_socket *s, const lsock_iovec *iov, int n, in
     if (flush_for_room(s, len) < 0) return len; /* broken: its error is on the way */
     size_t take = (size_t)len;
     if (s->wbuf_limit > 0) {
-        int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);
+        int64_t room = s->wbuf_limit - (int64_t)lsock__socket_queued(s);
         if (room < 0) room = 0;
         if ((uint64_t)take > (uint64_t)room && !whole) take = (size_t)room;
-        if ((uint64_t)take > (uint64_t)room && lsock__buf_len(&s->wbuf) > 0) {
+        if ((uint64_t)take > (uint64_t)room && lsock__socket_queued(s) > 0) {
             /* whole: an empty queue takes a whole message beyond the limit, as elsewhere */
             lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call,
                                "the write buffer cannot take the whole message now (its "
@@ -709,7 +811,7 @@ static int64_t write_with_fds(lsock_socket *s, const lsock_iovec *iov, int n, in
         return -1;
     }
     if (s->fd_attach.len > 0)
-        lsock__socket_bind_fds(s, s->tx_sent + lsock__buf_len(&s->wbuf) - take);
+        lsock__socket_bind_fds(s, s->tx_sent + lsock__socket_queued(s) - take);
     int64_t r = lsock__socket_flush_some(s);
     if (r < 0) {
         s->broken = (int)-r;
@@ -719,6 +821,31 @@ static int64_t write_with_fds(lsock_socket *s, const lsock_iovec *iov, int n, in
     }
     defer_report(s);
     return (int64_t)take;
+}
+
+/* The fast path of a write that finds nothing queued: straight to the kernel. Returns the bytes
+ * the kernel took, or -1 when the connection broke: as Qt, the write is accepted and the
+ * failure is reported from the loop (or the next wait call): error_occurred, then the end. */
+static int64_t send_first(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len)
+{
+    int64_t r = send_iov(s, iov, n, 0);
+    if ((r >= 0 || r == -EAGAIN) && (r < 0 ? 0 : r) < len && !s->sndbuf_grown) {
+        /* The connection streams: give it a larger kernel buffer and offer the rest. */
+        s->sndbuf_grown = 1;
+        lsock__plat_grow_send_buffer(s->fd);
+        int64_t more = send_iov(s, iov, n, (size_t)(r > 0 ? r : 0));
+        if (more > 0) r = (r > 0 ? r : 0) + more;
+    }
+    if (r > 0) {
+        s->tx_sent += (uint64_t)r;
+        s->written_unreported += r;
+        mark_sent(s);
+        return r;
+    }
+    if (r == -EAGAIN || r == 0) return 0;
+    s->broken = (int)-r;
+    defer_report(s);
+    return -1;
 }
 
 /* The write of len bytes, the concatenation of iov (checked by the caller): straight to the
@@ -736,8 +863,8 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
     if (lsock__socket_has_fds_out(s)) return write_with_fds(s, iov, n, len, whole, call);
     size_t done = 0;
     if (flush_for_room(s, len) < 0) return len; /* broken: its error is on the way */
-    if (whole && s->wbuf_limit > 0 && lsock__buf_len(&s->wbuf) > 0 &&
-        (int64_t)lsock__buf_len(&s->wbuf) + len > s->wbuf_limit) {
+    if (whole && s->wbuf_limit > 0 && lsock__socket_queued(s) > 0 &&
+        (int64_t)lsock__socket_queued(s) + len > s->wbuf_limit) {
         lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call,
                            "the write buffer cannot take the whole message now (its limit, "
                            "lsock_socket_set_write_buffer_size())");
@@ -749,35 +876,17 @@ int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, 
         defer_report(s); /* the batch is full, or a large write comes: hand the batch over */
         return len;
     }
-    if (lsock__buf_len(&s->wbuf) == 0 && should_gather(s, len)) {
+    if (lsock__socket_queued(s) == 0 && should_gather(s, len)) {
         s->gathering = 1;
         s->gather_gen = lsock__plat_fork_generation();
-    } else if (lsock__buf_len(&s->wbuf) == 0) {
-        /* Fast path: straight to the kernel; only the remainder is queued. */
-        int64_t r = send_iov(s, iov, n, 0);
-        if ((r >= 0 || r == -EAGAIN) && (r < 0 ? 0 : r) < len && !s->sndbuf_grown) {
-            /* The connection streams: give it a larger kernel buffer and offer the rest. */
-            s->sndbuf_grown = 1;
-            lsock__plat_grow_send_buffer(s->fd);
-            int64_t more = send_iov(s, iov, n, (size_t)(r > 0 ? r : 0));
-            if (more > 0) r = (r > 0 ? r : 0) + more;
-        }
-        if (r > 0) {
-            done = (size_t)r;
-            s->tx_sent += (uint64_t)r;
-            s->written_unreported += r;
-            mark_sent(s);
-        } else if (r < 0 && r != -EAGAIN) {
-            /* As Qt: the write is accepted and the failure is reported from the loop (or the
-             * next wait call): error_occurred, then the connection ends. */
-            s->broken = (int)-r;
-            defer_report(s);
-            return len;
-        }
+    } else if (lsock__socket_queued(s) == 0) {
+        int64_t r = send_first(s, iov, n, len); /* only the remainder is queued */
+        if (r < 0) return len;                  /* broken: its error is on the way */
+        done = (size_t)r;
     }
     size_t take = (size_t)len - done;
     if (s->wbuf_limit > 0 && !whole) { /* an empty queue takes a whole message beyond it */
-        int64_t room = s->wbuf_limit - (int64_t)lsock__buf_len(&s->wbuf);
+        int64_t room = s->wbuf_limit - (int64_t)lsock__socket_queued(s);
         if (room < 0) room = 0;
         if ((uint64_t)take > (uint64_t)room) take = (size_t)room;
     }
@@ -807,6 +916,71 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
     }
     lsock_iovec one = {buf, (size_t)len};
     return lsock__socket_write_iov(s, &one, 1, len, 0, call);
+}
+
+/*
+ * A write by reference: what the kernel does not take at once is queued as the caller's buffer
+ * itself (s->wsegs), not copied, and released once sent or dropped. The whole write or nothing:
+ * on failure (-1) the buffer stays the caller's and release is not called; on success release
+ * is called exactly once, possibly before this returns.
+ */
+int64_t lsock_socket_write_owned(lsock_socket *s, void *buf, int64_t len, lsock_release_fn release,
+                                 void *ud)
+{
+    static const char call[] = "lsock_socket_write_owned";
+    if (!s) return -1;
+    if (len < 0 || (!buf && len > 0)) {
+        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
+                           len < 0 ? "negative size" : "NULL buffer");
+        return -1;
+    }
+    if (s->state != LSOCK_CONNECTED || !(s->open_mode & LSOCK_WRITE_ONLY)) {
+        lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
+                           s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
+        return -1;
+    }
+    lsock__wseg g = {buf, (size_t)len, 0, release, ud};
+    /* The batch of small writes gathered before it goes first; a connection that broke takes
+     * it (its error is on the way), as a write. */
+    if (len == 0 || s->broken || lsock__socket_flush_gathered(s) < 0 ||
+        flush_for_room(s, len) < 0) {
+        defer_report(s);
+        release_wseg(&g);
+        return len;
+    }
+    uint64_t queued = lsock__socket_queued(s);
+    if (s->wbuf_limit > 0 && queued > 0 && (int64_t)queued + len > s->wbuf_limit) {
+        lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call,
+                           "the write buffer cannot take the whole write now (its limit, "
+                           "lsock_socket_set_write_buffer_size())");
+        return -1;
+    }
+    int fds = lsock__socket_has_fds_out(s);
+    if (wseg_reserve(&s->wsegs) < 0 || (fds && lsock__socket_reserve_fds(s) < 0)) {
+        lsock__socket_fail(s, LSOCK_ERR_SOCKET_RESOURCE, call, "out of memory");
+        return -1;
+    }
+    if (!fds && queued == 0) {
+        lsock_iovec one = {buf, (size_t)len};
+        int64_t r = send_first(s, &one, 1, len);
+        if (r < 0 || r == len) { /* broken (its error is on the way), or all of it went */
+            release_wseg(&g);
+            return len;
+        }
+        g.off = (size_t)r;
+    }
+    if (s->fd_attach.len > 0) lsock__socket_bind_fds(s, s->tx_sent + queued);
+    wseg_push(&s->wsegs, g.base, g.len, g.off, g.release, g.ud);
+    if (fds) { /* the descriptors go with its first byte: sent now (see write_with_fds) */
+        int64_t r = lsock__socket_flush_some(s);
+        if (r < 0)
+            s->broken = (int)-r;
+        else if (r > 0)
+            mark_sent(s);
+    }
+    if (!s->broken) lsock__socket_after_flush(s);
+    defer_report(s);
+    return len;
 }
 
 int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt)
@@ -842,7 +1016,7 @@ int64_t lsock_socket_writev(lsock_socket *s, const lsock_iovec *iov, int iovcnt)
 
 bool lsock_socket_flush(lsock_socket *s)
 {
-    if (!s || s->fd < 0 || lsock__buf_len(&s->wbuf) == 0 || s->broken) return false;
+    if (!s || s->fd < 0 || lsock__socket_queued(s) == 0 || s->broken) return false;
     int64_t r = lsock__socket_flush_some(s);
     if (r < 0) {
         s->broken = (int)-r; /* reported from the loop or the next wait call */
@@ -851,7 +1025,7 @@ bool lsock_socket_flush(lsock_socket *s)
     }
     lsock__socket_after_flush(s);
     defer_report(s);
-    if (r > 0 && s->state == LSOCK_CLOSING && lsock__buf_len(&s->wbuf) == 0 && s->loop)
+    if (r > 0 && s->state == LSOCK_CLOSING && lsock__socket_queued(s) == 0 && s->loop)
         start_io(s, LSOCK__WRITABLE, "lsock_socket_flush"); /* the loop completes the close */
     return r > 0;
 }

@@ -104,7 +104,7 @@ static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *cal
         int full = s->throttled || rbuf_full(s);
         if (full && needs_reading(s, goal)) return WAIT_FULL;
         unsigned ev = full ? 0 : LSOCK__READABLE;
-        if (lsock__buf_len(&s->wbuf) > 0 ||
+        if (lsock__socket_queued(s) > 0 ||
             (goal == FOR_CLOSE && s->state == LSOCK_CLOSING && lsock__socket_unsent(s)))
             ev |= LSOCK__WRITABLE;
         if (ev == 0)
@@ -122,9 +122,9 @@ static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *cal
         }
         int wrote = 0, got = 0;
         if (rc & LSOCK__WRITABLE) {
-            size_t before = lsock__buf_len(&s->wbuf);
+            uint64_t before = lsock__socket_queued(s);
             if (lsock__socket_on_writable(s) < 0) return WAIT_ENDED;
-            wrote = lsock__buf_len(&s->wbuf) < before;
+            wrote = lsock__socket_queued(s) < before;
         }
         if (rc & LSOCK__READABLE) {
             s->block_next = block;
@@ -206,7 +206,7 @@ static bool wait_bytes_written(lsock_socket *s, int msecs)
         return !s->dead;
     }
     if (s->state == LSOCK_UNCONNECTED) return false; /* as Qt: the error stays as it is */
-    if (s->fd < 0 || lsock__buf_len(&s->wbuf) == 0)
+    if (s->fd < 0 || lsock__socket_queued(s) == 0)
         return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call, "nothing written to wait for");
     return wait_result(s, wait_loop(s, msecs, FOR_WRITTEN, call), call);
 }
