@@ -782,6 +782,7 @@ typedef struct {
      * bytes_written (libuv: that many bytes of writes in flight); 0: write while nothing is
      * queued (lsock), 1 MiB in flight (libuv). */
     size_t refill;
+    int owned; /* lsock: lsock_socket_write_owned() (static data, as libuv's), not a copy */
 } st_params;
 
 static double raw_stream(const st_params *sp)
@@ -815,6 +816,13 @@ static void lst_fill(lsock_socket *s, lst_state *c)
     while (c->sent < c->sp->total && lsock_socket_bytes_to_write(s) < below) {
         uint64_t left = c->sp->total - c->sent;
         size_t n = left < c->sp->chunk ? (size_t)left : c->sp->chunk;
+#ifndef BENCH_NO_WRITE_OWNED /* a library from before lsock_socket_write_owned() */
+        if (c->sp->owned) {
+            if (lsock_socket_write_owned(s, g_msg, (int64_t)n, NULL, NULL) < 0) die("lsock write");
+            c->sent += n;
+            continue;
+        }
+#endif
         if (lsock_socket_write(s, g_msg, (int64_t)n) < 0) die("lsock write");
         c->sent += n;
     }
@@ -1730,7 +1738,7 @@ static void run_sizes(bool short_mode, int rounds, const char *data_file)
         uint64_t total = (uint64_t)s * nwrites;
         uint64_t cap = short_mode ? (16u << 20) : (512u << 20);
         if (total > cap) total = cap;
-        stp[i] = (st_params){s, total, 0};
+        stp[i] = (st_params){s, total, 0, 0};
         char label[24];
         size_label(s, label, sizeof label);
         static char names[2][10][48];
@@ -1848,10 +1856,11 @@ int main(int argc, char **argv)
     pp_params pp = {1, short_mode ? 2000 : 50000, 0};
     pp_params ppb = {1, short_mode ? 2000 : 50000, 50};
     pp_params bl = {1, short_mode ? 2000 : 50000, 0};
-    st_params st64 = {65536, short_mode ? (32u << 20) : (1u << 30), 0};
-    st_params st4 = {4096, short_mode ? (8u << 20) : (1u << 30), 0};
-    st_params rf64 = {65536, short_mode ? (32u << 20) : (256u << 20), 4 * 65536};
-    st_params rf4 = {4096, short_mode ? (8u << 20) : (256u << 20), 4 * 65536};
+    st_params st64 = {65536, short_mode ? (32u << 20) : (1u << 30), 0, 0};
+    st_params st4 = {4096, short_mode ? (8u << 20) : (1u << 30), 0, 0};
+    st_params rf64 = {65536, short_mode ? (32u << 20) : (256u << 20), 4 * 65536, 0};
+    st_params rf4 = {4096, short_mode ? (8u << 20) : (256u << 20), 4 * 65536, 0};
+    st_params rfo = {65536, rf64.total, 4 * 65536, 1};
     cr_params cr = {short_mode ? 500 : 20000};
     fi_params fi1 = {short_mode ? 100 : 1000, short_mode ? 0.2 : 2.0};
     fi_params fi10 = {short_mode ? 1000 : 10000, short_mode ? 0.2 : 2.0};
@@ -1875,6 +1884,12 @@ int main(int argc, char **argv)
                          .fn = run_stream,
                          .raw_target = 0.97,
                          .beat_libuv = 1};
+    static row r_rfo = {.name = "refill stream 64 KiB, write_owned",
+                        .unit = "GB/s",
+                        .fmt = "%.3f",
+                        .fn = run_stream,
+                        .raw_target = 0.97,
+                        .beat_libuv = 1};
     static row r_rf4 = {.name = "refill stream 4 KiB writes",
                         .unit = "GB/s",
                         .fmt = "%.3f",
@@ -1917,6 +1932,7 @@ int main(int argc, char **argv)
     r_fi1.name = n1, r_fi1m.name = n1m, r_fi10.name = n10, r_fi10m.name = n10m;
     r_pp.params = &pp, r_bl.params = &bl, r_st64.params = &st64, r_st4.params = &st4;
     r_ppb.params = &ppb, r_rf64.params = &rf64, r_rf4.params = &rf4;
+    r_rfo.params = &rfo;
     r_cr.params = &cr, r_fi1.params = &fi1, r_fi10.params = &fi10;
     r_fi1.extra = &r_fi1m, r_fi10.extra = &r_fi10m;
     r_bl.skip[LIBUV] = 1; /* no blocking API */
@@ -1941,11 +1957,11 @@ int main(int argc, char **argv)
     struct {
         const char *key;
         row *r;
-    } all[] = {{"pingpong", &r_pp},  {"pingpong", &r_pp1}, {"pingpong", &r_pp2},
-               {"pingpong", &r_ppb}, {"blocking", &r_bl},  {"stream", &r_st64},
-               {"stream", &r_st4},   {"refill", &r_rf64},  {"refill", &r_rf4},
-               {"connrate", &r_cr},  {"connrate", &r_cr1}, {"connrate", &r_cr2},
-               {"fanin", &r_fi1},    {"fanin", &r_fi1p},   {"fanin", &r_fi10}};
+    } all[] = {
+        {"pingpong", &r_pp},  {"pingpong", &r_pp1}, {"pingpong", &r_pp2}, {"pingpong", &r_ppb},
+        {"blocking", &r_bl},  {"stream", &r_st64},  {"stream", &r_st4},   {"refill", &r_rf64},
+        {"refill", &r_rfo},   {"refill", &r_rf4},   {"connrate", &r_cr},  {"connrate", &r_cr1},
+        {"connrate", &r_cr2}, {"fanin", &r_fi1},    {"fanin", &r_fi1p},   {"fanin", &r_fi10}};
     printf("\nRunning (one dot per round of raw, lsock, libuv, epoll where measured):\n");
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         row *r = all[i].r;
