@@ -353,7 +353,10 @@ LSOCK_API bool lsock_socket_is_valid(const lsock_socket *s);
 LSOCK_API unsigned lsock_socket_open_mode(const lsock_socket *s);
 
 /* Reads up to max bytes into buf. Returns bytes read (0 if none available), -1 on error
- * (not open for reading, bad argument). */
+ * (not open for reading, bad argument). Streaming with a loop, a read of 16 KiB or more inside
+ * ready_read takes the bytes straight from the kernel into buf (Unix: one copy, as read(2),
+ * where buffering first would copy twice); what it may take and what every other call sees
+ * (bytes_available, peek, read_line, the waits) are the same either way. */
 LSOCK_API int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max);
 /* Reads a line (up to and including '\n', at most max - 1 bytes) into buf and NUL-terminates
  * it. Like QIODevice::readLine, reads what is there when no '\n' is buffered. Returns bytes

@@ -86,6 +86,10 @@ const char *lsock__backend_name(void);
  * lsock__plat_forked_since(stamp) tells whether a fork may have copied it into a child
  * (pthread_atfork handlers count forks; children made without them, posix_spawn and vfork,
  * run exec at once and close-on-exec drops their copies). Always 0 where there is no fork. */
+/* Called by the platform in the thread that calls fork(), before it does (pthread_atfork):
+ * bytes that a ready_read in progress announced but left in the kernel are buffered, so that
+ * parent and child each hold them as they hold the rest of the buffer (socket_io.c). */
+void lsock__socket_before_fork(void);
 unsigned lsock__plat_fork_stamp(void);
 int lsock__plat_forked_since(unsigned stamp);
 /* Changes in a child made by fork() (each process has its own value; the parent's never

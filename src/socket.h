@@ -82,18 +82,19 @@ struct lsock_socket {
     uint64_t sent_iter;  /* 1 + the loop iteration in which a write last reached the kernel */
     int gathering;       /* wbuf holds writes gathered in this iteration (should_gather) */
     unsigned gather_gen; /* lsock__plat_fork_generation() of the process that gathered them */
-    const char *watch_call; /* the call in which it failed */
-    uint64_t tx_sent;       /* bytes handed to the platform since the socket was made */
-    uint64_t rx_total;      /* bytes added to the read buffer since the socket was made */
-    lsock__fdq fd_attach;   /* attached, waiting for the next write (pos unused) */
-    lsock__fdq fd_out;      /* bound to the stream byte at pos, not yet sent */
-    lsock__fdq fd_in;       /* received with the stream byte at pos, not yet taken */
-    lsock__wsegq wsegs;     /* queued by reference, behind wbuf's bytes */
-    int64_t kernel_avail;   /* inside ready_read: bytes announced and left in the kernel for a
-                               read straight into the caller's buffer (see defer_read) */
-    int big_reads;          /* > 0: a recent read found READ_DIRECT_MIN or more (defer_read) */
-    int read_end_set;       /* a read straight into the caller's buffer met the end or an */
-    int64_t read_end;       /* error: read_end (0 end of stream, -errno), reported from the loop */
+    const char *watch_call;      /* the call in which it failed */
+    uint64_t tx_sent;            /* bytes handed to the platform since the socket was made */
+    uint64_t rx_total;           /* bytes added to the read buffer since the socket was made */
+    lsock__fdq fd_attach;        /* attached, waiting for the next write (pos unused) */
+    lsock__fdq fd_out;           /* bound to the stream byte at pos, not yet sent */
+    lsock__fdq fd_in;            /* received with the stream byte at pos, not yet taken */
+    lsock__wsegq wsegs;          /* queued by reference, behind wbuf's bytes */
+    int64_t kernel_avail;        /* inside ready_read: bytes announced and left in the kernel for a
+                                    read straight into the caller's buffer (see defer_read) */
+    lsock_socket *announce_next; /* the list of sockets announcing (socket_io.c) */
+    int big_reads;               /* > 0: a recent read found READ_DIRECT_MIN or more (defer_read) */
+    int read_end_set;            /* a read straight into the caller's buffer met the end or an */
+    int64_t read_end; /* error: read_end (0 end of stream, -errno), reported from the loop */
 };
 
 /* ---- socket.c: lifetime, callbacks, closing, connecting ------------------------------ */

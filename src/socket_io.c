@@ -195,8 +195,8 @@ static int read_failed(lsock_socket *s, int64_t r)
  *   ready_read; what arrived meanwhile stays in the kernel for the loop's next report;
  * - the end of the stream or an error that such a read meets is reported from the loop
  *   (read_end), as a broken write is;
- * - a process that forked inside ready_read does not read on after it (the loop is the
- *   parent's).
+ * - a fork() inside ready_read buffers them first (lsock__socket_before_fork), so that parent
+ *   and child each hold them, as they would have.
  * The FIONREAD costs a system call, so only a socket that found READ_DIRECT_MIN or more in
  * the kernel in one of its last BIG_READS_KEPT reads asks (s->big_reads): a ping-pong pays
  * nothing, and a stream keeps asking past the small remainder a capped read_some leaves. Not
@@ -210,6 +210,7 @@ static int64_t defer_read(lsock_socket *s)
         s->read_end_set || lsock__buf_len(&s->rbuf) != 0)
         return 0;
     int64_t n = lsock__plat_bytes_in_kernel(s->fd);
+    if (n > (int64_t)READ_ROUNDS * 65536) n = (int64_t)READ_ROUNDS * 65536; /* settle's bound */
     if (n >= READ_DIRECT_MIN)
         s->big_reads = BIG_READS_KEPT;
     else
@@ -236,6 +237,16 @@ void lsock__socket_settle(lsock_socket *s)
 
 atomic_ulong lsock__test_announced, lsock__test_direct_reads;
 
+/* The sockets of this thread inside a ready_read with bytes left in the kernel, innermost
+ * first (a wait or a nested loop run inside one can announce another). */
+static _Thread_local lsock_socket *announcing;
+
+void lsock__socket_before_fork(void)
+{
+    for (lsock_socket *s = announcing; s; s = s->announce_next)
+        lsock__socket_settle(s);
+}
+
 /* A read inside ready_read straight from the kernel into the caller's buffer, of the bytes it
  * announced (s->kernel_avail). Returns the bytes read (0 if the kernel had none after all). */
 static int64_t read_direct(lsock_socket *s, char *buf, size_t max)
@@ -254,9 +265,14 @@ static int64_t read_direct(lsock_socket *s, char *buf, size_t max)
             s->kernel_avail -= r;
             atomic_fetch_add_explicit(&lsock__test_direct_reads, 1, memory_order_relaxed);
         }
-        if (lost || r == 0 || (r < 0 && r != -EAGAIN)) {
-            s->kernel_avail = 0; /* the announced bytes went elsewhere (a forked process) */
-            set_read_end(s, lost ? LOST_FDS : r);
+        if (lost) { /* the rest stays readable, as when buffered; the error comes next */
+            lsock__socket_settle(s);
+            set_read_end(s, LOST_FDS);
+            break;
+        }
+        if (r == 0 || (r < 0 && r != -EAGAIN)) {
+            s->kernel_avail = 0; /* the announced bytes went elsewhere (another process) */
+            set_read_end(s, r);
             break;
         }
         if (r < 0) { /* -EAGAIN: another process took them */
@@ -279,12 +295,11 @@ int lsock__socket_on_readable(lsock_socket *s)
     if (n > 0) {
         s->kernel_avail = n;
         atomic_fetch_add_explicit(&lsock__test_announced, 1, memory_order_relaxed);
+        s->announce_next = announcing;
+        announcing = s;
         emit_ready_read(s);
+        announcing = s->announce_next; /* callbacks nest: s is the innermost again */
         if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
-        if (lsock__loop_inherited(s->loop)) { /* forked inside: the parent reads on */
-            s->kernel_avail = 0;
-            return 1;
-        }
         lsock__socket_settle(s); /* what the application left, announced already */
         if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 1;
         return 1;

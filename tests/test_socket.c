@@ -2449,10 +2449,9 @@ static int direct_reads_since(unsigned long *mark)
     int since = now > *mark;
     *mark = now;
 #ifdef _WIN32
-    return 1;
-#else
-    return since;
+    since = 1;
 #endif
+    return since;
 }
 
 typedef struct big_reader {
@@ -2695,11 +2694,80 @@ static void warm_up(lsock_loop *loop, pair *p, size_t n)
     free(data);
 }
 
+/* Reads the pattern bytes the socket holds: how many, or -1 if one is wrong. */
+static int64_t read_pattern(lsock_socket *s)
+{
+    static unsigned char buf[65536];
+    int64_t total = 0, n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+        for (int64_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte((size_t)(total + i))) return -1;
+        total += n;
+    }
+    return total;
+}
+
+#ifndef _WIN32
+typedef struct peeker {
+    int64_t left; /* bytes_available() when the last ready_read returned */
+    int calls, stale, shrank;
+} peeker;
+
+/* Peeks, reads nothing: bytes_available() must not change across the peek (which buffers
+ * what was announced), and every call must bring new bytes. */
+static void peek_ready_read(lsock_socket *s, void *u)
+{
+    peeker *k = u;
+    char c;
+    k->calls++;
+    int64_t before = lsock_socket_bytes_available(s);
+    if (before <= k->left) k->stale++;
+    lsock_socket_peek(s, &c, 1);
+    if (lsock_socket_bytes_available(s) != before) k->shrank++;
+    k->left = lsock_socket_bytes_available(s);
+}
+#endif
+
+/* More than lsock buffers in one go (1 MiB) waiting in the kernel (a sender with a large
+ * send buffer): what ready_read announces is what the buffer calls then see, and nothing is
+ * announced twice. */
+TEST(ready_read_announces_no_more_than_one_buffering_takes_in)
+{
+#ifdef _WIN32
+    SKIP("a pipe's buffer is fixed when the server makes it, and Windows reads never leave "
+         "bytes in a kernel: nothing to announce");
+#else
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    warm_up(loop, &p, 1u << 20);
+    int big = 8 << 20;
+    int fd = (int)lsock_socket_descriptor(p.client);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    peeker k = {0, 0, 0, 0};
+    lsock_socket_callbacks cb = {.ready_read = peek_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &k);
+    size_t n = 3u << 20;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.peer) == (int64_t)n, 10000);
+    ASSERT_EQ(k.stale, 0);
+    ASSERT_EQ(k.shrank, 0);
+    ASSERT_EQ(read_pattern(p.peer), (int64_t)n);
+    free(data);
+    pair_close(&p);
+    lsock_loop_free(loop);
+#endif
+}
+
 typedef struct end_in_ready_read {
     int calls, fork_status;
     int64_t avail;
     pid_t child; /* in the child: its own pid */
     void (*act)(lsock_socket *s, struct end_in_ready_read *e);
+    int child_reads;   /* act_fork: the child reads inside ready_read */
+    int64_t child_got; /* what it read */
 } end_in_ready_read;
 
 static void end_ready_read(lsock_socket *s, void *u)
@@ -2716,19 +2784,6 @@ static void act_disconnect_in_ready_read(lsock_socket *s, end_in_ready_read *e)
     lsock_socket_disconnect(s);
 }
 
-/* Reads the pattern bytes the socket holds: how many, or -1 if one is wrong. */
-static int64_t read_pattern(lsock_socket *s)
-{
-    static unsigned char buf[65536];
-    int64_t total = 0, n;
-    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
-        for (int64_t i = 0; i < n; i++)
-            if (buf[i] != pattern_byte((size_t)(total + i))) return -1;
-        total += n;
-    }
-    return total;
-}
-
 /* disconnect() inside ready_read, before reading: the announced bytes stay readable after the
  * connection ends, as when they were buffered first. */
 TEST(disconnect_inside_ready_read_keeps_the_bytes_it_announced)
@@ -2737,7 +2792,7 @@ TEST(disconnect_inside_ready_read_keeps_the_bytes_it_announced)
     pair p;
     pair_open(&p, loop);
     warm_up(loop, &p, 1u << 20);
-    end_in_ready_read e = {0, 0, 0, 0, act_disconnect_in_ready_read};
+    end_in_ready_read e = {0, 0, 0, 0, act_disconnect_in_ready_read, 0, 0};
     lsock_socket_callbacks cb = {.ready_read = end_ready_read};
     lsock_socket_set_callbacks(p.peer, &cb, &e);
     unsigned long announced = atomic_load(&lsock__test_announced);
@@ -2759,27 +2814,83 @@ TEST(disconnect_inside_ready_read_keeps_the_bytes_it_announced)
     lsock_loop_free(loop);
 }
 
+#ifndef _WIN32
 static void act_fork(lsock_socket *s, end_in_ready_read *e)
 {
-    (void)s;
-#ifndef _WIN32
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {
         e->child = getpid(); /* the child returns from ready_read into lsock, and stops */
+        if (e->child_reads) e->child_got = read_pattern(s);
         return;
     }
     int st = 0;
     ASSERT_EQ(waitpid(pid, &st, 0), pid); /* the child is done before the parent goes on */
     e->fork_status = st;
+}
+
+/* fork() inside ready_read, the child reading inside it (child_reads) or after it: each
+ * process holds the bytes ready_read announced, as when they were buffered first; the child
+ * takes nothing of the parent's. */
+static void fork_inside_ready_read(int child_reads)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    warm_up(loop, &p, 1u << 20);
+    end_in_ready_read e = {0, 0, 0, 0, act_fork, child_reads, 0};
+    lsock_socket_callbacks cb = {.ready_read = end_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &e);
+    unsigned long announced = atomic_load(&lsock__test_announced);
+    size_t n = 100000;
+    unsigned char *data = pattern_new(n);
+    ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
+    RUN_UNTIL(loop, e.calls == 1, 5000);
+    if (e.child == getpid()) { /* the child: its own copy of the announced bytes, whole */
+        int64_t got = child_reads ? e.child_got : read_pattern(p.peer);
+        _exit(got == e.avail && e.avail >= 16384 ? 0 : 3);
+    }
+    ASSERT(WIFEXITED(e.fork_status));
+    ASSERT_EQ(WEXITSTATUS(e.fork_status), 0);
+    ASSERT(atomic_load(&lsock__test_announced) > announced);
+    RUN_UNTIL(loop, lsock_socket_bytes_available(p.peer) == (int64_t)n, 5000);
+    ASSERT_EQ(read_pattern(p.peer), (int64_t)n);
+    free(data);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+#endif
+
+TEST(fork_inside_ready_read_gives_parent_and_child_each_the_announced_bytes)
+{
+#ifdef _WIN32
+    SKIP("Windows has no fork()");
 #else
-    (void)e;
+    fork_inside_ready_read(0);
 #endif
 }
 
-/* fork() inside ready_read: the child does not read the bytes ready_read announced to the
- * parent (its inherited loop is the parent's); the parent reads every one. */
-TEST(fork_inside_ready_read_leaves_the_announced_bytes_to_the_parent)
+TEST(a_child_reading_inside_ready_read_takes_nothing_of_the_parents)
+{
+#ifdef _WIN32
+    SKIP("Windows has no fork()");
+#else
+    fork_inside_ready_read(1);
+#endif
+}
+
+#ifndef _WIN32
+static void note_ready_read(lsock_socket *s, void *u)
+{
+    end_in_ready_read *e = u;
+    e->calls++;
+    e->avail = lsock_socket_bytes_available(s);
+}
+#endif
+
+/* A child of fork() (without lsock_loop_fork()) that waits on an inherited socket whose
+ * ready_read only notes what came: the bytes stay readable after it, announced once. */
+TEST(a_child_waiting_on_an_inherited_socket_keeps_what_ready_read_announced)
 {
 #ifdef _WIN32
     SKIP("Windows has no fork()");
@@ -2788,21 +2899,49 @@ TEST(fork_inside_ready_read_leaves_the_announced_bytes_to_the_parent)
     pair p;
     pair_open(&p, loop);
     warm_up(loop, &p, 1u << 20);
-    end_in_ready_read e = {0, 0, 0, 0, act_fork};
-    lsock_socket_callbacks cb = {.ready_read = end_ready_read};
+    end_in_ready_read e = {0, 0, 0, 0, NULL, 0, 0};
+    lsock_socket_callbacks cb = {.ready_read = note_ready_read};
     lsock_socket_set_callbacks(p.peer, &cb, &e);
     unsigned long announced = atomic_load(&lsock__test_announced);
     size_t n = 100000;
     unsigned char *data = pattern_new(n);
+    int sync[2];
+    ASSERT_EQ(pipe(sync), 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        char go;
+        close(sync[1]);
+        if (read(sync[0], &go, 1) != 1) _exit(4);
+        int64_t have = 0;
+        uint64_t deadline = test_now_ms() + 5000;
+        while (have < (int64_t)n && test_now_ms() < deadline) {
+            int calls = e.calls;
+            if (!lsock_socket_wait_for_ready_read(p.peer, 1000)) _exit(5);
+            if (e.calls != calls + 1) _exit(6);                            /* once per arrival */
+            if (lsock_socket_bytes_available(p.peer) != e.avail) _exit(7); /* kept */
+            have = e.avail;
+        }
+        _exit(read_pattern(p.peer) == (int64_t)n && atomic_load(&lsock__test_announced) > announced
+                  ? 0
+                  : 3);
+    }
+    close(sync[0]);
     ASSERT_EQ(lsock_socket_write(p.client, data, (int64_t)n), (int64_t)n);
-    RUN_UNTIL(loop, e.calls == 1, 5000);
-    if (e.child == getpid()) /* the child: nothing of it was read here */
-        _exit(lsock_socket_bytes_available(p.peer) == 0 ? 0 : 3);
-    ASSERT(WIFEXITED(e.fork_status));
-    ASSERT_EQ(WEXITSTATUS(e.fork_status), 0);
-    ASSERT(atomic_load(&lsock__test_announced) > announced);
-    RUN_UNTIL(loop, lsock_socket_bytes_available(p.peer) == (int64_t)n, 5000);
-    ASSERT_EQ(read_pattern(p.peer), (int64_t)n);
+    ASSERT_EQ(write(sync[1], "g", 1), 1);
+    /* The parent sends what the kernel did not take, without reading the peer's side. */
+    int st = 0;
+    uint64_t deadline = test_now_ms() + 10000;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        ASSERT(test_now_ms() < deadline);
+        if (lsock_socket_bytes_to_write(p.client) > 0)
+            lsock_socket_wait_for_bytes_written(p.client, 10);
+        else
+            lsock_socket_wait_for_ready_read(p.client, 10);
+    }
+    close(sync[1]);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
     free(data);
     pair_close(&p);
     lsock_loop_free(loop);

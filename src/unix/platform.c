@@ -78,6 +78,7 @@ static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static void fork_begins(void)
 {
+    lsock__socket_before_fork();
     atomic_fetch_add(&forks_begun, 2);
 }
 
