@@ -32,7 +32,8 @@
  *               [--msg-data FILE] [--impl LIST] [--size BYTES] [--peer IMPL] [--cpus C,S]
  *
  * --only takes a comma-separated subset of
- * pingpong,blocking,stream,refill,connrate,fanin,messages,sizes;
+ * pingpong,blocking,stream,refill,connrate,fanin,messages,sizes (refill64, refill-owned and
+ * refill4 name one refill row each);
  * --impl a subset of raw,lsock,libuv,epoll (for profiling one implementation); --size BYTES limits
  * the sizes sweep to one message size; --peer IMPL runs the server side of pingpong and stream
  * with IMPL for every implementation (so only the client side differs); --cpus C,S pins the
@@ -1824,7 +1825,8 @@ int main(int argc, char **argv)
                 "       [--impl raw,lsock,libuv,epoll] [--size BYTES] [--peer raw|lsock|libuv]\n"
                 "       [--cpus CLIENT,SERVER]\n"
                 "LIST: comma-separated "
-                "pingpong,blocking,stream,refill,connrate,fanin,messages,sizes\n",
+                "pingpong,blocking,stream,refill,connrate,fanin,messages,sizes\n"
+                "      (refill64, refill-owned, refill4: one refill row each)\n",
                 argv[0]);
             return 2;
         }
@@ -1955,17 +1957,20 @@ int main(int argc, char **argv)
     row *table[24];
     int n = 0;
     struct {
-        const char *key;
+        const char *key, *own; /* own: a key for this row alone (for profiling one) */
         row *r;
-    } all[] = {
-        {"pingpong", &r_pp},  {"pingpong", &r_pp1}, {"pingpong", &r_pp2}, {"pingpong", &r_ppb},
-        {"blocking", &r_bl},  {"stream", &r_st64},  {"stream", &r_st4},   {"refill", &r_rf64},
-        {"refill", &r_rfo},   {"refill", &r_rf4},   {"connrate", &r_cr},  {"connrate", &r_cr1},
-        {"connrate", &r_cr2}, {"fanin", &r_fi1},    {"fanin", &r_fi1p},   {"fanin", &r_fi10}};
+    } all[] = {{"pingpong", NULL, &r_pp},          {"pingpong", NULL, &r_pp1},
+               {"pingpong", NULL, &r_pp2},         {"pingpong", NULL, &r_ppb},
+               {"blocking", NULL, &r_bl},          {"stream", NULL, &r_st64},
+               {"stream", NULL, &r_st4},           {"refill", "refill64", &r_rf64},
+               {"refill", "refill-owned", &r_rfo}, {"refill", "refill4", &r_rf4},
+               {"connrate", NULL, &r_cr},          {"connrate", NULL, &r_cr1},
+               {"connrate", NULL, &r_cr2},         {"fanin", NULL, &r_fi1},
+               {"fanin", NULL, &r_fi1p},           {"fanin", NULL, &r_fi10}};
     printf("\nRunning (one dot per round of raw, lsock, libuv, epoll where measured):\n");
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         row *r = all[i].r;
-        if (!want(only, all[i].key)) continue;
+        if (!want(only, all[i].key) && !(all[i].own && want(only, all[i].own))) continue;
         if (r->pinned && g_cpu_server >= 0) continue; /* --cpus: everything is pinned already */
         if (r->pinned && r->cpu_server < 0) {
             printf("  %-34s skipped: only one CPU is usable\n", r->name);
