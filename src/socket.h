@@ -31,6 +31,7 @@ typedef struct lsock__fdq {
 typedef struct lsock__wseg {
     char *base;
     size_t len, off; /* off: the bytes of it already sent */
+    size_t cap;      /* a copy's allocation (copies queued behind take its spare room) */
     lsock_release_fn release;
     void *ud;
 } lsock__wseg;

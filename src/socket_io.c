@@ -13,6 +13,8 @@
 #define READ_DIRECT_MIN 16384
 #define READ_ROUNDS     16
 #define BIG_READS_KEPT  4
+#define WSEG_KEEP       64    /* queue entries an empty write queue keeps */
+#define COPY_SEGMENT    65536 /* the least a copy queued behind an owned buffer allocates */
 /* read_some: descriptors that came with the data were lost (lsock__socket_keep_fds). */
 #define LOST_FDS (-EMFILE)
 
@@ -335,6 +337,17 @@ static void release_wseg(lsock__wseg *g)
     if (g->release) g->release(g->base, g->ud);
 }
 
+/* An empty queue gives its array back once it has grown (as the byte buffers do). */
+static void wseg_trim(lsock__wsegq *q)
+{
+    if (q->len > 0) return;
+    q->head = 0;
+    if (q->cap <= WSEG_KEEP) return;
+    free(q->v);
+    q->v = NULL;
+    q->cap = 0;
+}
+
 void lsock__socket_drop_queued(lsock_socket *s)
 {
     lsock__buf_clear(&s->wbuf);
@@ -345,7 +358,7 @@ void lsock__socket_drop_queued(lsock_socket *s)
         q->bytes -= g.len - g.off;
         release_wseg(&g);
     }
-    q->head = 0;
+    wseg_trim(q);
 }
 
 /* Room for one more buffer queued by reference. 0, or -1 on no memory. */
@@ -353,7 +366,7 @@ static int wseg_reserve(lsock__wsegq *q)
 {
     if (q->len == 0) q->head = 0;
     if (q->head + q->len < q->cap) return 0;
-    if (q->head > 0) { /* slide the live entries to the front */
+    if (q->head > 0 && q->len <= q->cap / 2) { /* slide the live entries to the front */
         memmove(q->v, q->v + q->head, q->len * sizeof *q->v);
         q->head = 0;
         return 0;
@@ -372,7 +385,7 @@ static void wseg_push(lsock__wsegq *q, char *base, size_t len, size_t off, lsock
 {
     lsock__wseg *g = &q->v[q->head + q->len++];
     g->base = base;
-    g->len = len;
+    g->len = g->cap = len;
     g->off = off;
     g->release = release;
     g->ud = ud;
@@ -397,6 +410,7 @@ static void consume_sent(lsock_socket *s, size_t n)
         q->len--;
         release_wseg(&done);
     }
+    wseg_trim(q);
 }
 
 /* Offers the kernel the front of the queue: the write buffer and the buffers queued by
@@ -755,13 +769,32 @@ static void free_copy(void *buf, void *ud)
     free(buf);
 }
 
+/* Room for take bytes behind buffers queued by reference: at the end of the last segment when
+ * it is a copy with room, else in a new copy segment of at least COPY_SEGMENT bytes (so that
+ * small writes share one allocation and one buffer of a gathered send). NULL on no memory. */
+static char *copy_room(lsock__wsegq *q, size_t take)
+{
+    lsock__wseg *last = &q->v[q->head + q->len - 1];
+    if (last->release == free_copy && last->cap - last->len >= take) {
+        char *dst = last->base + last->len;
+        last->len += take;
+        q->bytes += take;
+        return dst;
+    }
+    size_t cap = take < COPY_SEGMENT ? COPY_SEGMENT : take;
+    char *base = wseg_reserve(q) < 0 ? NULL : malloc(cap);
+    if (!base) return NULL;
+    wseg_push(q, base, take, 0, free_copy, NULL);
+    q->v[q->head + q->len - 1].cap = cap;
+    return base;
+}
+
 /* Queues take bytes of iov from offset skip on: all of them, or none (-1, no memory). Into
- * the write buffer, or behind buffers queued by reference as a copy of its own. */
+ * the write buffer, or behind buffers queued by reference as a copy (copy_room). */
 static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip, size_t take)
 {
     int behind = s->wsegs.len > 0;
-    char *dst = behind ? (wseg_reserve(&s->wsegs) < 0 ? NULL : malloc(take))
-                       : lsock__buf_reserve(&s->wbuf, take);
+    char *dst = behind ? copy_room(&s->wsegs, take) : lsock__buf_reserve(&s->wbuf, take);
     if (!dst) return -1;
     size_t done = 0;
     for (int i = 0; i < n && done < take; i++) {
@@ -775,10 +808,7 @@ static int queue_iov(lsock_socket *s, const lsock_iovec *iov, int n, size_t skip
         done += m;
         skip = 0;
     }
-    if (behind)
-        wseg_push(&s->wsegs, dst, take, 0, free_copy, NULL);
-    else
-        lsock__buf_commit(&s->wbuf, take);
+    if (!behind) lsock__buf_commit(&s->wbuf, take);
     return 0;
 }
 
@@ -954,7 +984,7 @@ int64_t lsock_socket_write_owned(lsock_socket *s, void *buf, int64_t len, lsock_
                            s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
         return -1;
     }
-    lsock__wseg g = {buf, (size_t)len, 0, release, ud};
+    lsock__wseg g = {buf, (size_t)len, 0, (size_t)len, release, ud};
     /* The batch of small writes gathered before it goes first; a connection that broke takes
      * it (its error is on the way), as a write. */
     if (len == 0 || s->broken || lsock__socket_flush_gathered(s) < 0 ||
@@ -979,6 +1009,7 @@ int64_t lsock_socket_write_owned(lsock_socket *s, void *buf, int64_t len, lsock_
         lsock_iovec one = {buf, (size_t)len};
         int64_t r = send_first(s, &one, 1, len);
         if (r < 0 || r == len) { /* broken (its error is on the way), or all of it went */
+            defer_report(s);     /* bytes_written (or the error) from the loop */
             release_wseg(&g);
             return len;
         }

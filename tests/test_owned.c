@@ -180,6 +180,44 @@ TEST(writes_around_write_owned_arrive_in_order)
     fixture_close(&f);
 }
 
+/* Small writes behind an owned buffer share copies (one allocation per 64 KiB, not one
+ * each) and arrive in order after it. */
+TEST(small_writes_behind_write_owned_arrive_in_order)
+{
+    fixture f;
+    fixture_open(&f);
+    releases r = {0, NULL, NULL};
+    unsigned char *data = pattern_new(BIG);
+    ASSERT_EQ(lsock_socket_write_owned(f.p.client, data, BIG, count_release, &r), (int64_t)BIG);
+    size_t smalls = 200000;
+    for (size_t i = 0; i < smalls; i++) {
+        unsigned char c = pattern_byte(BIG + i);
+        ASSERT_EQ(lsock_socket_write(f.p.client, &c, 1), 1);
+    }
+    ASSERT_EQ(lsock_socket_bytes_to_write(f.p.client) > (int64_t)smalls, 1);
+    RUN_UNTIL(f.loop, f.in.len == BIG + smalls, 30000);
+    for (size_t i = 0; i < BIG + smalls; i++)
+        if (f.in.data[i] != pattern_byte(i)) ASSERT_EQ(i, (size_t)-1); /* the first wrong byte */
+    ASSERT_EQ(r.calls, 1);
+    free(data);
+    fixture_close(&f);
+}
+
+/* bytes_written reports an owned write that the kernel took whole, as it does a write (a
+ * producer that writes its next piece from bytes_written depends on it). */
+TEST(bytes_written_reports_a_write_owned_taken_whole)
+{
+    fixture f;
+    fixture_open(&f);
+    releases r = {0, NULL, NULL};
+    char msg[] = "hello, by reference";
+    ASSERT_EQ(lsock_socket_write_owned(f.p.client, msg, 19, count_release, &r), 19);
+    ASSERT_EQ(r.calls, 1);
+    RUN_UNTIL(f.loop, f.counts.written == 19, 5000);
+    RUN_UNTIL(f.loop, f.in.len == 19, 5000);
+    fixture_close(&f);
+}
+
 typedef enum ending { BY_ABORT, BY_CLOSE, BY_FREE, BY_PEER_GONE } ending;
 
 /* Queues an owned buffer that the kernel cannot take, ends the connection the given way, and
