@@ -418,7 +418,9 @@ typedef void (*lsock_release_fn)(void *buf, void *ud);
  *   of memory.
  * - bytes_to_write(), bytes_written, the waits, descriptors attached before it, gathering and a
  *   graceful disconnect treat its bytes as those of any write; writes after it are queued
- *   behind it in order (a copy of each, as lsock_socket_write() makes).
+ *   behind it in order (copied, as lsock_socket_write() copies, into shared 64 KiB blocks).
+ * - A child of fork() holds its own copy of the queue, as of the write buffer: what it frees or
+ *   aborts is released in the child (mind a release with effects outside the process).
  * Unix: the unsent part is sent straight from buf, one copy less than lsock_socket_write() for
  * the bytes the kernel refused at once (docs/performance.md). Windows: the pipe write copies
  * buf into its own buffer anyway, so the calls differ only in who frees buf. */
