@@ -92,6 +92,14 @@ static void fixture_close(fixture *f)
     free(f->in.data);
 }
 
+/* Writes BIG pattern bytes by reference (counted in r); returns the buffer to free. */
+static unsigned char *write_big_owned(lsock_socket *s, releases *r)
+{
+    unsigned char *data = pattern_new(BIG);
+    ASSERT_EQ(lsock_socket_write_owned(s, data, BIG, count_release, r), (int64_t)BIG);
+    return data;
+}
+
 TEST(write_owned_that_the_kernel_takes_whole_releases_before_it_returns)
 {
     fixture f;
@@ -117,8 +125,7 @@ TEST(write_owned_queues_the_buffer_itself_and_releases_it_once_sent)
     fixture f;
     fixture_open(&f);
     releases r = {0, NULL, NULL};
-    unsigned char *data = pattern_new(BIG);
-    ASSERT_EQ(lsock_socket_write_owned(f.p.client, data, BIG, count_release, &r), (int64_t)BIG);
+    unsigned char *data = write_big_owned(f.p.client, &r);
     ASSERT_EQ(r.calls, 0);
     int64_t queued = lsock_socket_bytes_to_write(f.p.client);
     ASSERT(queued > 0 && queued < (int64_t)BIG);
@@ -187,8 +194,7 @@ TEST(small_writes_behind_write_owned_arrive_in_order)
     fixture f;
     fixture_open(&f);
     releases r = {0, NULL, NULL};
-    unsigned char *data = pattern_new(BIG);
-    ASSERT_EQ(lsock_socket_write_owned(f.p.client, data, BIG, count_release, &r), (int64_t)BIG);
+    unsigned char *data = write_big_owned(f.p.client, &r);
     size_t smalls = 200000;
     for (size_t i = 0; i < smalls; i++) {
         unsigned char c = pattern_byte(BIG + i);
@@ -227,8 +233,7 @@ static void released_once_when(ending how)
     fixture f;
     fixture_open(&f);
     releases r = {0, NULL, NULL};
-    unsigned char *data = pattern_new(BIG);
-    ASSERT_EQ(lsock_socket_write_owned(f.p.client, data, BIG, count_release, &r), (int64_t)BIG);
+    unsigned char *data = write_big_owned(f.p.client, &r);
     ASSERT_EQ(r.calls, 0);
     switch (how) {
     case BY_ABORT:
@@ -283,8 +288,7 @@ TEST(disconnect_sends_a_queued_owned_buffer_then_releases_it)
     fixture f;
     fixture_open(&f);
     releases r = {0, NULL, NULL};
-    unsigned char *data = pattern_new(BIG);
-    ASSERT_EQ(lsock_socket_write_owned(f.p.client, data, BIG, count_release, &r), (int64_t)BIG);
+    unsigned char *data = write_big_owned(f.p.client, &r);
     lsock_socket_disconnect(f.p.client);
     ASSERT_EQ(lsock_socket_state(f.p.client), LSOCK_CLOSING);
     RUN_UNTIL(f.loop, lsock_socket_state(f.p.client) == LSOCK_UNCONNECTED, 20000);
@@ -301,8 +305,7 @@ TEST(write_owned_without_a_loop_is_sent_by_the_waits)
     pair p;
     pair_open(&p, NULL);
     releases r = {0, NULL, NULL};
-    unsigned char *data = pattern_new(BIG);
-    ASSERT_EQ(lsock_socket_write_owned(p.client, data, BIG, count_release, &r), (int64_t)BIG);
+    unsigned char *data = write_big_owned(p.client, &r);
     unsigned char *got = malloc(BIG);
     ASSERT(got);
     size_t have = 0;
