@@ -893,16 +893,29 @@ static int64_t send_first(lsock_socket *s, const lsock_iovec *iov, int n, int64_
     return -1;
 }
 
+/* A write's buffer: INVALID_ARGUMENT for a negative size or a NULL buffer of some size. */
+static bool valid_buffer(lsock_socket *s, const void *buf, int64_t len, const char *call)
+{
+    if (len >= 0 && (buf || len == 0)) return true;
+    return lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
+                              len < 0 ? "negative size" : "NULL buffer");
+}
+
+/* A write needs a connection open for writing: OPERATION otherwise. */
+static bool can_write(lsock_socket *s, const char *call)
+{
+    if (s->state == LSOCK_CONNECTED && (s->open_mode & LSOCK_WRITE_ONLY)) return true;
+    return lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
+                              s->state != LSOCK_CONNECTED ? "not connected"
+                                                          : "not open for writing");
+}
+
 /* The write of len bytes, the concatenation of iov (checked by the caller): straight to the
  * kernel when nothing is queued, the rest queued up to the write buffer limit. */
 int64_t lsock__socket_write_iov(lsock_socket *s, const lsock_iovec *iov, int n, int64_t len,
                                 int whole, const char *call)
 {
-    if (s->state != LSOCK_CONNECTED || !(s->open_mode & LSOCK_WRITE_ONLY)) {
-        lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
-                           s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
-        return -1;
-    }
+    if (!can_write(s, call)) return -1;
     if (s->broken) return len; /* the connection is ending; its error is on the way */
     if (len == 0) return 0;
     if (lsock__socket_has_fds_out(s)) return write_with_fds(s, iov, n, len, whole, call);
@@ -954,11 +967,7 @@ int64_t lsock_socket_write(lsock_socket *s, const void *buf, int64_t len)
 {
     static const char call[] = "lsock_socket_write";
     if (!s) return -1;
-    if (len < 0 || (!buf && len > 0)) {
-        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
-                           len < 0 ? "negative size" : "NULL buffer");
-        return -1;
-    }
+    if (!valid_buffer(s, buf, len, call)) return -1;
     lsock_iovec one = {buf, (size_t)len};
     return lsock__socket_write_iov(s, &one, 1, len, 0, call);
 }
@@ -974,16 +983,8 @@ int64_t lsock_socket_write_owned(lsock_socket *s, void *buf, int64_t len, lsock_
 {
     static const char call[] = "lsock_socket_write_owned";
     if (!s) return -1;
-    if (len < 0 || (!buf && len > 0)) {
-        lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call,
-                           len < 0 ? "negative size" : "NULL buffer");
-        return -1;
-    }
-    if (s->state != LSOCK_CONNECTED || !(s->open_mode & LSOCK_WRITE_ONLY)) {
-        lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
-                           s->state != LSOCK_CONNECTED ? "not connected" : "not open for writing");
-        return -1;
-    }
+    if (!valid_buffer(s, buf, len, call)) return -1;
+    if (!can_write(s, call)) return -1;
     lsock__wseg g = {buf, (size_t)len, 0, (size_t)len, release, ud};
     /* The batch of small writes gathered before it goes first; a connection that broke takes
      * it (its error is on the way), as a write. */
