@@ -139,7 +139,9 @@ int64_t lsock__plat_write(int fd, const void *buf, size_t n);
 int64_t lsock__plat_writev(int fd, const lsock_iovec *iov, int n);
 /* A loop-less socket's descriptor is left blocking (every other call passes MSG_DONTWAIT)
  * so that wait_for_ready_read(-1) blocks in recv() itself, one system call as with raw
- * blocking I/O. set_blocking may decline (-errno); the core then polls as usual. */
+ * blocking I/O (unless the socket reads large pieces: it then polls, and its reads go
+ * straight into the caller's buffer, see defer_read in socket_io.c). set_blocking may decline
+ * (-errno); the core then polls as usual. */
 int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n, lsock__fds_in *in);
 int lsock__plat_set_blocking(int fd);
 /* Writes up to n (> 0) bytes with count descriptors attached to the first of them (Unix:

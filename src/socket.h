@@ -73,6 +73,7 @@ struct lsock_socket {
     unsigned fd_fork_stamp; /* lsock__plat_fork_stamp() from before the descriptor was made */
     int sndbuf_grown;       /* the kernel refused a write once: its send buffer was raised */
     int block_next;         /* the next read_some blocks in recv() */
+    int read_wait;          /* loop-less, in wait_for_ready_read: the read may announce */
     int linger;             /* lsock_socket_set_linger(): ms, -1 unlimited */
     uint64_t linger_deadline; /* CLOSING with data queued: abort at this time (0: no bound) */
     lsock_timer *linger_timer;
@@ -90,8 +91,9 @@ struct lsock_socket {
     lsock__fdq fd_out;           /* bound to the stream byte at pos, not yet sent */
     lsock__fdq fd_in;            /* received with the stream byte at pos, not yet taken */
     lsock__wsegq wsegs;          /* queued by reference, behind wbuf's bytes */
-    int64_t kernel_avail;        /* inside ready_read: bytes announced and left in the kernel for a
-                                    read straight into the caller's buffer (see defer_read) */
+    int64_t kernel_avail;        /* bytes announced and left in the kernel for a read straight
+                                    into the caller's buffer: inside ready_read, and after a
+                                    loop-less wait_for_ready_read (see defer_read) */
     lsock_socket *announce_next; /* the list of sockets announcing (socket_io.c) */
     int big_reads;               /* > 0: a recent read found READ_DIRECT_MIN or more (defer_read) */
     int read_end_set;            /* a read straight into the caller's buffer met the end or an */
@@ -132,6 +134,9 @@ void lsock__socket_drop_queued(lsock_socket *s);
 /* Buffers the bytes ready_read announced but left in the kernel (s->kernel_avail), before a
  * call that looks at the read buffer or ends the connection. */
 void lsock__socket_settle(lsock_socket *s);
+/* Whether a read now could be announced rather than buffered (defer_read), short of asking the
+ * kernel: a wait for data then polls instead of blocking in recv(). */
+int lsock__socket_may_defer(const lsock_socket *s);
 /* The write of len bytes, the concatenation of iov[0..n): to the kernel when nothing is
  * queued, the rest queued. whole: all of it or nothing (SOCKET_RESOURCE) where a write buffer
  * limit applies, a non-empty queue taking no more than the limit. Returns the bytes accepted

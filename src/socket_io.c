@@ -199,25 +199,40 @@ static int read_failed(lsock_socket *s, int64_t r)
  *   (read_end), as a broken write is;
  * - a fork() inside ready_read buffers them first (lsock__socket_before_fork), so that parent
  *   and child each hold them, as they would have.
+ * A socket without a loop does the same in wait_for_ready_read: the wait polls (rather than
+ * blocking in recv()), announces what the kernel holds and returns true; the announced bytes
+ * stay announced after it, for the reads that follow, until a call that looks at the buffer
+ * or the next wait buffers them. After a fork() they are shared with the child as any bytes
+ * in the kernel are (the fork rule for loop-less objects in lsock.h): a read takes what is
+ * still there.
  * The FIONREAD costs a system call, so only a socket that found READ_DIRECT_MIN or more in
  * the kernel in one of its last BIG_READS_KEPT reads asks (s->big_reads): a ping-pong pays
  * nothing, and a stream keeps asking past the small remainder a capped read_some leaves. Not
- * without a loop or a ready_read callback, in message mode, with a read buffer limit, in a blocking
- * wait's read, or where the platform has no such count (Windows: see lsock__plat_bytes_in_kernel).
+ * with a loop but no ready_read callback, in message mode, with a read buffer limit, in the
+ * other waits' reads, or where the platform has no such count (Windows: see
+ * lsock__plat_bytes_in_kernel).
  */
+int lsock__socket_may_defer(const lsock_socket *s)
+{
+    return s->big_reads && !s->in_ready_read && !s->msg_mode && !s->block_next &&
+           (s->open_mode & LSOCK_READ_ONLY) && s->rbuf_limit == 0 && !s->read_end_set &&
+           s->kernel_avail == 0 && lsock__buf_len(&s->rbuf) == 0;
+}
+
 static int64_t defer_read(lsock_socket *s)
 {
-    if (!s->big_reads || !s->loop || !s->cb.ready_read || s->in_ready_read || s->msg_mode ||
-        s->block_next || !(s->open_mode & LSOCK_READ_ONLY) || s->rbuf_limit != 0 ||
-        s->read_end_set || lsock__buf_len(&s->rbuf) != 0)
-        return 0;
+    if (!lsock__socket_may_defer(s) || (s->loop ? !s->cb.ready_read : !s->read_wait)) return 0;
     int64_t n = lsock__plat_bytes_in_kernel(s->fd);
+    if (n < 0) { /* no such count here: buffer as usual */
+        s->big_reads = 0;
+        return 0;
+    }
     if (n > (int64_t)READ_ROUNDS * 65536) n = (int64_t)READ_ROUNDS * 65536; /* settle's bound */
     if (n >= READ_DIRECT_MIN)
         s->big_reads = BIG_READS_KEPT;
     else
         s->big_reads--; /* small pieces: after a few, no more FIONREAD until a large read */
-    return n > 0 ? n : 0;
+    return n;
 }
 
 /* The end of the stream or an error met outside the loop's read: reported from the loop. */
@@ -249,8 +264,9 @@ void lsock__socket_before_fork(void)
         lsock__socket_settle(s);
 }
 
-/* A read inside ready_read straight from the kernel into the caller's buffer, of the bytes it
- * announced (s->kernel_avail). Returns the bytes read (0 if the kernel had none after all). */
+/* A read straight from the kernel into the caller's buffer, of the bytes ready_read or a
+ * loop-less wait announced (s->kernel_avail). Returns the bytes read (0 if the kernel had none
+ * after all). */
 static int64_t read_direct(lsock_socket *s, char *buf, size_t max)
 {
     int64_t total = 0;
@@ -302,7 +318,9 @@ int lsock__socket_on_readable(lsock_socket *s)
         emit_ready_read(s);
         announcing = s->announce_next; /* callbacks nest: s is the innermost again */
         if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
-        lsock__socket_settle(s); /* what the application left, announced already */
+        /* What the application left, announced already: buffered, except after a loop-less
+         * wait, whose caller reads it next (defer_read). */
+        if (s->loop) lsock__socket_settle(s);
         if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 1;
         return 1;
     }

@@ -110,7 +110,11 @@ static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *cal
         if (ev == 0)
             return WAIT_FULL; /* reading paused and nothing to write: nothing to wait for */
         int left = wait_left(s, deadline, msecs);
-        int block = ev == LSOCK__READABLE && left < 0 && s->fd_blocking;
+        /* A loop-less wait for data on a socket that reads large pieces polls, so that it can
+         * announce the bytes rather than buffer them (defer_read in socket_io.c). */
+        int read_wait = goal == FOR_READ && !s->loop;
+        int block = ev == LSOCK__READABLE && left < 0 && s->fd_blocking &&
+                    !(read_wait && lsock__socket_may_defer(s));
         int rc = block ? LSOCK__READABLE : lsock__plat_wait(s->fd, ev, left);
         if (rc == 0) {
             if (linger_due(s) || remaining(deadline, msecs) != 0) continue;
@@ -128,8 +132,9 @@ static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *cal
         }
         if (rc & LSOCK__READABLE) {
             s->block_next = block;
+            s->read_wait = read_wait;
             int r = lsock__socket_on_readable(s);
-            if (!s->dead) s->block_next = 0;
+            if (!s->dead) s->block_next = s->read_wait = 0;
             if (r == 0 && block) s->fd_blocking = 0; /* not blocking after all: poll from now */
             if (r < 0) return WAIT_ENDED;
             got = r;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "internal.h" /* lsock__test_announced, lsock__test_direct_reads */
 
 /* ---- blocking helpers ------------------------------------------------------------------ */
 
@@ -942,6 +943,212 @@ TEST(write_only_socket_without_a_loop_stays_connected_when_bytes_arrive)
     lsock_socket_free(c);
     lsock_socket_free(peer);
     lsock_server_free(srv);
+}
+
+/* ---- waits whose reads go straight into the caller's buffer ------------------------------ */
+
+/* Whether reads straight from the kernel into the caller's buffer (or announcements) happened
+ * since *mark, moving the mark. Windows never reads that way: a read there copies from lsock's
+ * own pipe read-ahead, so nothing is saved (lsock__plat_bytes_in_kernel). */
+static int counted_since(atomic_ulong *counter, unsigned long *mark)
+{
+    unsigned long now = atomic_load(counter);
+    int since = now > *mark;
+    *mark = now;
+#ifdef _WIN32
+    since = 1;
+#endif
+    return since;
+}
+
+/* A thread that writes n pattern bytes through a loop-less socket and waits until all left. */
+typedef struct writer {
+    lsock_socket *s;
+    size_t n;
+    int ok;
+    pthread_t th;
+} writer;
+
+static void *writer_main(void *arg)
+{
+    writer *w = arg;
+    unsigned char *data = pattern_new(w->n);
+    w->ok = lsock_socket_write(w->s, data, (int64_t)w->n) == (int64_t)w->n;
+    while (w->ok && lsock_socket_bytes_to_write(w->s) > 0)
+        w->ok = lsock_socket_wait_for_bytes_written(w->s, 10000);
+    free(data);
+    return NULL;
+}
+
+/* Reads what the socket holds in 64 KiB pieces, checking the pattern from *at on: how many
+ * bytes, or -1 if one is wrong. */
+static int64_t read_pieces(lsock_socket *s, size_t *at)
+{
+    static unsigned char buf[65536];
+    int64_t total = 0, n;
+    while ((n = lsock_socket_read(s, buf, sizeof buf)) > 0) {
+        for (int64_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(*at + (size_t)i)) return -1;
+        *at += (size_t)n;
+        total += n;
+    }
+    return total;
+}
+
+/* Sends n pattern bytes from a loop-less client (whole in the kernel when it returns) and has
+ * the loop-less peer read them with one wait (and the reads after it), from *at on. */
+static void send_and_wait(pair *p, size_t n, size_t *at)
+{
+    unsigned char *data = pattern_new(*at + n);
+    ASSERT_EQ(lsock_socket_write(p->client, data + *at, (int64_t)n), (int64_t)n);
+    while (lsock_socket_bytes_to_write(p->client) > 0)
+        ASSERT(lsock_socket_wait_for_bytes_written(p->client, 5000));
+    ASSERT(lsock_socket_wait_for_ready_read(p->peer, 5000));
+    free(data);
+}
+
+/* A loop-less pair whose peer has read one large piece: its next waits announce. */
+static void blocking_pair_reading_large_pieces(pair *p, size_t *at)
+{
+    pair_open(p, NULL);
+    *at = 0;
+    send_and_wait(p, 100000, at);
+    ASSERT_EQ(read_pieces(p->peer, at), 100000);
+}
+
+/* The pattern of a loop-less reader: wait_for_ready_read(-1), then 64 KiB reads until none
+ * is left. The bytes go from the kernel into the caller's buffer, every one in order. */
+TEST(wait_for_ready_read_without_a_loop_reading_64_kib_pieces_reads_straight_into_the_buffer)
+{
+    pair p;
+    pair_open(&p, NULL);
+    writer w = {.s = p.client, .n = 16u << 20};
+    unsigned long mark = atomic_load(&lsock__test_direct_reads);
+    ASSERT_EQ(pthread_create(&w.th, NULL, writer_main, &w), 0);
+    size_t at = 0;
+    uint64_t deadline = test_now_ms() + 20000;
+    while (at < w.n) {
+        ASSERT(test_now_ms() < deadline);
+        ASSERT(lsock_socket_wait_for_ready_read(p.peer, -1));
+        ASSERT(lsock_socket_bytes_available(p.peer) > 0);
+        ASSERT(read_pieces(p.peer, &at) > 0);
+    }
+    ASSERT_EQ(pthread_join(w.th, NULL), 0);
+    ASSERT(w.ok);
+    ASSERT_EQ(at, w.n);
+    ASSERT(counted_since(&lsock__test_direct_reads, &mark));
+    pair_close(&p);
+}
+
+/* bytes_available() after such a wait counts the announced bytes, and the other read calls
+ * (peek, a small read) see them, in order, as if they were buffered. */
+TEST(bytes_a_loopless_wait_announced_are_seen_by_every_read_call)
+{
+    pair p;
+    size_t at;
+    blocking_pair_reading_large_pieces(&p, &at);
+    unsigned long mark = atomic_load(&lsock__test_announced);
+    send_and_wait(&p, 100000, &at);
+    ASSERT(counted_since(&lsock__test_announced, &mark));
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
+    ASSERT(!lsock_socket_at_end(p.peer));
+    unsigned char head[16];
+    ASSERT_EQ(lsock_socket_peek(p.peer, head, sizeof head), 16);
+    for (size_t i = 0; i < sizeof head; i++)
+        ASSERT_EQ(head[i], pattern_byte(at + i));
+    unsigned char small[100];
+    ASSERT_EQ(lsock_socket_read(p.peer, small, sizeof small), 100);
+    for (size_t i = 0; i < sizeof small; i++)
+        ASSERT_EQ(small[i], pattern_byte(at + i));
+    at += sizeof small;
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000 - 100);
+    ASSERT_EQ(read_pieces(p.peer, &at), 100000 - 100);
+    ASSERT(lsock_socket_at_end(p.peer));
+    pair_close(&p);
+}
+
+/* A second wait for data keeps what the first announced (it buffers it) and waits for new
+ * bytes: none come, so it times out, and the first bytes are all still there. */
+TEST(a_second_wait_keeps_the_bytes_the_first_announced_and_waits_for_new_ones)
+{
+    pair p;
+    size_t at;
+    blocking_pair_reading_large_pieces(&p, &at);
+    send_and_wait(&p, 100000, &at);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
+    ASSERT(!lsock_socket_wait_for_ready_read(p.peer, 200));
+    ASSERT_ERR(lsock_socket_error(p.peer), LSOCK_ERR_SOCKET_TIMEOUT);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
+    ASSERT_EQ(read_pieces(p.peer, &at), 100000);
+    ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_CONNECTED);
+    pair_close(&p);
+}
+
+/* The peer's close behind announced bytes: they are all read, and the next wait reports the
+ * end (PEER_CLOSED), as with buffered bytes. */
+TEST(end_of_stream_behind_bytes_a_loopless_wait_announced_comes_after_them)
+{
+    pair p;
+    size_t at;
+    blocking_pair_reading_large_pieces(&p, &at);
+    send_and_wait(&p, 100000, &at);
+    lsock_socket_free(p.client);
+    p.client = NULL;
+    ASSERT_EQ(read_pieces(p.peer, &at), 100000);
+    ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_CONNECTED);
+    ASSERT(!lsock_socket_wait_for_ready_read(p.peer, 5000));
+    ASSERT_ERR(lsock_socket_error(p.peer), LSOCK_ERR_PEER_CLOSED);
+    ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
+    pair_close(&p);
+}
+
+/* disconnect() after such a wait: the announced bytes stay readable, as buffered ones do. */
+TEST(disconnect_keeps_the_bytes_a_loopless_wait_announced_readable)
+{
+    pair p;
+    size_t at;
+    blocking_pair_reading_large_pieces(&p, &at);
+    send_and_wait(&p, 100000, &at);
+    lsock_socket_disconnect(p.peer);
+    ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
+    ASSERT_EQ(read_pieces(p.peer, &at), 100000);
+    pair_close(&p);
+}
+
+/* A child of fork() shares the bytes a loop-less wait announced as it shares any bytes in
+ * the kernel (lsock.h, "Fork"): what the child reads is gone for the parent, whose reads take
+ * what is left without blocking and leave the connection up. */
+TEST(a_child_of_fork_shares_the_bytes_a_loopless_wait_announced_as_any_in_the_kernel)
+{
+#ifdef _WIN32
+    SKIP("Windows has no fork()");
+#else
+    pair p;
+    size_t at;
+    blocking_pair_reading_large_pieces(&p, &at);
+    unsigned long mark = atomic_load(&lsock__test_announced);
+    send_and_wait(&p, 100000, &at);
+    ASSERT(counted_since(&lsock__test_announced, &mark));
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        size_t cat = at;
+        _exit(read_pieces(p.peer, &cat) == 100000 ? 0 : 3);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    unsigned char buf[65536];
+    ASSERT_EQ(lsock_socket_read(p.peer, buf, sizeof buf), 0);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 0);
+    ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_CONNECTED);
+    ASSERT_EQ(lsock_socket_write(p.client, "x", 1), 1);
+    ASSERT(lsock_socket_wait_for_ready_read(p.peer, 5000));
+    ASSERT_EQ(lsock_socket_read(p.peer, buf, sizeof buf), 1);
+    pair_close(&p);
+#endif
 }
 
 TEST_MAIN()
