@@ -137,14 +137,16 @@ bench-build:
 # Benchmarks, not timed tests: the table says which targets were met; it never fails on them.
 bench: bench-build
 	$(BENCH_BUILD)/bench/lsock-bench --data $(BENCH_BUILD)/bench-sizes.dat \
-		--msg-data $(BENCH_BUILD)/bench-messages.dat $(BENCH_ARGS)
+		--msg-data $(BENCH_BUILD)/bench-messages.dat \
+		--table-data $(BENCH_BUILD)/bench-table.dat $(BENCH_ARGS)
 	bench/tool_bench.sh $(BENCH_BUILD)/tools/lsock \
 		$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),64 3,1024 5)
 	$(BENCH_BUILD)/bench/lsock-share-bench \
 		$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),64 3,1024 5)
 
 bench-plot: bench-build
-	bench/plot.sh $(BENCH_BUILD) docs/performance.png docs/performance-messages.png
+	bench/plot.sh $(BENCH_BUILD) docs/performance.png docs/performance-messages.png \
+		docs/performance-workloads.png $(BENCH_BEFORE)
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

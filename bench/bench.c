@@ -29,18 +29,20 @@
  * that none always runs first) and the median of the rounds is reported.
  *
  *   lsock-bench [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]
- *               [--msg-data FILE] [--impl LIST] [--size BYTES] [--peer IMPL] [--cpus C,S]
+ *               [--msg-data FILE] [--table-data FILE] [--impl LIST] [--size BYTES]
+ *               [--peer IMPL] [--cpus C,S]
  *
  * --only takes a comma-separated subset of
  * pingpong,blocking,stream,refill,connrate,fanin,messages,sizes (refill64, refill-owned and
- * refill4 name one refill row each);
+ * refill4 name one refill row each, blocking-stream the blocking stream row);
  * --impl a subset of raw,lsock,libuv,epoll (for profiling one implementation); --size BYTES limits
  * the sizes sweep to one message size; --peer IMPL runs the server side of pingpong and stream
  * with IMPL for every implementation (so only the client side differs); --cpus C,S pins the
  * measured (client) side to CPU C and the server processes to CPU S (C == S: one shared CPU).
  * Unpinned, the scheduler's placement of the two processes is part of the noise.
- * --data and --msg-data name the files the size sweep and the message rows leave for the chart
- * (bench/plot.sh). BENCH_SHORT=1 in the environment is --short: tiny sizes, three rounds, for CI.
+ * --data, --msg-data and --table-data name the files the size sweep, the message rows and the
+ * workload table leave for the charts (bench/plot.sh). BENCH_SHORT=1 in the environment is --short:
+ * tiny sizes, three rounds, for CI.
  */
 #include "lsock.h"
 
@@ -1644,6 +1646,24 @@ static void print_table(row **rows, int nrows, int rounds)
     fflush(stdout);
 }
 
+/* The table's medians for the workloads chart (bench/plot.sh): one line per row with a
+ * ratio to raw, "name" lsock/raw lsock/libuv (-1: not measured), in table order. */
+static void write_table_data(const char *file, row **rows, int nrows)
+{
+    FILE *f = fopen(file, "w");
+    if (!f) die("%s: %s", file, strerror(errno));
+    fprintf(f, "# workload lsock/raw lsock/libuv (medians of one interleaved run)\n");
+    for (int i = 0; i < nrows; i++) {
+        row *r = rows[i];
+        double raw = median(r, RAW), ls = median(r, LSOCK), uv = median(r, LIBUV);
+        if (raw <= 0 || ls <= 0) continue; /* memory rows: no raw side */
+        fprintf(f, "\"%s\" %.4f %.4f\n", r->name, ls / raw,
+                uv > 0 && !r->skip[LIBUV] ? ls / uv : -1.0);
+    }
+    fclose(f);
+    printf("\nworkload data written to %s\n", file);
+}
+
 /* The message rows: lsock's messages against nng and ZeroMQ, and (round trip) against lsock's
  * own byte pingpong of the same size, which sits in the RAW column. Targets: round trip
  * lsock <= 0.7x nng and ZeroMQ and <= 1.05x lsock bytes; one way >= 1.5x nng, >= 1.2x ZeroMQ. */
@@ -1864,7 +1884,7 @@ int main(int argc, char **argv)
     const char *s = getenv("BENCH_SHORT");
     bool short_mode = s && *s && strcmp(s, "0") != 0, sizes = true;
     int rounds = 0;
-    const char *only = NULL, *data_file = NULL, *msg_data_file = NULL;
+    const char *only = NULL, *data_file = NULL, *msg_data_file = NULL, *table_file = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--short"))
             short_mode = true;
@@ -1878,6 +1898,8 @@ int main(int argc, char **argv)
             data_file = argv[++i];
         else if (!strcmp(argv[i], "--msg-data") && i + 1 < argc)
             msg_data_file = argv[++i];
+        else if (!strcmp(argv[i], "--table-data") && i + 1 < argc)
+            table_file = argv[++i];
         else if (!strcmp(argv[i], "--impl") && i + 1 < argc)
             g_impls = argv[++i];
         else if (!strcmp(argv[i], "--peer") && i + 1 < argc) {
@@ -1897,12 +1919,13 @@ int main(int argc, char **argv)
             fprintf(
                 stderr,
                 "usage: %s [--short] [--rounds N] [--only LIST] [--no-sizes] [--data FILE]\n"
-                "       [--msg-data FILE]\n"
+                "       [--msg-data FILE] [--table-data FILE]\n"
                 "       [--impl raw,lsock,libuv,epoll] [--size BYTES] [--peer raw|lsock|libuv]\n"
                 "       [--cpus CLIENT,SERVER]\n"
                 "LIST: comma-separated "
                 "pingpong,blocking,stream,refill,connrate,fanin,messages,sizes\n"
-                "      (refill64, refill-owned, refill4: one refill row each)\n",
+                "      (refill64, refill-owned, refill4: one refill row each;\n"
+                "      blocking-stream: the blocking stream row)\n",
                 argv[0]);
             return 2;
         }
@@ -2075,6 +2098,7 @@ int main(int argc, char **argv)
         if (r->extra) table[n++] = r->extra;
     }
     if (n) print_table(table, n, rounds);
+    if (n && table_file) write_table_data(table_file, table, n);
 
     /* Messages: lsock against nng and ZeroMQ (and its own byte pingpong). */
     static msg_params m_rt = {64, 0, 0}, m_64 = {64, 0, 1}, m_64k = {65536, 0, 1};

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Renders the charts from the data `make bench` leaves in the build directory (measured now
 # when there is none): the message-size chart (pingpong latency and stream throughput of raw
-# syscalls, lsock and libuv against message size) and the messages chart (lsock's messages
-# beside nng's and ZeroMQ's, and lsock's byte pingpong).
+# syscalls, lsock and libuv against message size), the messages chart (lsock's messages
+# beside nng's and ZeroMQ's, and lsock's byte pingpong) and the workloads chart (every row of
+# the table as lsock/raw and lsock/libuv; with BEFORE, a table file of an earlier build
+# measured in the same machine state, its lsock/raw beside today's).
 #
-#   bench/plot.sh [BUILD_DIR] [OUTPUT.png] [MESSAGES.png]        (make bench-plot)
+#   bench/plot.sh [BUILD_DIR] [OUTPUT.png] [MESSAGES.png] [WORKLOADS.png] [BEFORE]
+#                                                                  (make bench-plot)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${1:-build-bench}
 out=${2:-docs/performance.png}
 msg_out=${3:-docs/performance-messages.png}
+table_out=${4:-docs/performance-workloads.png}
+before=${5:-}
 data=$build/bench-sizes.dat
 msg_data=$build/bench-messages.dat
+table_data=$build/bench-table.dat
 
 if ! command -v gnuplot >/dev/null; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
@@ -36,7 +42,13 @@ if [ ! -s "$msg_data" ]; then
     "$build/bench/lsock-bench" --only messages --no-sizes --msg-data "$msg_data" ${BENCH_ARGS:-}
 fi
 
-mkdir -p "$(dirname "$out")" "$(dirname "$msg_out")"
+if [ ! -s "$table_data" ]; then
+    echo "bench-plot: no $table_data from make bench; measuring the workloads now"
+    "$build/bench/lsock-bench" --no-sizes --only pingpong,blocking,stream,refill,connrate,fanin \
+        --table-data "$table_data" ${BENCH_ARGS:-}
+fi
+
+mkdir -p "$(dirname "$out")" "$(dirname "$msg_out")" "$(dirname "$table_out")"
 gnuplot <<GP
 set terminal pngcairo size 1200,480 font ",10" noenhanced
 set output "$out"
@@ -86,3 +98,31 @@ plot "$msg_data" index 2 using 0:2:xtic(1) with boxes
 unset multiplot
 GP
 echo "bench-plot: wrote $msg_out"
+
+# The workloads: one bar per row and ratio; 1.0 is parity. Latency rows are lower-better, the
+# others higher-better: the row names say which (us, GB/s...) in the table, here the title.
+if [ -n "$before" ]; then
+    plots="\"$table_data\" using 2:xtic(1) title \"lsock/raw\", \
+      \"$table_data\" using (\$3 > 0 ? \$3 : NaN) title \"lsock/libuv\", \
+      \"$before\" using 2 title \"lsock/raw before\""
+else
+    plots="\"$table_data\" using 2:xtic(1) title \"lsock/raw\", \
+      \"$table_data\" using (\$3 > 0 ? \$3 : NaN) title \"lsock/libuv\""
+fi
+gnuplot <<GP
+set terminal pngcairo size 1400,560 font ",10" noenhanced
+set output "$table_out"
+set title "lsock / raw syscalls and lsock / libuv per workload, medians of one interleaved run ($(nproc) cores, $(uname -r))\nlatency rows (pingpong, blocking 1 B): lower is better; the others: higher is better"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.7 border -1
+set boxwidth 0.9
+set grid ytics
+set key top right
+set yrange [0:*]
+set xtics rotate by -35 left
+set ylabel "ratio"
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2
+plot $plots
+GP
+echo "bench-plot: wrote $table_out"
