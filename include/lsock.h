@@ -32,7 +32,9 @@
  *    and every inherited object on it works in the child from then on. The parent's objects
  *    are not affected.
  *  - Loop-less objects (blocking use) need nothing: what a child does on an inherited
- *    connection (reading, writing) is shared with the parent as with any descriptor.
+ *    connection (reading, writing) is shared with the parent as with any descriptor. Bytes
+ *    that a wait_for_ready_read() of the parent reported but left in the kernel (see
+ *    lsock_socket_read()) stay the parent's: the child's copy counts none of them.
  * Windows has no fork(); lsock_loop_fork() has nothing to do there.
  *
  * Errors: calls that fail return false, -1 or NULL; the object's error()/error_string() then
@@ -353,10 +355,11 @@ LSOCK_API bool lsock_socket_is_valid(const lsock_socket *s);
 LSOCK_API unsigned lsock_socket_open_mode(const lsock_socket *s);
 
 /* Reads up to max bytes into buf. Returns bytes read (0 if none available), -1 on error
- * (not open for reading, bad argument). Streaming with a loop, a read of 16 KiB or more inside
- * ready_read takes the bytes straight from the kernel into buf (Unix: one copy, as read(2),
- * where buffering first would copy twice); what it may take and what every other call sees
- * (bytes_available, peek, read_line, the waits) are the same either way. */
+ * (not open for reading, bad argument). On a socket that streams, a read of 16 KiB or more
+ * inside ready_read (with a loop), or after wait_for_ready_read() (without one), takes the
+ * bytes straight from the kernel into buf (Unix: one copy, as read(2), where buffering first
+ * would copy twice); what it may take and what every other call sees (bytes_available, peek,
+ * read_line, the waits) are the same either way. */
 LSOCK_API int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max);
 /* Reads a line (up to and including '\n', at most max - 1 bytes) into buf and NUL-terminates
  * it. Like QIODevice::readLine, reads what is there when no '\n' is buffered. Returns bytes

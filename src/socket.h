@@ -95,6 +95,7 @@ struct lsock_socket {
                                     into the caller's buffer: inside ready_read, and after a
                                     loop-less wait_for_ready_read (see defer_read) */
     lsock_socket *announce_next; /* the list of sockets announcing (socket_io.c) */
+    unsigned announce_gen;       /* lsock__plat_fork_generation() of the process that announced */
     int big_reads;               /* > 0: a recent read found READ_DIRECT_MIN or more (defer_read) */
     int read_end_set;            /* a read straight into the caller's buffer met the end or an */
     int64_t read_end; /* error: read_end (0 end of stream, -errno), reported from the loop */
@@ -137,6 +138,9 @@ void lsock__socket_settle(lsock_socket *s);
 /* Whether a read now could be announced rather than buffered (defer_read), short of asking the
  * kernel: a wait for data then polls instead of blocking in recv(). */
 int lsock__socket_may_defer(const lsock_socket *s);
+/* The announced bytes (s->kernel_avail) this process may read: none in a child of fork()
+ * for what its parent announced, which stays the parent's (defer_read). */
+int64_t lsock__socket_announced(const lsock_socket *s);
 /* The write of len bytes, the concatenation of iov[0..n): to the kernel when nothing is
  * queued, the rest queued. whole: all of it or nothing (SOCKET_RESOURCE) where a write buffer
  * limit applies, a non-empty queue taking no more than the limit. Returns the bytes accepted

@@ -202,9 +202,10 @@ static int read_failed(lsock_socket *s, int64_t r)
  * A socket without a loop does the same in wait_for_ready_read: the wait polls (rather than
  * blocking in recv()), announces what the kernel holds and returns true; the announced bytes
  * stay announced after it, for the reads that follow, until a call that looks at the buffer
- * or the next wait buffers them. After a fork() they are shared with the child as any bytes
- * in the kernel are (the fork rule for loop-less objects in lsock.h): a read takes what is
- * still there.
+ * or the next wait buffers them. After a fork() they stay the parent's: the child, whose copy
+ * of the socket says they were announced by another process (announce_gen), counts and reads
+ * none of them, so nothing it does (a read, a disconnect) takes them from the parent; they are
+ * the child's to read only as new bytes, after a wait of its own, as any in the kernel.
  * The FIONREAD costs a system call, so only a socket that found READ_DIRECT_MIN or more in
  * the kernel in one of its last BIG_READS_KEPT reads asks (s->big_reads): a ping-pong pays
  * nothing, and a stream keeps asking past the small remainder a capped read_some leaves. Not
@@ -212,6 +213,12 @@ static int read_failed(lsock_socket *s, int64_t r)
  * other waits' reads, or where the platform has no such count (Windows: see
  * lsock__plat_bytes_in_kernel).
  */
+int64_t lsock__socket_announced(const lsock_socket *s)
+{
+    if (s->kernel_avail <= 0) return 0;
+    return s->announce_gen == lsock__plat_fork_generation() ? s->kernel_avail : 0;
+}
+
 int lsock__socket_may_defer(const lsock_socket *s)
 {
     return s->big_reads && !s->in_ready_read && !s->msg_mode && !s->block_next &&
@@ -245,9 +252,9 @@ static void set_read_end(lsock_socket *s, int64_t r)
 
 void lsock__socket_settle(lsock_socket *s)
 {
-    int64_t n = s->kernel_avail;
-    if (n <= 0) return;
+    int64_t n = lsock__socket_announced(s);
     s->kernel_avail = 0;
+    if (n <= 0) return;
     int64_t r = read_some_capped(s, n);
     if (r <= 0 && r != -EAGAIN) set_read_end(s, r);
 }
@@ -312,6 +319,7 @@ int lsock__socket_on_readable(lsock_socket *s)
     int64_t n = defer_read(s);
     if (n > 0) {
         s->kernel_avail = n;
+        s->announce_gen = lsock__plat_fork_generation();
         atomic_fetch_add_explicit(&lsock__test_announced, 1, memory_order_relaxed);
         s->announce_next = announcing;
         announcing = s;
@@ -664,7 +672,8 @@ int64_t lsock_socket_read(lsock_socket *s, void *buf, int64_t max)
 {
     if (!can_read(s, buf, max, "lsock_socket_read")) return -1;
     if (s->kernel_avail > 0) {
-        if (max >= READ_DIRECT_MIN && lsock__buf_len(&s->rbuf) == 0)
+        if (lsock__socket_announced(s) == 0) s->kernel_avail = 0; /* the parent's (fork) */
+        if (s->kernel_avail > 0 && max >= READ_DIRECT_MIN && lsock__buf_len(&s->rbuf) == 0)
             return read_direct(s, buf, (size_t)max);
         lsock__socket_settle(s); /* a smaller read: from the buffer, as any other */
     }
@@ -738,7 +747,7 @@ bool lsock_socket_can_read_line(const lsock_socket *s)
 
 int64_t lsock_socket_bytes_available(const lsock_socket *s)
 {
-    return s ? (int64_t)lsock__buf_len(&s->rbuf) + s->kernel_avail : 0;
+    return s ? (int64_t)lsock__buf_len(&s->rbuf) + lsock__socket_announced(s) : 0;
 }
 
 int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
@@ -748,7 +757,7 @@ int64_t lsock_socket_bytes_to_write(const lsock_socket *s)
 
 bool lsock_socket_at_end(const lsock_socket *s)
 {
-    return !s || (lsock__buf_len(&s->rbuf) == 0 && s->kernel_avail == 0);
+    return !s || (lsock__buf_len(&s->rbuf) == 0 && lsock__socket_announced(s) == 0);
 }
 
 /* Schedules bytes_written (or a broken-write report) for the next loop iteration. Without

@@ -232,7 +232,8 @@ static bool wait_disconnected(lsock_socket *s, int msecs)
     static const char call[] = "lsock_socket_wait_for_disconnected";
     if (s->state == LSOCK_UNCONNECTED) return false; /* as Qt: the error stays as it is */
     if (!connect_phase(s, &msecs)) return false;
-    if (s->state == LSOCK_CLOSING && !lsock__socket_unsent(s) && !s->broken && !s->watch_err) {
+    if (s->state == LSOCK_CLOSING && !lsock__socket_unsent(s) && !s->broken && !s->watch_err &&
+        !s->read_end_set) {
         lsock__socket_finish_close(s);
         return !s->dead;
     }
