@@ -132,6 +132,10 @@ typedef struct lsock__fds_in {
 /* Reads up to n bytes and the descriptors that came with them (into *in, whose count and
  * truncated the call sets): count, 0 on EOF, -errno (-EAGAIN when none). Retries EINTR. */
 int64_t lsock__plat_read(int fd, void *buf, size_t n, lsock__fds_in *in);
+/* The same into two buffers: an bytes into a, then what follows into b (bn may be 0), in one
+ * call (Unix: one recvmsg; Windows: a only, it is never asked for more, see
+ * lsock__plat_bytes_in_kernel). */
+int64_t lsock__plat_read2(int fd, void *a, size_t an, void *b, size_t bn, lsock__fds_in *in);
 /* Writes up to n bytes without SIGPIPE: count, or -errno (-EAGAIN when full). */
 int64_t lsock__plat_write(int fd, const void *buf, size_t n);
 /* The same for the concatenation of n buffers (1 <= n <= LSOCK__IOV_BATCH), in one call. */

@@ -138,6 +138,13 @@ void lsock__socket_settle(lsock_socket *s);
 /* Whether a read now could be announced rather than buffered (defer_read), short of asking the
  * kernel: a wait for data then polls instead of blocking in recv(). */
 int lsock__socket_may_defer(const lsock_socket *s);
+/* Message mode: the bytes of the next message not yet buffered (its header is), 0 when it is
+ * whole, -1 when no header is buffered or it announces more than the maximum. */
+int64_t lsock__socket_message_rest(const lsock_socket *s);
+/* read_message: the rest bytes of the next message, announced, straight into dst (see
+ * socket_io.c). 1: all there; 0: fewer came, appended to the read buffer (nothing lost). */
+int lsock__socket_read_rest(lsock_socket *s, char *dst, size_t rest);
+#define LSOCK__MSG_HEADER 4 /* the 32-bit big-endian length before every message */
 /* The announced bytes (s->kernel_avail) this process may read: none in a child of fork()
  * for what its parent announced, which stays the parent's (defer_read). */
 int64_t lsock__socket_announced(const lsock_socket *s);

@@ -13,6 +13,8 @@
 #define READ_DIRECT_MIN 16384
 #define READ_ROUNDS     16
 #define BIG_READS_KEPT  4
+#define MESSAGE_HEAD    4096  /* message mode: what is buffered of a message before announcing */
+#define MESSAGE_TAIL    4096  /* read_message: what one direct read buffers past its message */
 #define WSEG_KEEP       64    /* queue entries an empty write queue keeps */
 #define COPY_SEGMENT    65536 /* the least a copy queued behind an owned buffer allocates */
 /* read_some: descriptors that came with the data were lost (lsock__socket_keep_fds). */
@@ -221,14 +223,15 @@ int64_t lsock__socket_announced(const lsock_socket *s)
 
 int lsock__socket_may_defer(const lsock_socket *s)
 {
-    return s->big_reads && !s->in_ready_read && !s->msg_mode && !s->block_next &&
+    return s->big_reads && !s->in_ready_read && !s->block_next &&
            (s->open_mode & LSOCK_READ_ONLY) && s->rbuf_limit == 0 && !s->read_end_set &&
-           s->kernel_avail == 0 && lsock__buf_len(&s->rbuf) == 0;
+           s->kernel_avail == 0 && (s->msg_mode || lsock__buf_len(&s->rbuf) == 0);
 }
 
 static int64_t defer_read(lsock_socket *s)
 {
-    if (!lsock__socket_may_defer(s) || (s->loop ? !s->cb.ready_read : !s->read_wait)) return 0;
+    if (!lsock__socket_may_defer(s) || s->msg_mode || (s->loop ? !s->cb.ready_read : !s->read_wait))
+        return 0;
     int64_t n = lsock__plat_bytes_in_kernel(s->fd);
     if (n < 0) { /* no such count here: buffer as usual */
         s->big_reads = 0;
@@ -309,6 +312,86 @@ static int64_t read_direct(lsock_socket *s, char *buf, size_t max)
 }
 
 /*
+ * Message mode, the same for read_message(): the head of the next message (up to MESSAGE_HEAD
+ * bytes) is buffered, and when the rest of it, READ_DIRECT_MIN or more, is all in the kernel
+ * already, that is announced instead of buffered: can_read_message() and next_message_size()
+ * count it, and read_message() takes it straight into the caller's buffer, with the start of
+ * what follows (lsock__socket_read_rest). A message that has not all arrived is buffered as
+ * usual, and so are small ones (after BIG_READS_KEPT reports of less than READ_DIRECT_MIN in
+ * the kernel, without asking FIONREAD until a large read). Returns
+ * the bytes announced, 0 (*head: what the head read buffered), or -1 when the connection
+ * ended (a read error, or a header beyond the maximum).
+ */
+static int64_t defer_message(lsock_socket *s, int64_t *head)
+{
+    *head = 0;
+    if (!lsock__socket_may_defer(s) || (s->loop ? !s->cb.ready_read : !s->read_wait)) return 0;
+    int64_t n = lsock__plat_bytes_in_kernel(s->fd);
+    if (n < 0) { /* no such count here: buffer as usual */
+        s->big_reads = 0;
+        return 0;
+    }
+    if (n < READ_DIRECT_MIN) {
+        s->big_reads--; /* small messages: after a few, no FIONREAD until a large read */
+        return 0;
+    }
+    if (lsock__buf_len(&s->rbuf) < LSOCK__MSG_HEADER) {
+        int64_t r = read_some_capped(s, MESSAGE_HEAD);
+        if (r == -EAGAIN) return 0;
+        if (r <= 0) return read_failed(s, r);
+        *head = r;
+        n -= r;
+        if (lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;
+    }
+    int64_t rest = lsock__socket_message_rest(s);
+    if (n > (int64_t)READ_ROUNDS * 65536) n = (int64_t)READ_ROUNDS * 65536; /* settle's bound */
+    return rest >= READ_DIRECT_MIN && n >= rest ? n : 0;
+}
+
+int lsock__socket_read_rest(lsock_socket *s, char *dst, size_t rest)
+{
+    size_t got = 0;
+    int64_t end = 1;
+    int lost = 0;
+    while (got < rest && !lost && end > 0) {
+        lsock__fds_in in;
+        /* Past the message, as much of what was announced behind it as MESSAGE_TAIL. */
+        int64_t behind = s->kernel_avail - (int64_t)(rest - got);
+        size_t tail_n = behind <= 0 ? 0 : behind < MESSAGE_TAIL ? (size_t)behind : MESSAGE_TAIL;
+        char *tail = tail_n ? lsock__buf_reserve(&s->rbuf, tail_n) : NULL;
+        if (!tail) tail_n = 0;
+        int64_t r = lsock__plat_read2(s->fd, dst + got, rest - got, tail, tail_n, &in);
+        uint64_t at = s->rx_total; /* the stream position of this read's first byte */
+        if (r > 0) s->rx_total += (uint64_t)r;
+        lost = (in.count > 0 || in.truncated) &&
+               lsock__socket_keep_fds(s, &in, at, r > 0 ? (size_t)r : 0, 0) < 0;
+        if (r > 0) {
+            size_t mine = (size_t)r < rest - got ? (size_t)r : rest - got;
+            got += mine;
+            if ((size_t)r > mine) lsock__buf_commit(&s->rbuf, (size_t)r - mine);
+            s->kernel_avail = s->kernel_avail > r ? s->kernel_avail - r : 0;
+            atomic_fetch_add_explicit(&lsock__test_direct_reads, 1, memory_order_relaxed);
+        } else if (r == -EAGAIN) {
+            end = 0; /* another process took them: nothing more is announced */
+            s->kernel_avail = 0;
+        } else {
+            end = -1; /* the end of the stream or an error, reported from the loop */
+            s->kernel_avail = 0;
+            set_read_end(s, r);
+        }
+    }
+    if (got < rest && got > 0 && lsock__buf_append(&s->rbuf, dst, got) < 0) {
+        s->kernel_avail = 0;
+        set_read_end(s, -ENOMEM); /* the bytes are lost only when memory is */
+    }
+    if (lost) { /* the rest stays readable, as when buffered; the error comes next */
+        lsock__socket_settle(s);
+        set_read_end(s, LOST_FDS);
+    }
+    return got == rest;
+}
+
+/*
  * Handles readability: reads (or announces, see defer_read), fires ready_read, and ends the
  * connection on end of stream or error. Returns 1 if data arrived, 0 if nothing, -1 if the
  * connection ended.
@@ -316,7 +399,9 @@ static int64_t read_direct(lsock_socket *s, char *buf, size_t max)
 int lsock__socket_on_readable(lsock_socket *s)
 {
     if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 0;
-    int64_t n = defer_read(s);
+    int64_t head = 0;
+    int64_t n = s->msg_mode ? defer_message(s, &head) : defer_read(s);
+    if (n < 0) return -1;
     if (n > 0) {
         s->kernel_avail = n;
         s->announce_gen = lsock__plat_fork_generation();
@@ -333,6 +418,8 @@ int lsock__socket_on_readable(lsock_socket *s)
         return 1;
     }
     int64_t r = read_some(s);
+    if (head > 0) /* what the head read buffered; an end behind it is seen on the next report */
+        r = r > 0 ? r + head : head;
     if (r > 0) {
         if (r >= READ_DIRECT_MIN) s->big_reads = BIG_READS_KEPT;
         if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;

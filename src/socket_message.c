@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define HEADER      4
+#define HEADER      LSOCK__MSG_HEADER
 #define NULL_LENGTH 0xFFFFFFFFu
 #define MAX_LIMIT   0xFFFFFFFEll
 
@@ -17,7 +17,9 @@
  * heap-allocated and mutable; const is the API's promise of no visible change.) */
 static void enter_message_mode(const lsock_socket *s)
 {
-    lsock__socket_settle((lsock_socket *)s); /* bytes ready_read left in the kernel: buffered */
+    /* Bytes left in the kernel (announced, see defer_message in socket_io.c) stay there
+     * behind a buffered header: they are the rest of that message. Otherwise: buffered. */
+    if (!s->msg_mode || lsock__buf_len(&s->rbuf) < HEADER) lsock__socket_settle((lsock_socket *)s);
     ((lsock_socket *)s)->msg_mode = 1;
 }
 
@@ -35,13 +37,31 @@ static int too_long(const lsock_socket *s, uint32_t len)
     return len != NULL_LENGTH && (int64_t)len > s->msg_max;
 }
 
-/* The size of the message at the head of the read buffer when it is whole, else -1. */
-static int64_t whole_message(const lsock_socket *s)
+/* The size of the message whose header is at the head of the read buffer (0 for an empty
+ * or null one), or -1 when no header is buffered or it announces more than the maximum. */
+static int64_t head_size(const lsock_socket *s)
 {
     uint32_t len;
     if (!head_length(s, &len) || too_long(s, len)) return -1;
-    int64_t size = len == NULL_LENGTH ? 0 : (int64_t)len;
-    return (int64_t)lsock__buf_len(&s->rbuf) - HEADER >= size ? size : -1;
+    return len == NULL_LENGTH ? 0 : (int64_t)len;
+}
+
+int64_t lsock__socket_message_rest(const lsock_socket *s)
+{
+    int64_t size = head_size(s);
+    if (size < 0) return -1;
+    int64_t have = (int64_t)lsock__buf_len(&s->rbuf) - HEADER;
+    return size > have ? size - have : 0;
+}
+
+/* The size of the message at the head of the read buffer when it is whole (its rest may be
+ * announced, left in the kernel), else -1. */
+static int64_t whole_message(const lsock_socket *s)
+{
+    int64_t size = head_size(s);
+    if (size < 0) return -1;
+    int64_t have = (int64_t)lsock__buf_len(&s->rbuf) - HEADER;
+    return have >= size || size - have <= lsock__socket_announced(s) ? size : -1;
 }
 
 int64_t lsock__socket_read_limit(const lsock_socket *s)
@@ -65,6 +85,7 @@ int lsock__socket_check_message(lsock_socket *s, const char *call)
              (unsigned long)len, (long long)s->msg_max);
     lsock__socket_hold(s);
     lsock__buf_clear(&s->rbuf);   /* nothing of it is kept, nor read on */
+    s->kernel_avail = 0;          /* (nor what was announced behind it) */
     lsock__socket_drop_fds_in(s); /* nor what came with it */
     s->discard = 1;               /* an abort: nothing queued goes out either */
     lsock__socket_error_and_close(s, LSOCK_ERR_DATAGRAM_TOO_LARGE, call, detail);
@@ -137,9 +158,24 @@ int64_t lsock_socket_read_message(lsock_socket *s, void *buf, int64_t max)
         lsock__socket_fail(s, LSOCK_ERR_INVALID_ARGUMENT, call, detail);
         return -1;
     }
+    int64_t have = (int64_t)lsock__buf_len(&s->rbuf) - HEADER;
+    int direct = 0;
+    if (have < size) { /* the rest is announced: straight from the kernel into buf */
+        if (have > 0) memcpy(buf, lsock__buf_begin(&s->rbuf) + HEADER, (size_t)have);
+        direct = lsock__socket_read_rest(s, (char *)buf + have, (size_t)(size - have));
+        if (!direct && lsock__socket_message_rest(s) != 0) {
+            /* Fewer came (another process read the rest): what came is buffered behind the
+             * rest of the message, nothing is consumed. */
+            lsock__socket_fail(s, LSOCK_ERR_OPERATION, call,
+                               "no whole message is buffered (the rest was read elsewhere)");
+            return -1;
+        }
+    }
     lsock__buf_consume(&s->rbuf, HEADER);
-    if (size > 0) {
-        lsock__buf_peek(&s->rbuf, buf, (size_t)size);
+    if (direct) {
+        lsock__buf_consume(&s->rbuf, (size_t)have); /* copied; what follows is the next one's */
+    } else {
+        if (size > 0) lsock__buf_peek(&s->rbuf, buf, (size_t)size);
         lsock__buf_consume(&s->rbuf, (size_t)size);
     }
     lsock__socket_after_consume(s);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "support.h"
+#include "internal.h" /* lsock__test_direct_reads, lsock__test_announced */
 
 /* Waits (blocking sockets) until a whole message is buffered in s, flushing what the other
  * end of the pair (writer, may be NULL) still has queued meanwhile. */
@@ -327,6 +328,208 @@ TEST(message_calls_on_an_unconnected_socket)
     ASSERT_EQ(lsock_socket_read_message(s, &c, 1), -1);
     ASSERT_ERR(lsock_socket_error(s), LSOCK_ERR_OPERATION);
     lsock_socket_free(s);
+}
+
+/* ---- messages read straight into the caller's buffer ------------------------------------- */
+
+/* Whether reads straight from the kernel into the caller's buffer (or announcements) happened
+ * since *mark, moving the mark. Windows never reads that way: its reads copy from lsock's own pipe
+ * read-ahead, so nothing is saved (lsock__plat_bytes_in_kernel). */
+static int counted_since(atomic_ulong *counter, unsigned long *mark)
+{
+    unsigned long now = atomic_load(counter);
+    int since = now > *mark;
+    *mark = now;
+#ifdef _WIN32
+    since = 1;
+#endif
+    return since;
+}
+
+/* Message i of a stream: its size (large and small, around the 16 KiB and 4 KiB thresholds)
+ * and its first byte's offset into the pattern, so that a message out of place shows. */
+static int64_t stream_size(int i)
+{
+    static const int64_t sizes[] = {65536, 16384, 100000, 20, 70000, 4093, 0, 300000};
+    return sizes[i % (int)(sizeof sizes / sizeof sizes[0])];
+}
+
+typedef struct msg_reader {
+    int next, count, bad, calls;
+    unsigned char *pattern, *in;
+    int leave_first; /* the first ready_read reads nothing: the messages wait for the next */
+} msg_reader;
+
+/* Reads every whole message, checking each against the stream. */
+static void read_stream_messages(lsock_socket *s, msg_reader *r)
+{
+    while (lsock_socket_can_read_message(s)) {
+        int64_t want = stream_size(r->next);
+        if (lsock_socket_next_message_size(s) != want) r->bad++;
+        int64_t n = lsock_socket_read_message(s, r->in, 1 << 20);
+        if (n != want || memcmp(r->in, r->pattern + r->next % 7, (size_t)want) != 0) r->bad++;
+        r->next++;
+    }
+}
+
+static void msg_ready_read(lsock_socket *s, void *u)
+{
+    msg_reader *r = u;
+    if (r->calls++ == 0 && r->leave_first) return;
+    read_stream_messages(s, r);
+}
+
+/* Sends the stream's messages first to last, on a loop. */
+static void send_stream(lsock_loop *loop, pair *p, msg_reader *r, int first, int last)
+{
+    for (int i = first; i < last; i++)
+        ASSERT_EQ(lsock_socket_write_message(p->client, r->pattern + i % 7, stream_size(i)),
+                  stream_size(i));
+    RUN_UNTIL(loop, r->next == last, 20000);
+}
+
+static void msg_reader_init(msg_reader *r)
+{
+    memset(r, 0, sizeof *r);
+    r->pattern = pattern_new(300000 + 8);
+    r->in = malloc(1 << 20);
+    ASSERT(r->in != NULL);
+}
+
+static void msg_reader_free(msg_reader *r)
+{
+    free(r->pattern);
+    free(r->in);
+}
+
+/* With a loop: ready_read reading every whole message. Messages of 16 KiB and more whose rest
+ * is all in the kernel go from there into the caller's buffer, the others are buffered; every
+ * one arrives whole and in order, the small and empty ones among them too. */
+TEST(messages_read_in_ready_read_go_straight_into_the_buffer_whole_and_in_order)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    msg_reader r;
+    msg_reader_init(&r);
+    lsock_socket_callbacks cb = {.ready_read = msg_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &r);
+    unsigned long mark = atomic_load(&lsock__test_direct_reads);
+    send_stream(loop, &p, &r, 0, 400);
+    ASSERT_EQ(r.bad, 0);
+    ASSERT(counted_since(&lsock__test_direct_reads, &mark));
+    msg_reader_free(&r);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
+/* Without a loop: wait_for_ready_read until a message is whole, then read_message; the same
+ * stream, the same guarantees. */
+TEST(messages_read_after_a_loopless_wait_go_straight_into_the_buffer_whole_and_in_order)
+{
+    pair p;
+    pair_open(&p, NULL);
+    msg_reader r;
+    msg_reader_init(&r);
+    unsigned long mark = atomic_load(&lsock__test_direct_reads);
+    for (int i = 0; i < 200; i++) {
+        ASSERT_EQ(lsock_socket_write_message(p.client, r.pattern + i % 7, stream_size(i)),
+                  stream_size(i));
+        wait_message2(p.peer, p.client);
+        read_stream_messages(p.peer, &r);
+        ASSERT_EQ(r.next, i + 1);
+    }
+    ASSERT_EQ(r.next, 200);
+    ASSERT_EQ(r.bad, 0);
+    ASSERT(counted_since(&lsock__test_direct_reads, &mark));
+    msg_reader_free(&r);
+    pair_close(&p);
+}
+
+/* A ready_read that reads none of the messages it was told of: they are buffered when it
+ * returns (ready_read does not fire again for them), and read afterwards they are all there,
+ * whole and in order. */
+TEST(messages_ready_read_leaves_are_buffered_whole_for_the_next)
+{
+    lsock_loop *loop = loop_new();
+    pair p;
+    pair_open(&p, loop);
+    msg_reader r;
+    msg_reader_init(&r);
+    lsock_socket_callbacks cb = {.ready_read = msg_ready_read};
+    lsock_socket_set_callbacks(p.peer, &cb, &r);
+    send_stream(loop, &p, &r, 0, 8); /* large reads first: the socket announces from now */
+    r.calls = 0;
+    r.leave_first = 1;
+    for (int i = 8; i < 16; i++)
+        ASSERT_EQ(lsock_socket_write_message(p.client, r.pattern + i % 7, stream_size(i)),
+                  stream_size(i));
+    RUN_UNTIL(loop, r.calls >= 1, 20000);
+    RUN_UNTIL(loop, (read_stream_messages(p.peer, &r), r.next == 16), 20000);
+    ASSERT_EQ(r.bad, 0);
+    msg_reader_free(&r);
+    pair_close(&p);
+    lsock_loop_free(loop);
+}
+
+/* After a loop-less wait told of a message whose rest is in the kernel: bytes_available
+ * counts it, a byte peek sees its header, and read_message still reads it whole. */
+TEST(an_announced_message_is_seen_by_peek_and_bytes_available_and_read_whole)
+{
+    pair p;
+    pair_open(&p, NULL);
+    msg_reader r;
+    msg_reader_init(&r);
+    for (int i = 0; i < 2; i++) { /* a large read first: the socket announces from now */
+        ASSERT_EQ(lsock_socket_write_message(p.client, r.pattern + i % 7, 65536), 65536);
+        wait_message2(p.peer, p.client);
+        ASSERT_EQ(lsock_socket_read_message(p.peer, r.in, 1 << 20), 65536);
+    }
+    unsigned long mark = atomic_load(&lsock__test_announced);
+    ASSERT_EQ(lsock_socket_write_message(p.client, r.pattern, 100000), 100000);
+    wait_message2(p.peer, p.client);
+    ASSERT(counted_since(&lsock__test_announced, &mark));
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 4 + 100000);
+    ASSERT_EQ(lsock_socket_next_message_size(p.peer), 100000);
+    unsigned char head[4];
+    ASSERT_EQ(lsock_socket_peek(p.peer, head, 4), 4);
+    ASSERT_EQ(head[1], 0x01);
+    ASSERT_EQ(head[2], 0x86);
+    ASSERT_EQ(head[3], 0xa0);
+    ASSERT_EQ(lsock_socket_read_message(p.peer, r.in, 1 << 20), 100000);
+    ASSERT(memcmp(r.in, r.pattern, 100000) == 0);
+    ASSERT_EQ(lsock_socket_bytes_available(p.peer), 0);
+    msg_reader_free(&r);
+    pair_close(&p);
+}
+
+/* A header beyond the maximum right behind a message read straight from the kernel: the
+ * message is read whole, then the connection ends with DATAGRAM_TOO_LARGE, as behind a
+ * buffered one. */
+TEST(an_oversized_header_behind_a_message_read_from_the_kernel_ends_the_connection)
+{
+    pair p;
+    pair_open(&p, NULL);
+    msg_reader r;
+    msg_reader_init(&r);
+    for (int i = 0; i < 2; i++) { /* a large read first: the socket announces from now */
+        ASSERT_EQ(lsock_socket_write_message(p.client, r.pattern, 65536), 65536);
+        wait_message2(p.peer, p.client);
+        ASSERT_EQ(lsock_socket_read_message(p.peer, r.in, 1 << 20), 65536);
+    }
+    lsock_socket_set_max_message_size(p.peer, 200000);
+    static const unsigned char big[4] = {0x7f, 0xff, 0xff, 0xff};
+    unsigned long mark = atomic_load(&lsock__test_direct_reads);
+    ASSERT_EQ(lsock_socket_write_message(p.client, r.pattern, 100000), 100000);
+    ASSERT_EQ(lsock_socket_write(p.client, big, 4), 4);
+    wait_message2(p.peer, p.client);
+    ASSERT_EQ(lsock_socket_read_message(p.peer, r.in, 1 << 20), 100000);
+    ASSERT(memcmp(r.in, r.pattern, 100000) == 0);
+    ASSERT(counted_since(&lsock__test_direct_reads, &mark));
+    ASSERT_ERR(lsock_socket_error(p.peer), LSOCK_ERR_DATAGRAM_TOO_LARGE);
+    ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
+    msg_reader_free(&r);
+    pair_close(&p);
 }
 
 TEST_MAIN()

@@ -449,17 +449,16 @@ static void take_rights(struct msghdr *m, lsock__fds_in *in)
     if (m->msg_flags & MSG_CTRUNC) in->truncated = 1;
 }
 
-static int64_t read_with_rights(int fd, void *buf, size_t n, int flags, lsock__fds_in *in)
+static int64_t read_with_rights(int fd, struct iovec *v, int nv, int flags, lsock__fds_in *in)
 {
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int) * LSOCK__FDS_MAX)];
     } ctl;
-    struct iovec v = {buf, n};
     struct msghdr m;
     memset(&m, 0, sizeof m);
-    m.msg_iov = &v;
-    m.msg_iovlen = 1;
+    m.msg_iov = v;
+    m.msg_iovlen = (size_t)nv;
     m.msg_control = ctl.buf;
     m.msg_controllen = sizeof ctl.buf;
     in->count = 0;
@@ -490,7 +489,8 @@ static int64_t read_with_rights(int fd, void *buf, size_t n, int flags, lsock__f
 
 int64_t lsock__plat_read_blocking(int fd, void *buf, size_t n, lsock__fds_in *in)
 {
-    return read_with_rights(fd, buf, n, 0, in);
+    struct iovec v = {buf, n};
+    return read_with_rights(fd, &v, 1, 0, in);
 }
 
 int lsock__plat_set_blocking(int fd)
@@ -502,7 +502,14 @@ int lsock__plat_set_blocking(int fd)
 
 int64_t lsock__plat_read(int fd, void *buf, size_t n, lsock__fds_in *in)
 {
-    return read_with_rights(fd, buf, n, MSG_DONTWAIT, in);
+    struct iovec v = {buf, n};
+    return read_with_rights(fd, &v, 1, MSG_DONTWAIT, in);
+}
+
+int64_t lsock__plat_read2(int fd, void *a, size_t an, void *b, size_t bn, lsock__fds_in *in)
+{
+    struct iovec v[2] = {{a, an}, {b, bn}};
+    return read_with_rights(fd, v, bn > 0 ? 2 : 1, MSG_DONTWAIT, in);
 }
 
 int64_t lsock__plat_write(int fd, const void *buf, size_t n)

@@ -761,6 +761,13 @@ static void close_buffered_handles(wobj *o)
     close_parsed_handles(o);
 }
 
+int64_t lsock__plat_read2(int fd, void *a, size_t an, void *b, size_t bn, lsock__fds_in *in)
+{
+    (void)b;
+    (void)bn;
+    return lsock__plat_read(fd, a, an, in);
+}
+
 int64_t lsock__plat_read(int fd, void *buf, size_t n, lsock__fds_in *in)
 {
     in->count = 0;
