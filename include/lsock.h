@@ -517,7 +517,10 @@ LSOCK_API int64_t lsock_socket_next_message_size(const lsock_socket *s);
 /* Reads the next message whole into buf. Returns its size, or -1: LSOCK_ERR_OPERATION when no
  * whole message is buffered, LSOCK_ERR_INVALID_ARGUMENT when max is smaller than the message
  * (nothing is consumed) or buf is NULL, LSOCK_ERR_DATAGRAM_TOO_LARGE when the peer announced
- * one beyond the maximum (the connection is then aborted). */
+ * one beyond the maximum (the connection is then aborted). On a socket that streams messages
+ * of 16 KiB or more (Unix), a message whose rest was already in the kernel when ready_read
+ * fired (or a loop-less wait returned) goes from there straight into buf, one copy instead of
+ * two; "buffered" above counts those bytes, and nothing else differs. */
 LSOCK_API int64_t lsock_socket_read_message(lsock_socket *s, void *buf, int64_t max);
 /* The longest message in either direction, 0 to 0xFFFFFFFE (LSOCK_ERR_INVALID_ARGUMENT
  * otherwise, the maximum kept); default LSOCK_DEFAULT_MAX_MESSAGE_SIZE. */

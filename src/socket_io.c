@@ -413,13 +413,20 @@ int lsock__socket_on_readable(lsock_socket *s)
         if (s->dead || s->state == LSOCK_UNCONNECTED) return -1;
         /* What the application left, announced already: buffered, except after a loop-less
          * wait, whose caller reads it next (defer_read). */
-        if (s->loop) lsock__socket_settle(s);
+        if (s->loop) {
+            lsock__socket_settle(s);
+            /* A header among them beyond the maximum ends the connection now, as it would
+             * have when they arrived (a direct read may stop short of it: descriptors). */
+            if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;
+        }
         if (s->read_end_set) return lsock__socket_report_deferred(s) ? -1 : 1;
         return 1;
     }
     int64_t r = read_some(s);
-    if (head > 0) /* what the head read buffered; an end behind it is seen on the next report */
+    if (head > 0) {                                    /* what the head read buffered comes first */
+        if (r < 0 && r != -EAGAIN) set_read_end(s, r); /* reported after these bytes */
         r = r > 0 ? r + head : head;
+    }
     if (r > 0) {
         if (r >= READ_DIRECT_MIN) s->big_reads = BIG_READS_KEPT;
         if (s->msg_mode && lsock__socket_check_message(s, "lsock_socket_read") < 0) return -1;

@@ -18,9 +18,14 @@
 static void enter_message_mode(const lsock_socket *s)
 {
     /* Bytes left in the kernel (announced, see defer_message in socket_io.c) stay there
-     * behind a buffered header: they are the rest of that message. Otherwise: buffered. */
-    if (!s->msg_mode || lsock__buf_len(&s->rbuf) < HEADER) lsock__socket_settle((lsock_socket *)s);
+     * behind a buffered header: they are the rest of that message. Otherwise: buffered, and
+     * a header among them beyond the maximum ends the connection, as on arrival. */
+    int was = s->msg_mode;
     ((lsock_socket *)s)->msg_mode = 1;
+    if (was && lsock__buf_len(&s->rbuf) >= HEADER) return;
+    int had = lsock__socket_announced(s) > 0;
+    lsock__socket_settle((lsock_socket *)s);
+    if (was && had) lsock__socket_check_message((lsock_socket *)s, "lsock_socket_read");
 }
 
 /* The length in the header at the head of the read buffer: 1 when there is one, else 0. */

@@ -94,7 +94,11 @@ static int wait_left(const lsock_socket *s, uint64_t deadline, int msecs)
 static int wait_loop(lsock_socket *s, int msecs, wait_goal goal, const char *call)
 {
     uint64_t deadline = lsock__now_ms() + (uint64_t)(msecs < 0 ? 0 : msecs);
-    lsock__socket_settle(s); /* inside ready_read: the bytes it announced, buffered first */
+    /* The bytes ready_read or a loop-less wait announced: buffered first (and a header among
+     * them beyond the maximum ends the connection, as on arrival). */
+    int had = lsock__socket_announced(s) > 0;
+    lsock__socket_settle(s);
+    if (had && s->msg_mode && lsock__socket_check_message(s, call) < 0) return WAIT_ENDED;
     for (;;) {
         if (lsock__socket_report_deferred(s)) return WAIT_ENDED;
         if (linger_due(s)) {
