@@ -8,6 +8,7 @@
 #
 #   bench/plot.sh [BUILD_DIR] [OUTPUT.png] [MESSAGES.png] [WORKLOADS.png] [BEFORE]
 #                                                                  (make bench-plot)
+# An output given as - is not drawn (nor is its data measured).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${1:-build-bench}
@@ -32,23 +33,24 @@ if ! command -v gnuplot >/dev/null; then
     fi
 fi
 
-if [ ! -s "$data" ]; then
+if [ "$out" != - ] && [ ! -s "$data" ]; then
     echo "bench-plot: no $data from make bench; measuring the message sizes now"
     "$build/bench/lsock-bench" --only sizes --data "$data" ${BENCH_ARGS:-}
 fi
 
-if [ ! -s "$msg_data" ]; then
+if [ "$msg_out" != - ] && [ ! -s "$msg_data" ]; then
     echo "bench-plot: no $msg_data from make bench; measuring the message workloads now"
     "$build/bench/lsock-bench" --only messages --no-sizes --msg-data "$msg_data" ${BENCH_ARGS:-}
 fi
 
-if [ ! -s "$table_data" ]; then
+if [ "$table_out" != - ] && [ ! -s "$table_data" ]; then
     echo "bench-plot: no $table_data from make bench; measuring the workloads now"
     "$build/bench/lsock-bench" --no-sizes --only pingpong,blocking,stream,refill,connrate,fanin \
         --table-data "$table_data" ${BENCH_ARGS:-}
 fi
 
 mkdir -p "$(dirname "$out")" "$(dirname "$msg_out")" "$(dirname "$table_out")"
+if [ "$out" != - ]; then
 gnuplot <<GP
 set terminal pngcairo size 1200,480 font ",10" noenhanced
 set output "$out"
@@ -73,7 +75,9 @@ plot "$data" using 1:5 with linespoints title "raw", \
 unset multiplot
 GP
 echo "bench-plot: wrote $out"
+fi
 
+if [ "$msg_out" != - ]; then
 gnuplot <<GP
 set terminal pngcairo size 1200,420 font ",10" noenhanced
 set output "$msg_out"
@@ -98,9 +102,13 @@ plot "$msg_data" index 2 using 0:2:xtic(1) with boxes
 unset multiplot
 GP
 echo "bench-plot: wrote $msg_out"
+fi
 
 # The workloads: one bar per row and ratio; 1.0 is parity. Latency rows are lower-better, the
 # others higher-better: the row names say which (us, GB/s...) in the table, here the title.
+if [ "$table_out" = - ]; then
+    exit 0
+fi
 if [ -n "$before" ]; then
     plots="\"$table_data\" using 2:xtic(1) title \"lsock/raw\", \
       \"$table_data\" using (\$3 > 0 ? \$3 : NaN) title \"lsock/libuv\", \
@@ -119,9 +127,11 @@ set style fill solid 0.7 border -1
 set boxwidth 0.9
 set grid ytics
 set key top right
-set yrange [0:*]
+set logscale y 2
+set yrange [0.25:8]
+set ytics ("0.25" 0.25, "0.5" 0.5, "0.75" 0.75, "1" 1, "1.25" 1.25, "1.5" 1.5, "2" 2, "4" 4, "8" 8)
 set xtics rotate by -35 left
-set ylabel "ratio"
+set ylabel "ratio (log scale)"
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2
 plot $plots
 GP
