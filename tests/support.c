@@ -1166,3 +1166,14 @@ void run_unprivileged(void (*fn)(void))
     ASSERT(WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 0);
 }
+
+int counted_since(atomic_ulong *counter, unsigned long *mark)
+{
+    unsigned long now = atomic_load(counter);
+    int since = now > *mark;
+    *mark = now;
+#ifdef _WIN32
+    since = 1;
+#endif
+    return since;
+}

@@ -28,6 +28,7 @@
 #endif
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #ifdef _WIN32
 #include "win_posix.h" /* the Unix-only calls: a test that reaches one skips */
@@ -296,5 +297,11 @@ const char *make_tmpdir(void);
 /* Runs fn as an unprivileged user: directly unless root; as root in a child that drops to
  * nobody (skips when that is impossible). */
 void run_unprivileged(void (*fn)(void));
+
+/* Whether a library counter (lsock__test_direct_reads, lsock__test_announced) moved since
+ * *mark, moving the mark. On Windows always true: reads there never go straight from a kernel
+ * into the caller's buffer (they copy from lsock's own pipe read-ahead, see
+ * lsock__plat_bytes_in_kernel), so those counters stay still. */
+int counted_since(atomic_ulong *counter, unsigned long *mark);
 
 #endif

@@ -947,20 +947,6 @@ TEST(write_only_socket_without_a_loop_stays_connected_when_bytes_arrive)
 
 /* ---- waits whose reads go straight into the caller's buffer ------------------------------ */
 
-/* Whether reads straight from the kernel into the caller's buffer (or announcements) happened
- * since *mark, moving the mark. Windows never reads that way: a read there copies from lsock's
- * own pipe read-ahead, so nothing is saved (lsock__plat_bytes_in_kernel). */
-static int counted_since(atomic_ulong *counter, unsigned long *mark)
-{
-    unsigned long now = atomic_load(counter);
-    int since = now > *mark;
-    *mark = now;
-#ifdef _WIN32
-    since = 1;
-#endif
-    return since;
-}
-
 /* Reads what the socket holds in 64 KiB pieces, checking the pattern from *at on: how many
  * bytes, or -1 if one is wrong. */
 static int64_t read_pieces(lsock_socket *s, size_t *at)

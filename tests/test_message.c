@@ -332,20 +332,6 @@ TEST(message_calls_on_an_unconnected_socket)
 
 /* ---- messages read straight into the caller's buffer ------------------------------------- */
 
-/* Whether reads straight from the kernel into the caller's buffer (or announcements) happened
- * since *mark, moving the mark. Windows never reads that way: its reads copy from lsock's own pipe
- * read-ahead, so nothing is saved (lsock__plat_bytes_in_kernel). */
-static int counted_since(atomic_ulong *counter, unsigned long *mark)
-{
-    unsigned long now = atomic_load(counter);
-    int since = now > *mark;
-    *mark = now;
-#ifdef _WIN32
-    since = 1;
-#endif
-    return since;
-}
-
 /* Message i of a stream: its size (large and small, around the 16 KiB and 4 KiB thresholds)
  * and its first byte's offset into the pattern, so that a message out of place shows. */
 static int64_t stream_size(int i)

@@ -2441,17 +2441,10 @@ TEST(busy_poll_loop_delivers_a_pingpong_as_without_it)
 /* ---- ready_read that reads large pieces ------------------------------------------------ */
 
 /* Whether reads straight from the kernel into the caller's buffer happened since *mark (and
- * moves the mark). Windows never reads that way: a read there copies from lsock's own pipe
- * read-ahead, so nothing is saved (lsock__plat_bytes_in_kernel). */
+ * moves the mark; on Windows always true, see counted_since). */
 static int direct_reads_since(unsigned long *mark)
 {
-    unsigned long now = atomic_load(&lsock__test_direct_reads);
-    int since = now > *mark;
-    *mark = now;
-#ifdef _WIN32
-    since = 1;
-#endif
-    return since;
+    return counted_since(&lsock__test_direct_reads, mark);
 }
 
 typedef struct big_reader {
