@@ -1048,7 +1048,9 @@ TEST(a_second_wait_keeps_the_bytes_the_first_announced_and_waits_for_new_ones)
     pair p;
     size_t at;
     blocking_pair_reading_large_pieces(&p, &at);
+    unsigned long mark = atomic_load(&lsock__test_announced);
     send_and_wait(&p, 100000, &at);
+    ASSERT(counted_since(&lsock__test_announced, &mark));
     ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
     ASSERT(!lsock_socket_wait_for_ready_read(p.peer, 200));
     ASSERT_ERR(lsock_socket_error(p.peer), LSOCK_ERR_SOCKET_TIMEOUT);
@@ -1065,7 +1067,9 @@ TEST(end_of_stream_behind_bytes_a_loopless_wait_announced_comes_after_them)
     pair p;
     size_t at;
     blocking_pair_reading_large_pieces(&p, &at);
+    unsigned long mark = atomic_load(&lsock__test_announced);
     send_and_wait(&p, 100000, &at);
+    ASSERT(counted_since(&lsock__test_announced, &mark));
     lsock_socket_free(p.client);
     p.client = NULL;
     ASSERT_EQ(read_pieces(p.peer, &at), 100000);
@@ -1082,7 +1086,9 @@ TEST(disconnect_keeps_the_bytes_a_loopless_wait_announced_readable)
     pair p;
     size_t at;
     blocking_pair_reading_large_pieces(&p, &at);
+    unsigned long mark = atomic_load(&lsock__test_announced);
     send_and_wait(&p, 100000, &at);
+    ASSERT(counted_since(&lsock__test_announced, &mark));
     lsock_socket_disconnect(p.peer);
     ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
     ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);

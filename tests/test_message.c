@@ -447,12 +447,14 @@ TEST(messages_ready_read_leaves_are_buffered_whole_for_the_next)
     send_stream(loop, &p, &r, 0, 8); /* large reads first: the socket announces from now */
     r.calls = 0;
     r.leave_first = 1;
+    unsigned long mark = atomic_load(&lsock__test_announced);
     for (int i = 8; i < 16; i++)
         ASSERT_EQ(lsock_socket_write_message(p.client, r.pattern + i % 7, stream_size(i)),
                   stream_size(i));
     RUN_UNTIL(loop, r.calls >= 1, 20000);
     RUN_UNTIL(loop, (read_stream_messages(p.peer, &r), r.next == 16), 20000);
     ASSERT_EQ(r.bad, 0);
+    ASSERT(counted_since(&lsock__test_announced, &mark)); /* what it left was announced */
     msg_reader_free(&r);
     pair_close(&p);
     lsock_loop_free(loop);
