@@ -983,6 +983,16 @@ static void blocking_pair_reading_large_pieces(pair *p, size_t *at)
     ASSERT_EQ(read_pieces(p->peer, at), 100000);
 }
 
+/* Such a pair whose peer's wait has just announced 100,000 bytes, left in the kernel (on
+ * Windows: buffered, nothing is ever announced there). */
+static void pair_with_announced_bytes(pair *p, size_t *at)
+{
+    blocking_pair_reading_large_pieces(p, at);
+    unsigned long mark = atomic_load(&lsock__test_announced);
+    send_and_wait(p, 100000, at);
+    ASSERT(counted_since(&lsock__test_announced, &mark));
+}
+
 /* The pattern of a loop-less reader: wait_for_ready_read(-1), then 64 KiB reads until none
  * is left. The bytes go from the kernel into the caller's buffer, every one in order. (One
  * thread: the loop-less writer sends 256 KiB at a time, and the wait never waits for nothing:
@@ -1020,10 +1030,7 @@ TEST(bytes_a_loopless_wait_announced_are_seen_by_every_read_call)
 {
     pair p;
     size_t at;
-    blocking_pair_reading_large_pieces(&p, &at);
-    unsigned long mark = atomic_load(&lsock__test_announced);
-    send_and_wait(&p, 100000, &at);
-    ASSERT(counted_since(&lsock__test_announced, &mark));
+    pair_with_announced_bytes(&p, &at);
     ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
     ASSERT(!lsock_socket_at_end(p.peer));
     unsigned char head[16];
@@ -1047,10 +1054,7 @@ TEST(a_second_wait_keeps_the_bytes_the_first_announced_and_waits_for_new_ones)
 {
     pair p;
     size_t at;
-    blocking_pair_reading_large_pieces(&p, &at);
-    unsigned long mark = atomic_load(&lsock__test_announced);
-    send_and_wait(&p, 100000, &at);
-    ASSERT(counted_since(&lsock__test_announced, &mark));
+    pair_with_announced_bytes(&p, &at);
     ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
     ASSERT(!lsock_socket_wait_for_ready_read(p.peer, 200));
     ASSERT_ERR(lsock_socket_error(p.peer), LSOCK_ERR_SOCKET_TIMEOUT);
@@ -1066,10 +1070,7 @@ TEST(end_of_stream_behind_bytes_a_loopless_wait_announced_comes_after_them)
 {
     pair p;
     size_t at;
-    blocking_pair_reading_large_pieces(&p, &at);
-    unsigned long mark = atomic_load(&lsock__test_announced);
-    send_and_wait(&p, 100000, &at);
-    ASSERT(counted_since(&lsock__test_announced, &mark));
+    pair_with_announced_bytes(&p, &at);
     lsock_socket_free(p.client);
     p.client = NULL;
     ASSERT_EQ(read_pieces(p.peer, &at), 100000);
@@ -1085,10 +1086,7 @@ TEST(disconnect_keeps_the_bytes_a_loopless_wait_announced_readable)
 {
     pair p;
     size_t at;
-    blocking_pair_reading_large_pieces(&p, &at);
-    unsigned long mark = atomic_load(&lsock__test_announced);
-    send_and_wait(&p, 100000, &at);
-    ASSERT(counted_since(&lsock__test_announced, &mark));
+    pair_with_announced_bytes(&p, &at);
     lsock_socket_disconnect(p.peer);
     ASSERT_EQ(lsock_socket_state(p.peer), LSOCK_UNCONNECTED);
     ASSERT_EQ(lsock_socket_bytes_available(p.peer), 100000);
@@ -1106,10 +1104,7 @@ TEST(a_child_of_fork_leaves_the_bytes_a_loopless_wait_announced_to_the_parent)
 #else
     pair p;
     size_t at;
-    blocking_pair_reading_large_pieces(&p, &at);
-    unsigned long mark = atomic_load(&lsock__test_announced);
-    send_and_wait(&p, 100000, &at);
-    ASSERT(counted_since(&lsock__test_announced, &mark));
+    pair_with_announced_bytes(&p, &at);
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {
