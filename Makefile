@@ -33,7 +33,7 @@ MAKEFLAGS += --no-print-directory
 CTEST_FLAGS = --output-on-failure --no-tests=error -j$(JOBS)
 BENCH_BUILD ?= build-bench
 BENCH_ARGS ?=
-BUILD_DIRS = build build-poll build-asan build-tsan build-vg build-bench build-fuzz build-windows
+BUILD_DIRS = build build-poll build-asan build-tsan build-vg build-bench build-compare build-fuzz build-windows
 FORMAT_FILES = $(sort $(wildcard include/*.h src/*.[ch] src/*/*.[ch] tests/*.[ch] examples/*.c tools/*.c \
 	bench/*.c))
 
@@ -45,7 +45,7 @@ export ASAN_OPTIONS ?= detect_leaks=1:detect_stack_use_after_return=1:strict_str
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all build demo test test-poll test-asan test-tsan test-valgrind test-windows fuzz fuzz-build bench bench-build bench-plot \
+.PHONY: all build demo test test-poll test-asan test-tsan test-valgrind test-windows fuzz fuzz-build bench bench-build bench-plot bench-compare \
 	format format-check clean
 
 all: build
@@ -147,6 +147,12 @@ bench: bench-build
 bench-plot: bench-build
 	bench/plot.sh $(BENCH_BUILD) docs/performance.png docs/performance-messages.png \
 		docs/performance-workloads.png $(BENCH_BEFORE)
+
+# The library of commit BEFORE against the working tree's, in turns within one run:
+# make bench-compare BEFORE=REV [ROUNDS=5] [ONLY=pingpong,stream,...]
+bench-compare:
+	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=REV [ROUNDS=N] [ONLY=LIST]" >&2; exit 2; }
+	bench/compare.sh $(BEFORE) $(or $(ROUNDS),5) $(or $(ONLY),pingpong,blocking,stream,refill,connrate,fanin)
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

@@ -261,6 +261,26 @@ static double rss_of(pid_t pid)
     return (double)res * (double)sysconf(_SC_PAGESIZE);
 }
 
+static int g_rusage; /* BENCH_RUSAGE=1: CPU time of each side of each measurement */
+
+/* The CPU time (user + system, seconds) process pid has used so far, from /proc/PID/stat;
+ * -1 when it cannot be read. */
+static double cpu_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* lsock_loop_set_busy_poll() for every loop made while it is set (the busy-poll rows; the
  * server processes inherit it). */
 static int g_busy_us;
@@ -1251,6 +1271,7 @@ static double run_fanin(int impl, const void *params, double *mem_per_conn)
     usleep(100000); /* let the server settle with every connection idle */
     double rss1 = rss_of(spid);
     *mem_per_conn = (rss1 - rss0) / (double)fp->clients;
+    double cpu0 = cpu_of(spid), t0 = now_s();
     for (int i = 0; i < FANIN_PROCS; i++)
         if (write(go[1], "g", 1) != 1) die("fanin: go");
     int64_t total = 0;
@@ -1259,6 +1280,10 @@ static double run_fanin(int impl, const void *params, double *mem_per_conn)
         if (read(result[0], &n, sizeof n) != sizeof n) die("fanin: a client process failed");
         total += n;
     }
+    double cpu1 = cpu_of(spid), t1 = now_s();
+    if (g_rusage && cpu0 >= 0 && cpu1 >= 0) /* is the server what limits the round trips? */
+        printf("\n    fanin server's CPU while measured: %.0f %% of one CPU", /* */
+               100.0 * (cpu1 - cpu0) / (t1 - t0));
     for (int i = 0; i < FANIN_PROCS; i++) {
         kill(cpid[i], SIGKILL);
         waitpid(cpid[i], NULL, 0);
@@ -1646,19 +1671,22 @@ static void print_table(row **rows, int nrows, int rounds)
     fflush(stdout);
 }
 
-/* The table's medians for the workloads chart (bench/plot.sh): one line per row with a
- * ratio to raw, "name" lsock/raw lsock/libuv (-1: not measured), in table order. */
+/* The table's medians for the workloads chart (bench/plot.sh) and for bench/compare.sh: one
+ * line per row with a ratio to raw, "name" lsock/raw lsock/libuv raw lsock libuv lower_better
+ * (-1: not measured), in table order. */
 static void write_table_data(const char *file, row **rows, int nrows)
 {
     FILE *f = fopen(file, "w");
     if (!f) die("%s: %s", file, strerror(errno));
-    fprintf(f, "# workload lsock/raw lsock/libuv (medians of one interleaved run)\n");
+    fprintf(f, "# workload lsock/raw lsock/libuv raw lsock libuv lower_better (medians of one "
+               "interleaved run)\n");
     for (int i = 0; i < nrows; i++) {
         row *r = rows[i];
         double raw = median(r, RAW), ls = median(r, LSOCK), uv = median(r, LIBUV);
         if (raw <= 0 || ls <= 0) continue; /* memory rows: no raw side */
-        fprintf(f, "\"%s\" %.4f %.4f\n", r->name, ls / raw,
-                uv > 0 && !r->skip[LIBUV] ? ls / uv : -1.0);
+        int have_uv = uv > 0 && !r->skip[LIBUV];
+        fprintf(f, "\"%s\" %.4f %.4f %.6g %.6g %.6g %d\n", r->name, ls / raw,
+                have_uv ? ls / uv : -1.0, raw, ls, have_uv ? uv : -1.0, r->lower_better);
     }
     fclose(f);
     printf("\nworkload data written to %s\n", file);
@@ -1717,8 +1745,6 @@ static void write_msg_data(const char *path, row **rows, int nrows)
     fclose(f);
     printf("\nmessage data written to %s\n", path);
 }
-
-static int g_rusage; /* BENCH_RUSAGE=1: CPU time of each side of each measurement */
 
 static double tv_diff(const struct timeval *a, const struct timeval *b)
 {
