@@ -1,7 +1,10 @@
 /*
  * Byte queue (see buffer.h). Growth doubles the capacity; space at the front freed by
  * consumed bytes is reclaimed by moving the live bytes down when that is cheaper than
- * growing. An empty queue above LSOCK__BUF_KEEP bytes gives its memory back.
+ * growing. An empty queue gives its memory back: an idle connection holds no buffer (a
+ * 256-byte one kept per connection was a quarter of an idle connection's memory), and what
+ * a busy one pays is a malloc() and a free() of the same size per batch of reads, which the
+ * allocator's per-thread cache serves without a system call.
  */
 #include "buffer.h"
 
@@ -9,23 +12,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LSOCK__BUF_KEEP 4096
-#define LSOCK__BUF_MIN  256
+#define LSOCK__BUF_MIN 256
 
 size_t lsock__buf_space(const lsock__buf *b)
 {
     return b->cap - b->tail;
 }
 
-/* Empties the queue; releases memory of big queues so idle connections stay small. */
+/* Empties the queue and gives its memory back, so that idle connections stay small. */
 static void reset(lsock__buf *b)
 {
     b->head = b->tail = 0;
-    if (b->cap > LSOCK__BUF_KEEP) {
-        free(b->data);
-        b->data = NULL;
-        b->cap = 0;
-    }
+    free(b->data);
+    b->data = NULL;
+    b->cap = 0;
 }
 
 char *lsock__buf_reserve(lsock__buf *b, size_t n)

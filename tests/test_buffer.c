@@ -113,14 +113,19 @@ TEST(buffer_releases_memory_when_drained)
     lsock__buf_free(&b);
 }
 
-TEST(buffer_keeps_small_allocation_when_drained)
+TEST(buffer_releases_small_allocation_when_drained)
 {
     lsock__buf b = LSOCK__BUF_INIT;
     ASSERT_EQ(lsock__buf_append(&b, "x", 1), 0);
-    size_t cap = b.cap;
+    ASSERT(b.cap > 0);
     lsock__buf_consume(&b, 1);
-    ASSERT_EQ(b.cap, cap);
-    ASSERT_EQ(b.head, 0);
+    ASSERT_EQ(b.cap, 0);
+    ASSERT(b.data == NULL);
+    ASSERT_EQ(lsock__buf_len(&b), 0);
+    ASSERT_EQ(lsock__buf_append(&b, "yz", 2), 0); /* and takes memory again when written */
+    char out[2];
+    ASSERT_EQ(lsock__buf_peek(&b, out, 2), 2);
+    ASSERT(memcmp(out, "yz", 2) == 0);
     lsock__buf_free(&b);
 }
 
