@@ -143,6 +143,10 @@ bench: bench-build
 		$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),64 3,1024 5)
 	$(BENCH_BUILD)/bench/lsock-share-bench \
 		$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),64 3,1024 5)
+	@if [ -x $(BENCH_BUILD)/bench/lsock-wait-floor ]; then \
+		$(BENCH_BUILD)/bench/lsock-wait-floor \
+			$(if $(filter-out 0,$(BENCH_SHORT))$(findstring --short,$(BENCH_ARGS)),1 2000,5 50000); \
+	else echo "lsock-wait-floor: skipped: liburing not found when built (install liburing-dev)"; fi
 
 bench-plot: bench-build
 	bench/plot.sh $(BENCH_BUILD) docs/performance.png docs/performance-messages.png \

@@ -263,9 +263,9 @@ static double rss_of(pid_t pid)
 
 static int g_rusage; /* BENCH_RUSAGE=1: CPU time of each side of each measurement */
 
-/* The CPU time (user + system, seconds) process pid has used so far, from /proc/PID/stat;
- * -1 when it cannot be read. */
-static double cpu_of(pid_t pid)
+/* The CPU time (user + system, seconds) process pid has used so far, from /proc/PID/stat, and
+ * in *sys the system part; -1 when it cannot be read. */
+static double cpu_of(pid_t pid, double *sys)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -278,6 +278,7 @@ static double cpu_of(pid_t pid)
     unsigned long ut, st;
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return -1;
+    *sys = (double)st / (double)sysconf(_SC_CLK_TCK);
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
@@ -1271,7 +1272,7 @@ static double run_fanin(int impl, const void *params, double *mem_per_conn)
     usleep(100000); /* let the server settle with every connection idle */
     double rss1 = rss_of(spid);
     *mem_per_conn = (rss1 - rss0) / (double)fp->clients;
-    double cpu0 = cpu_of(spid), t0 = now_s();
+    double sys0, sys1, cpu0 = cpu_of(spid, &sys0), t0 = now_s();
     for (int i = 0; i < FANIN_PROCS; i++)
         if (write(go[1], "g", 1) != 1) die("fanin: go");
     int64_t total = 0;
@@ -1280,10 +1281,12 @@ static double run_fanin(int impl, const void *params, double *mem_per_conn)
         if (read(result[0], &n, sizeof n) != sizeof n) die("fanin: a client process failed");
         total += n;
     }
-    double cpu1 = cpu_of(spid), t1 = now_s();
+    double cpu1 = cpu_of(spid, &sys1), t1 = now_s();
     if (g_rusage && cpu0 >= 0 && cpu1 >= 0) /* is the server what limits the round trips? */
-        printf("\n    fanin server's CPU while measured: %.0f %% of one CPU", /* */
-               100.0 * (cpu1 - cpu0) / (t1 - t0));
+        printf("\n    the server's CPU while measured: %.0f %% of one CPU, %.0f %% of it in the "
+               "kernel",
+               100.0 * (cpu1 - cpu0) / (t1 - t0),
+               cpu1 > cpu0 ? 100.0 * (sys1 - sys0) / (cpu1 - cpu0) : 0.0);
     for (int i = 0; i < FANIN_PROCS; i++) {
         kill(cpid[i], SIGKILL);
         waitpid(cpid[i], NULL, 0);
