@@ -153,10 +153,10 @@ bench-plot: bench-build
 		docs/performance-workloads.png $(BENCH_BEFORE)
 
 # The library of commit BEFORE against the working tree's, in turns within one run:
-# make bench-compare BEFORE=REV [ROUNDS=5] [ONLY=pingpong,stream,...]
+# make bench-compare BEFORE=REV [ROUNDS=5] [ONLY=pingpong,stream,...] [BENCH_ARGS='--cpus 0,1']
 bench-compare:
 	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=REV [ROUNDS=N] [ONLY=LIST]" >&2; exit 2; }
-	bench/compare.sh $(BEFORE) $(or $(ROUNDS),5) $(or $(ONLY),pingpong,blocking,stream,refill,connrate,fanin)
+	BENCH_ARGS='$(BENCH_ARGS)' bench/compare.sh $(BEFORE) $(or $(ROUNDS),5) $(or $(ONLY),pingpong,blocking,stream,refill,connrate,fanin)
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

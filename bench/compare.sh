@@ -8,7 +8,8 @@
 #   bench/compare.sh BEFORE [ROUNDS] [ONLY] [IMPLS]          (make bench-compare)
 #
 # ROUNDS: pairs of runs (default 5). ONLY: lsock-bench's --only list (default the workloads of
-# the table). IMPLS: lsock-bench's --impl (default raw,lsock: raw is the control).
+# the table). IMPLS: lsock-bench's --impl (default raw,lsock: raw is the control). BENCH_ARGS
+# in the environment is passed on to every run (e.g. BENCH_ARGS='--cpus 0,1').
 #
 # For every row it prints medians over the rounds of after/before, turned so that above 1 is
 # faster (a latency's before/after, a throughput's after/before): of lsock's own figure; of
@@ -56,7 +57,7 @@ build "$work/after-src" "$work/after"
 
 run() { # $1 before|after, $2 round
     "$work/$1/bench/lsock-bench" --no-sizes --only "$only" --impl "$impls" --rounds 1 \
-        --table-data "$work/data/$1-$2.dat" >"$work/data/$1-$2.log" 2>&1 ||
+        --table-data "$work/data/$1-$2.dat" ${BENCH_ARGS:-} >"$work/data/$1-$2.log" 2>&1 ||
         { echo "compare: the $1 build failed in round $2; see $work/data/$1-$2.log" >&2; exit 1; }
 }
 for ((k = 1; k <= rounds; k++)); do
@@ -66,7 +67,7 @@ done
 
 echo
 echo "lsock: $(git log -1 --format='%h %s' "$sha" | cut -c1-60) (before)"
-echo "       the working tree at $(git log -1 --format=%h HEAD) (after), $rounds rounds in turns"
+echo "       the working tree at $(git log -1 --format=%h HEAD) (after), $rounds rounds in turns${BENCH_ARGS:+, $BENCH_ARGS}"
 awk -v rounds="$rounds" '
 function med(a, n,    i, j, t) { # sorts a[1..n] in place
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
