@@ -156,7 +156,7 @@ bench-plot: bench-build
 # make bench-compare BEFORE=REV [ROUNDS=5] [ONLY=pingpong,stream,...] [BENCH_ARGS='--cpus 0,1']
 bench-compare:
 	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=REV [ROUNDS=N] [ONLY=LIST]" >&2; exit 2; }
-	BENCH_ARGS='$(BENCH_ARGS)' bench/compare.sh $(BEFORE) $(or $(ROUNDS),5) $(or $(ONLY),pingpong,blocking,stream,refill,connrate,fanin)
+	BENCH_ARGS="$(BENCH_ARGS)" bench/compare.sh "$(BEFORE)" $(or $(ROUNDS),5) $(or $(ONLY),pingpong,blocking,stream,refill,connrate,fanin)
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

@@ -21,9 +21,11 @@
 # rounds; "faster" the other way round; "level" otherwise. A BEFORE whose lsock.h lacks lsock_loop_set_busy_poll or
 # lsock_socket_write_owned is built with -DBENCH_NO_BUSY_POLL / -DBENCH_NO_WRITE_OWNED: its
 # busy-poll row runs without busy polling, its write_owned row writes with lsock_socket_write.
+# BEFORE must have the benchmark build (LSOCK_BUILD_BENCH and the lsock_static library); an
+# older one fails to build, and the build's log says why.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[ $# -ge 1 ] || { sed -n '2,20p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2; }
 before_rev=$1
 rounds=${2:-5}
 only=${3:-pingpong,blocking,stream,refill,connrate,fanin}
@@ -37,7 +39,10 @@ rm -rf "$work"
 mkdir -p "$work/before-src" "$work/after-src" "$work/data"
 git archive "$sha" | tar -x -C "$work/before-src"
 # The working tree as it is (committed or not): what `make bench` would measure.
-git ls-files -co --exclude-standard -z | grep -zv "^$work/" | xargs -0 cp --parents -t "$work/after-src"
+# (tracked files deleted from the working tree are left out: they are not part of it).
+git ls-files -co --exclude-standard -z | grep -zv "^$work/" |
+    while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
+    xargs -0 -r cp --parents -t "$work/after-src" --
 rm -rf "$work/before-src/bench"
 cp -r bench "$work/before-src/bench"
 

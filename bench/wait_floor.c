@@ -15,6 +15,9 @@
  * interleaved round by round; medians in µs per round trip, and each against epoll.
  *
  *   lsock-wait-floor [ROUNDS] [ROUND_TRIPS]       (default 5 rounds of 50,000 round trips)
+ *
+ * Where io_uring cannot be set up (a kernel without it, io_uring_disabled, a seccomp filter),
+ * its column says so and the others are measured.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +25,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,17 +119,31 @@ static void side_epoll(int fd, int init)
 
 enum { UD_RECV = 1, UD_SEND = 2 };
 
-static void queue_send(struct io_uring *ring, int fd, const char *b)
+static int g_skip_success; /* the kernel can leave out a successful send's completion */
+
+static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (!sqe) { /* never more than two are queued in a ring of eight */
+        errno = ENOSPC;
+        die("io_uring_get_sqe");
+    }
+    return sqe;
+}
+
+static void queue_send(struct io_uring *ring, int fd, const char *b)
+{
+    struct io_uring_sqe *sqe = get_sqe(ring);
     io_uring_prep_send(sqe, fd, b, 1, MSG_NOSIGNAL);
     sqe->user_data = UD_SEND;
-    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS; /* a completion only if it fails */
+#ifdef IOSQE_CQE_SKIP_SUCCESS
+    if (g_skip_success) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS; /* a completion only if it fails */
+#endif
 }
 
 static void queue_recv(struct io_uring *ring, int fd, char *b)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = get_sqe(ring);
     io_uring_prep_recv(sqe, fd, b, 1, 0);
     sqe->user_data = UD_RECV;
 }
@@ -153,15 +171,41 @@ static void side_uring(int fd, int init)
             unsigned long long ud = cqe->user_data;
             io_uring_cqe_seen(&ring, cqe);
             errno = res < 0 ? -res : EPROTO;
-            if (ud == UD_SEND) die("io_uring send");
+            if (ud == UD_SEND) {
+                if (res != 1) die("io_uring send");
+                continue;
+            }
             if (res != 1) die("io_uring recv");
             i++;
             if (!init || i < g_trips) queue_send(&ring, fd, &out);
             if (i < g_trips) queue_recv(&ring, fd, &in);
         }
     }
-    io_uring_submit(&ring); /* the echo side's last reply */
+    rc = io_uring_submit(&ring); /* the echo side's last reply */
+    if (rc < 0) {
+        errno = -rc;
+        die("io_uring_submit");
+    }
+    if (!init && !g_skip_success) /* the last reply's completion: it has been sent */
+        while ((rc = io_uring_submit_and_wait(&ring, 1)) == -EINTR)
+            ;
     io_uring_queue_exit(&ring);
+}
+
+/* Whether io_uring can be used here; if not, why in why. */
+static int uring_usable(char *why, size_t n)
+{
+    struct io_uring ring;
+    int rc = io_uring_queue_init(8, &ring, 0);
+    if (rc < 0) {
+        snprintf(why, n, "io_uring_setup: %s", strerror(-rc));
+        return 0;
+    }
+#if defined(IOSQE_CQE_SKIP_SUCCESS) && defined(IORING_FEAT_CQE_SKIP)
+    g_skip_success = (ring.features & IORING_FEAT_CQE_SKIP) != 0;
+#endif
+    io_uring_queue_exit(&ring);
+    return 1;
 }
 
 static const struct {
@@ -187,7 +231,7 @@ static double measure(int way, int c, int s)
     }
     close(sv[1]);
     cpu_set_t saved;
-    sched_getaffinity(0, sizeof saved, &saved);
+    if (sched_getaffinity(0, sizeof saved, &saved) < 0) die("sched_getaffinity");
     pin(c);
     double t = now_s();
     ways[way].side(sv[0], 1);
@@ -216,6 +260,7 @@ static double median(double *v, int n)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a side that dies makes the other's write fail, not kill it */
     int rounds = argc > 1 ? atoi(argv[1]) : 5;
     if (argc > 2) g_trips = atol(argv[2]);
     if (rounds < 1 || rounds > MAX_ROUNDS || g_trips < 1) {
@@ -234,12 +279,16 @@ int main(int argc, char **argv)
     int nplace = ncpu > 1 ? 3 : 2;
 
     static double v[3][NWAYS][MAX_ROUNDS];
+    char why[128] = "";
+    int have_uring = uring_usable(why, sizeof why);
     printf("lsock-wait-floor: %d rounds of %ld round trips of 1 byte (AF_UNIX socketpair)\n",
            rounds, g_trips);
+    if (!have_uring) printf("io_uring: skipped: %s\n", why);
     for (int r = 0; r < rounds; r++) {
         for (int p = 0; p < nplace; p++)
             for (int k = 0; k < NWAYS; k++) {
                 int w = (k + r) % NWAYS; /* rotate: no way always runs first */
+                if (ways[w].side == side_uring && !have_uring) continue;
                 v[p][w][r] = measure(w, place[p].c, place[p].s);
             }
         printf(".");
@@ -255,11 +304,20 @@ int main(int argc, char **argv)
         double m[NWAYS];
         printf("%-10s", place[p].name);
         for (int k = 0; k < NWAYS; k++) {
-            m[k] = median(v[p][k], rounds);
-            printf(" %9.2f", m[k]);
+            int skipped = ways[k].side == side_uring && !have_uring;
+            m[k] = skipped ? -1 : median(v[p][k], rounds);
+            if (skipped)
+                printf(" %9s", "skipped");
+            else
+                printf(" %9.2f", m[k]);
         }
-        for (int k = 0; k < NWAYS; k++)
-            if (strcmp(ways[k].name, "epoll") != 0) printf(" %15.3f", m[k] / m[2]);
+        for (int k = 0; k < NWAYS; k++) {
+            if (strcmp(ways[k].name, "epoll") == 0) continue;
+            if (m[k] < 0)
+                printf(" %15s", "-");
+            else
+                printf(" %15.3f", m[k] / m[2]);
+        }
         printf("\n");
     }
     printf("(µs per round trip, medians; x/epoll below 1 is faster than an epoll loop)\n");

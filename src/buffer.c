@@ -2,9 +2,10 @@
  * Byte queue (see buffer.h). Growth doubles the capacity; space at the front freed by
  * consumed bytes is reclaimed by moving the live bytes down when that is cheaper than
  * growing. An empty queue gives its memory back: an idle connection holds no buffer (a
- * 256-byte one kept per connection was a quarter of an idle connection's memory), and what
- * a busy one pays is a malloc() and a free() of the same size per batch of reads, which the
- * allocator's per-thread cache serves without a system call.
+ * 256-byte one kept per connection was a quarter of an idle connection's memory). It keeps
+ * the size it had, up to LSOCK__BUF_HINT_MAX, and its next allocation starts there: a busy
+ * queue pays one malloc() and one free() per batch (from the allocator's free lists), not a
+ * series of reallocations growing from LSOCK__BUF_MIN again.
  */
 #include "buffer.h"
 
@@ -12,7 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LSOCK__BUF_MIN 256
+#define LSOCK__BUF_MIN      256
+#define LSOCK__BUF_HINT_MAX 4096
 
 size_t lsock__buf_space(const lsock__buf *b)
 {
@@ -23,6 +25,7 @@ size_t lsock__buf_space(const lsock__buf *b)
 static void reset(lsock__buf *b)
 {
     b->head = b->tail = 0;
+    if (b->cap) b->hint = b->cap < LSOCK__BUF_HINT_MAX ? b->cap : LSOCK__BUF_HINT_MAX;
     free(b->data);
     b->data = NULL;
     b->cap = 0;
@@ -40,7 +43,7 @@ char *lsock__buf_reserve(lsock__buf *b, size_t n)
         b->tail = len;
         return b->data + b->tail;
     }
-    size_t cap = b->cap ? b->cap : LSOCK__BUF_MIN;
+    size_t cap = b->cap ? b->cap : b->hint > LSOCK__BUF_MIN ? b->hint : LSOCK__BUF_MIN;
     while (cap - len < n)
         cap *= 2;
     char *p;
@@ -111,5 +114,5 @@ void lsock__buf_free(lsock__buf *b)
 {
     free(b->data);
     b->data = NULL;
-    b->cap = b->head = b->tail = 0;
+    b->cap = b->head = b->tail = b->hint = 0;
 }

@@ -1,8 +1,9 @@
 /*
  * Byte queue: a pure module with no sockets in it. A contiguous allocation with a read
  * offset; bytes are appended at the end and consumed from the front. When the queue empties
- * the offsets reset, and memory above a small retained size is released, so an idle
- * connection costs nothing.
+ * its memory is released, so an idle connection costs nothing; the size it had (up to 4 KiB)
+ * is where its next allocation starts, so that a busy queue pays one allocation per batch,
+ * not a series of doublings.
  */
 #ifndef LSOCK_BUFFER_H
 #define LSOCK_BUFFER_H
@@ -14,11 +15,12 @@ typedef struct lsock__buf {
     size_t cap;
     size_t head; /* first unread byte */
     size_t tail; /* one past the last byte */
+    size_t hint; /* the capacity when last emptied (at most 4 KiB): where the next one starts */
 } lsock__buf;
 
 #define LSOCK__BUF_INIT                                                                            \
     {                                                                                              \
-        NULL, 0, 0, 0                                                                              \
+        NULL, 0, 0, 0, 0                                                                           \
     }
 
 static inline size_t lsock__buf_len(const lsock__buf *b)

@@ -129,6 +129,33 @@ TEST(buffer_releases_small_allocation_when_drained)
     lsock__buf_free(&b);
 }
 
+TEST(buffer_drained_starts_again_at_the_size_it_had)
+{
+    lsock__buf b = LSOCK__BUF_INIT;
+    char chunk[100];
+    memset(chunk, 'g', sizeof chunk);
+    for (int i = 0; i < 30; i++) /* 3,000 bytes appended in small pieces: grown to 4 KiB */
+        ASSERT_EQ(lsock__buf_append(&b, chunk, sizeof chunk), 0);
+    size_t grown = b.cap;
+    ASSERT(grown >= 3000 && grown <= 4096);
+    lsock__buf_consume(&b, 3000);
+    ASSERT(b.data == NULL);
+    ASSERT_EQ(lsock__buf_append(&b, "x", 1), 0); /* one allocation of the old size, at once */
+    ASSERT_EQ(b.cap, grown);
+    lsock__buf_clear(&b);
+
+    char big[100000]; /* a big queue's next start is capped at 4 KiB */
+    memset(big, 'x', sizeof big);
+    ASSERT_EQ(lsock__buf_append(&b, big, sizeof big), 0);
+    lsock__buf_consume(&b, sizeof big);
+    ASSERT_EQ(lsock__buf_append(&b, "x", 1), 0);
+    ASSERT_EQ(b.cap, 4096);
+    lsock__buf_free(&b);
+    ASSERT_EQ(lsock__buf_append(&b, "x", 1), 0); /* freed: back to the smallest start */
+    ASSERT(b.cap < 4096);
+    lsock__buf_free(&b);
+}
+
 TEST(buffer_reserve_refuses_impossible_size)
 {
     lsock__buf b = LSOCK__BUF_INIT;
