@@ -69,6 +69,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#ifdef BENCH_HAVE_URING
+#include <liburing.h>
+#endif
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -362,6 +365,98 @@ static void raw_epoll_echo_server(const void *arg)
         }
     }
 }
+
+#ifdef BENCH_HAVE_URING
+/*
+ * BENCH_FANIN_URING=1: fanin's raw server is this minimal io_uring echo server instead of the
+ * epoll one, to show what a completion-based loop would serve: a multishot accept, one receive
+ * per connection in flight, each answered by a send of the same bytes linked before the next
+ * receive, and one io_uring_enter per batch of completions. No per-connection state but a
+ * 64-byte buffer per descriptor.
+ */
+#define URING_MAX_FD 16384
+#define URING_ACCEPT UINT64_MAX
+#define URING_SEND   (1ull << 32)
+static char (*uring_bufs)[64];
+
+static struct io_uring_sqe *uring_sqe(struct io_uring *ring)
+{
+    struct io_uring_sqe *sqe;
+    while (!(sqe = io_uring_get_sqe(ring)))
+        io_uring_submit(ring); /* the queue is full: hand it to the kernel and go on */
+    return sqe;
+}
+
+static void uring_recv(struct io_uring *ring, int fd)
+{
+    struct io_uring_sqe *sqe = uring_sqe(ring);
+    io_uring_prep_recv(sqe, fd, uring_bufs[fd], sizeof uring_bufs[fd], 0);
+    sqe->user_data = (uint64_t)fd;
+}
+
+static void uring_echo_server(const void *arg)
+{
+    int lfd = raw_listen();
+    uring_bufs = calloc(URING_MAX_FD, sizeof *uring_bufs);
+    if (!uring_bufs) die("uring server: out of memory");
+    struct io_uring ring;
+    struct io_uring_params prm = {0};
+    /* Completions are run when the server enters the kernel, not signalled to it as they
+     * happen (without this, a server alone on its CPU is interrupted for every one). */
+    prm.flags = IORING_SETUP_CQSIZE;
+#ifdef IORING_SETUP_DEFER_TASKRUN
+    prm.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+#endif
+    prm.cq_entries = 32768;
+    int rc = io_uring_queue_init_params(4096, &ring, &prm);
+    if (rc == -EINVAL && prm.flags != IORING_SETUP_CQSIZE) { /* a kernel before 6.1 */
+        memset(&prm, 0, sizeof prm);
+        prm.flags = IORING_SETUP_CQSIZE;
+        prm.cq_entries = 32768;
+        rc = io_uring_queue_init_params(4096, &ring, &prm);
+    }
+    if (rc < 0) die("uring server: io_uring_queue_init_params: %s", strerror(-rc));
+    struct io_uring_sqe *sqe = uring_sqe(&ring);
+    io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
+    sqe->user_data = URING_ACCEPT;
+    signal_ready();
+    for (;;) {
+        rc = io_uring_submit_and_wait(&ring, 1);
+        if (rc < 0 && rc != -EINTR)
+            die("uring server: io_uring_submit_and_wait: %s", strerror(-rc));
+        struct io_uring_cqe *cqe;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&ring, head, cqe)
+        {
+            seen++;
+            uint64_t ud = cqe->user_data;
+            int res = cqe->res;
+            if (ud == URING_ACCEPT) {
+                if (res >= URING_MAX_FD)
+                    close(res);
+                else if (res >= 0)
+                    uring_recv(&ring, res);
+                if (!(cqe->flags & IORING_CQE_F_MORE)) die("uring server: accept ended");
+                continue;
+            }
+            int fd = (int)(ud & 0xffffffffu);
+            if (ud & URING_SEND)
+                continue; /* failed (CQE_SKIP_SUCCESS): the linked receive
+                             is cancelled, and its completion closes fd */
+            if (res <= 0) {
+                close(fd);
+                continue;
+            }
+            sqe = uring_sqe(&ring);
+            io_uring_prep_send(sqe, fd, uring_bufs[fd], (size_t)res, MSG_NOSIGNAL);
+            sqe->user_data = (uint64_t)fd | URING_SEND;
+            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK; /* the receive waits for it */
+            uring_recv(&ring, fd);
+        }
+        io_uring_cq_advance(&ring, seen);
+    }
+}
+#endif
 
 /* Raw sink for stream: reads *total bytes, then acknowledges with one byte. */
 static void raw_sink_server(const void *arg)
@@ -1246,6 +1341,14 @@ static double run_fanin(int impl, const void *params, double *mem_per_conn)
 {
     const fi_params *fp = params;
     void (*server)(const void *) = impl == RAW ? raw_epoll_echo_server : lsock_echo_server;
+    const char *uring = getenv("BENCH_FANIN_URING");
+    if (impl == RAW && uring && *uring && strcmp(uring, "0") != 0) {
+#ifdef BENCH_HAVE_URING
+        server = uring_echo_server;
+#else
+        die("BENCH_FANIN_URING: this lsock-bench was built without liburing (liburing-dev)");
+#endif
+    }
 #ifdef BENCH_HAVE_LIBUV
     if (impl == LIBUV) server = libuv_echo_server;
 #endif
