@@ -447,6 +447,8 @@ static void uring_echo_server(const void *arg)
                 close(fd);
                 continue;
             }
+            if (io_uring_sq_space_left(&ring) < 2) /* the linked pair in one submission */
+                io_uring_submit(&ring);
             sqe = uring_sqe(&ring);
             io_uring_prep_send(sqe, fd, uring_bufs[fd], (size_t)res, MSG_NOSIGNAL);
             sqe->user_data = (uint64_t)fd | URING_SEND;
