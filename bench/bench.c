@@ -1267,10 +1267,55 @@ static double epoll_connrate(const cr_params *cp)
     return (double)cp->conns / t;
 }
 
+#ifdef BENCH_HAVE_URING
+/* BENCH_CONNRATE_URING=1: the EPOLL column of connrate is a minimal io_uring client against
+ * the io_uring echo server instead: per connection socket() and connect(), then the byte's
+ * send and the reply's receive in one io_uring_enter, then close(). */
+static double uring_connrate(const cr_params *cp)
+{
+    pid_t pid = spawn(uring_echo_server, NULL);
+    struct io_uring ring;
+    int rc = io_uring_queue_init(8, &ring, 0);
+    if (rc < 0) die("uring connrate: io_uring_queue_init: %s", strerror(-rc));
+    double t0 = now_s();
+    for (long i = 0; i < cp->conns; i++) {
+        int fd = raw_connect();
+        struct io_uring_sqe *sqe = uring_sqe(&ring);
+        io_uring_prep_send(sqe, fd, "x", 1, MSG_NOSIGNAL);
+        sqe->user_data = URING_SEND;
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK;
+        sqe = uring_sqe(&ring);
+        io_uring_prep_recv(sqe, fd, g_buf, 1, 0);
+        sqe->user_data = 1;
+        for (int got = 0; !got;) {
+            rc = io_uring_submit_and_wait(&ring, 1);
+            if (rc < 0 && rc != -EINTR) die("uring connrate: %s", strerror(-rc));
+            struct io_uring_cqe *cqe;
+            while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+                int res = cqe->res;
+                uint64_t ud = cqe->user_data;
+                io_uring_cqe_seen(&ring, cqe);
+                if (ud == URING_SEND || res != 1) die("uring connrate: %s", strerror(-res));
+                got = 1;
+            }
+        }
+        close(fd);
+    }
+    double t = now_s() - t0;
+    io_uring_queue_exit(&ring);
+    reap(pid);
+    return (double)cp->conns / t;
+}
+#endif
+
 static double run_connrate(int impl, const void *params, double *extra)
 {
     switch (impl) {
     case EPOLL:
+#ifdef BENCH_HAVE_URING
+        if (getenv("BENCH_CONNRATE_URING") && atoi(getenv("BENCH_CONNRATE_URING")) > 0)
+            return uring_connrate(params);
+#endif
         return epoll_connrate(params);
     case RAW:
         return raw_connrate(params);
