@@ -266,6 +266,13 @@ static double rss_of(pid_t pid)
 
 static int g_rusage; /* BENCH_RUSAGE=1: CPU time of each side of each measurement */
 
+/* Whether the environment variable name is set to something other than "" or "0". */
+static bool env_on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 /* The CPU time (user + system, seconds) process pid has used so far, from /proc/PID/stat, and
  * in *sys the system part; -1 when it cannot be read. */
 static double cpu_of(pid_t pid, double *sys)
@@ -1313,8 +1320,7 @@ static double run_connrate(int impl, const void *params, double *extra)
     switch (impl) {
     case EPOLL:
 #ifdef BENCH_HAVE_URING
-        if (getenv("BENCH_CONNRATE_URING") && atoi(getenv("BENCH_CONNRATE_URING")) > 0)
-            return uring_connrate(params);
+        if (env_on("BENCH_CONNRATE_URING")) return uring_connrate(params);
 #endif
         return epoll_connrate(params);
     case RAW:
@@ -1388,8 +1394,7 @@ static double run_fanin(int impl, const void *params, double *mem_per_conn)
 {
     const fi_params *fp = params;
     void (*server)(const void *) = impl == RAW ? raw_epoll_echo_server : lsock_echo_server;
-    const char *uring = getenv("BENCH_FANIN_URING");
-    if (impl == RAW && uring && *uring && strcmp(uring, "0") != 0) {
+    if (impl == RAW && env_on("BENCH_FANIN_URING")) {
 #ifdef BENCH_HAVE_URING
         server = uring_echo_server;
 #else
@@ -2060,8 +2065,7 @@ static void run_sizes(bool short_mode, int rounds, const char *data_file)
 
 int main(int argc, char **argv)
 {
-    const char *s = getenv("BENCH_SHORT");
-    bool short_mode = s && *s && strcmp(s, "0") != 0, sizes = true;
+    bool short_mode = env_on("BENCH_SHORT"), sizes = true;
     int rounds = 0;
     const char *only = NULL, *data_file = NULL, *msg_data_file = NULL, *table_file = NULL;
     for (int i = 1; i < argc; i++) {
@@ -2111,7 +2115,7 @@ int main(int argc, char **argv)
     }
     if (rounds <= 0) rounds = short_mode ? 3 : 5;
     g_short = short_mode;
-    g_rusage = getenv("BENCH_RUSAGE") && atoi(getenv("BENCH_RUSAGE")) > 0;
+    g_rusage = env_on("BENCH_RUSAGE");
     if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
     signal(SIGPIPE, SIG_IGN);
     memset(g_msg, 'm', sizeof g_msg);
